@@ -1,0 +1,62 @@
+"""`tailor <command>`: subcommands are discovered from tailor.commands.
+
+Errors users can fix (TailorError) print one paragraph and exit with 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import pkgutil
+import sys
+
+from tailor.errors import TailorError
+
+
+def commands() -> dict:
+    import tailor.commands as pkg
+
+    found = {}
+    for info in pkgutil.iter_modules(pkg.__path__):
+        module = importlib.import_module(f"tailor.commands.{info.name}")
+        if hasattr(module, "NAME") and hasattr(module, "main"):
+            found[module.NAME] = module
+    return dict(sorted(found.items()))
+
+
+def quiet_libraries() -> None:
+    """Keep the console for tailor's own progress bars and results."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tailor", description="Tailor a pretrained language model to one task.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    found = commands()
+    for name, module in found.items():
+        p = sub.add_parser(name, help=module.HELP, description=module.__doc__)
+        module.add_arguments(p)
+    args, extra = parser.parse_known_args(argv)
+    # Overrides may follow options (`tailor run cfg.yaml --resume train.max_steps=5`).
+    if extra:
+        if not hasattr(args, "overrides") or any(x.startswith("-") or "=" not in x for x in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides += extra
+    try:
+        quiet_libraries()
+        return found[args.command].main(args) or 0
+    except TailorError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

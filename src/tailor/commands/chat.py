@@ -1,0 +1,57 @@
+"""tailor chat RUN_DIR: talk to a fine-tuned model in the terminal, turn by turn.
+
+Type a message and press Enter. /reset starts a new conversation, /exit (or Ctrl-D) quits.
+"""
+
+from __future__ import annotations
+
+import sys
+
+NAME = "chat"
+HELP = "multi-turn chat in the terminal with a run's model"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("run", help="run folder (runs/<name>) or model folder")
+    parser.add_argument("--system", default=None, help="system prompt (default: the run's data.system_prompt)")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="reply length limit")
+    parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+
+
+def main(args) -> int:
+    import dataclasses
+
+    from tailor.data.tokenize import prompt_ids
+    from tailor.generate.replies import generate
+    from tailor.precision import use_bf16
+    from tailor.runs import load_run
+
+    cfg, model, tokenizer = load_run(args.run)
+    decode = dataclasses.replace(
+        cfg.decode,
+        max_new_tokens=args.max_new_tokens or max(cfg.decode.max_new_tokens, 128),
+        do_sample=args.sample or cfg.decode.do_sample,
+        batch_size=1,
+    )
+    bf16 = use_bf16(cfg.train.precision)
+    system = args.system if args.system is not None else cfg.data.system_prompt
+    history: list[dict] = [{"role": "system", "content": system}] if system else []
+    print("chat with the model: /reset starts over, /exit quits", flush=True)
+    while True:
+        try:
+            text = input("you> ").strip()
+        except EOFError:
+            print()
+            return 0
+        if text in ("/exit", "/quit"):
+            return 0
+        if text == "/reset":
+            history = history[:1] if system else []
+            continue
+        if not text:
+            continue
+        history.append({"role": "user", "content": text})
+        reply = generate(model, tokenizer, [prompt_ids(tokenizer, history)], decode, bf16, seed=len(history), desc="reply")[0]
+        history.append({"role": "assistant", "content": reply["text"]})
+        print(f"model> {reply['text']}", flush=True)
+        sys.stdout.flush()

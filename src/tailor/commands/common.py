@@ -1,0 +1,16 @@
+"""Arguments shared by the commands that take a config."""
+
+from __future__ import annotations
+
+import argparse
+
+from tailor.config import Config, load_config
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="YAML config, e.g. configs/dialogue/smollm2-chitchat.yaml")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.learning_rate=1e-4 name=try2")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    return load_config(args.config, args.overrides)

@@ -1,0 +1,27 @@
+"""tailor eval RUN_DIR: score a run's model on a split of its own data (perplexity, accuracy, replies)."""
+
+from __future__ import annotations
+
+import json
+
+NAME = "eval"
+HELP = "evaluate a run's model on its data's test (or validation) split"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("run", help="run folder (runs/<name>) or model folder with tailor.yaml")
+    parser.add_argument("--split", choices=["test", "validation"], default="test")
+
+
+def main(args) -> int:
+    from tailor.eval.dialogue import evaluate
+    from tailor.models.load import context_length
+    from tailor.precision import use_bf16
+    from tailor.runs import load_run
+    from tailor.tasks.dialogue import prepare
+
+    cfg, model, tokenizer = load_run(args.run)
+    splits = prepare(cfg, tokenizer, context_length(model))
+    metrics, _ = evaluate(model, tokenizer, splits[args.split], cfg, use_bf16(cfg.train.precision), args.split)
+    print(json.dumps(metrics, indent=2))
+    return 0

@@ -1,0 +1,93 @@
+"""The run config: one typed tree, read from YAML plus dotted command-line overrides.
+
+    cfg = load_config("configs/dialogue/smollm2-chitchat.yaml", ["train.learning_rate=1e-4"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from tailor.config.base import build, describe, setting, to_dict
+from tailor.config.data import DataConfig
+from tailor.config.decode import DecodeConfig
+from tailor.config.evaluation import EvalConfig
+from tailor.config.model import ModelConfig
+from tailor.config.train import TrainConfig
+from tailor.errors import TailorError
+
+__all__ = ["Config", "load_config", "config_from_dict", "dump_config", "describe"]
+
+
+@dataclass
+class Config:
+    name: str = setting("", help="Run name; the run folder is <output_dir>/<name>. Empty: the config file's stem.")
+    task: Literal["dialogue"] = setting("dialogue", help="Task family.")
+    output_dir: str = setting("runs", help="Folder that holds run folders.")
+    model: ModelConfig = setting(default_factory=ModelConfig, help="The pretrained model.")
+    data: DataConfig = setting(default_factory=DataConfig, help="The task's data.")
+    train: TrainConfig = setting(default_factory=TrainConfig, help="The training loop.")
+    eval: EvalConfig = setting(default_factory=EvalConfig, help="Evaluation.")
+    decode: DecodeConfig = setting(default_factory=DecodeConfig, help="Decoding for generation.")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise TailorError(f"override '{item}' must look like section.key=value, e.g. train.learning_rate=1e-4.")
+    key, raw = item.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    for item in overrides:
+        path, value = _parse_override(item)
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise TailorError(f"override '{item}': '{part}' is not a section.")
+        node[path[-1]] = value
+    return data
+
+
+def config_from_dict(data: dict, where: str = "config") -> Config:
+    return build(Config, data, where)
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise TailorError(f"config file {path} does not exist.")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}" if mark else str(path)
+        raise TailorError(f"{where}: not valid YAML ({getattr(e, 'problem', e)}).") from None
+    if not isinstance(data, dict):
+        raise TailorError(f"{path}: the top level must be a mapping of settings.")
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    data = apply_overrides(read_yaml(path), overrides or [])
+    data.setdefault("name", Path(path).stem)
+    if not data["name"]:
+        data["name"] = Path(path).stem
+    return config_from_dict(data, where=str(path))
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def replace(cfg: Config, **sections: Any) -> Config:
+    return dataclasses.replace(cfg, **sections)

@@ -1,0 +1,110 @@
+"""Typed config sections built from plain dicts, with errors that name the bad key.
+
+Each section is a dataclass; each field carries its help text in `metadata["help"]`, so the
+valid keys and what they mean can be listed wherever a key is wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from typing import Any
+
+from tailor.errors import TailorError
+
+
+def setting(default: Any = dataclasses.MISSING, help: str = "", **kw: Any) -> Any:
+    """A config field with its help text. Mutable defaults go through `default_factory`."""
+    if isinstance(default, (list, dict)):
+        value = default
+        return dataclasses.field(default_factory=lambda: type(value)(value), metadata={"help": help}, **kw)
+    return dataclasses.field(default=default, metadata={"help": help}, **kw)
+
+
+def _closest(key: str, valid: list[str]) -> str:
+    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    return f" Did you mean '{match[0]}'?" if match else ""
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except TailorError as e:
+                errors.append(str(e))
+        raise TailorError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise TailorError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}.")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise TailorError(f"{where}: expected a list, got {value!r}.")
+        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)] if args else list(value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise TailorError(f"{where}: expected a mapping, got {value!r}.")
+        return dict(value)
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, where)
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML reads "3e-4" as a string
+        except ValueError:
+            pass
+    if hint in (int, float, str, bool) and not (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
+        raise TailorError(f"{where}: expected {hint.__name__}, got {value!r}.")
+    return value
+
+
+def build(cls: type, data: Any, where: str = "config") -> Any:
+    """Make `cls` from a dict, rejecting unknown keys with the list of valid ones."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise TailorError(f"{where}: expected a mapping of settings, got {data!r}.")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            valid = sorted(fields)
+            raise TailorError(
+                f"{where}: unknown key '{key}'.{_closest(str(key), valid)} "
+                f"Valid keys here: {', '.join(valid)}."
+            )
+        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
+    try:
+        return cls(**kwargs)
+    except TailorError as e:
+        raise TailorError(f"{where}: {e}") from None
+
+
+def to_dict(obj: Any) -> Any:
+    return dataclasses.asdict(obj)
+
+
+def describe(cls: type, prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted key, help) for every setting, for `tailor config --help`-style listings."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            rows += describe(hints[f.name], f"{prefix}{f.name}.")
+        else:
+            rows.append((f"{prefix}{f.name}", f.metadata.get("help", "")))
+    return rows

@@ -1,0 +1,14 @@
+"""Settings of evaluation and the base-vs-fine-tuned comparison."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tailor.config.base import setting
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = setting(16, help="Samples per forward pass when scoring.")
+    generate_samples: int = setting(32, help="Test prompts answered by generation for length and stop rate.")
+    show_samples: int = setting(3, help="Test prompts whose replies are printed side by side.")

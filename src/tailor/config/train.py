@@ -1,0 +1,42 @@
+"""The training loop's settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from tailor.config.base import setting
+from tailor.errors import TailorError
+
+
+@dataclass
+class TrainConfig:
+    learning_rate: float = setting(5e-5, help="Peak AdamW learning rate.")
+    weight_decay: float = setting(0.0, help="AdamW weight decay (not applied to biases and norms).")
+    betas: list[float] = setting([0.9, 0.999], help="AdamW betas.")
+    batch_size: int = setting(8, help="Samples per micro-batch.")
+    grad_accum: int = setting(1, help="Micro-batches per optimizer step.")
+    epochs: float = setting(1.0, help="Passes over the training samples (fractions allowed).")
+    max_steps: int = setting(0, help="Stop after this many optimizer steps (0 = from epochs).")
+    warmup_steps: int = setting(0, help="Linear warmup steps; if 0, warmup_ratio is used.")
+    warmup_ratio: float = setting(0.05, help="Warmup as a share of all steps, when warmup_steps is 0.")
+    schedule: Literal["cosine", "linear", "constant"] = setting("cosine", help="Decay after warmup.")
+    max_grad_norm: float = setting(1.0, help="Gradient clipping norm (0 = off).")
+    precision: Literal["auto", "bf16", "fp32"] = setting(
+        "auto", help="'auto' uses bf16 autocast where the CPU has native bf16, else fp32."
+    )
+    seed: int = setting(0, help="Seed for data order, initialisation and sampling.")
+    eval_every: int = setting(50, help="Validate every N optimizer steps (0 = only at the end).")
+    patience: int = setting(0, help="Early stopping: validations without improvement before stopping (0 = off).")
+    save_every: int = setting(50, help="Write a resumable checkpoint every N optimizer steps (0 = only at the end).")
+    log_every: int = setting(10, help="Log to log.jsonl every N optimizer steps.")
+    threads: int = setting(0, help="torch intra-op threads (0 = torch's default).")
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise TailorError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if self.learning_rate <= 0:
+            raise TailorError(f"learning_rate must be positive, got {self.learning_rate}.")
+        if self.epochs <= 0 and self.max_steps <= 0:
+            raise TailorError("set epochs > 0 or max_steps > 0.")

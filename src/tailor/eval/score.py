@@ -1,0 +1,35 @@
+"""Teacher-forced scoring of response tokens: loss, perplexity, token accuracy."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from tqdm import tqdm
+
+from tailor.data.batches import collate, sequential
+from tailor.precision import autocast
+from tailor.train.loss import token_stats
+
+
+@torch.inference_mode()
+def score(model, samples: list[dict], pad_id: int, batch_size: int = 16, bf16: bool = False, desc: str = "score") -> dict:
+    was_training = model.training
+    model.eval()
+    nll, tokens, correct = 0.0, 0, 0
+    lengths = [len(s["input_ids"]) for s in samples]
+    batches = sequential(len(samples), batch_size, lengths)
+    for idx in tqdm(batches, desc=desc, unit="batch", leave=False, dynamic_ncols=True):
+        with autocast(bf16):
+            total, n, c = token_stats(model, collate([samples[i] for i in idx], pad_id))
+        nll += float(total)
+        tokens += n
+        correct += c
+    model.train(was_training)
+    loss = nll / max(tokens, 1)
+    return {
+        "loss": loss,
+        "perplexity": math.exp(min(loss, 50.0)),
+        "token_accuracy": correct / max(tokens, 1),
+        "tokens": tokens,
+    }

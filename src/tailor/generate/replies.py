@@ -1,0 +1,65 @@
+"""Batched reply generation with the shared decoding settings (HF `generate` underneath)."""
+
+from __future__ import annotations
+
+import torch
+from tqdm import tqdm
+from transformers import GenerationConfig
+
+from tailor.config.decode import DecodeConfig
+from tailor.precision import autocast
+
+END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
+
+
+def stop_ids(tokenizer) -> list[int]:
+    """The end-of-sequence token and any end-of-turn token the chat template uses."""
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    vocab = tokenizer.get_vocab()
+    ids |= {vocab[t] for t in END_OF_TURN if t in vocab}
+    return sorted(ids)
+
+
+def generation_config(decode: DecodeConfig, tokenizer, seed_free: bool = True) -> GenerationConfig:
+    kw = dict(
+        max_new_tokens=decode.max_new_tokens,
+        do_sample=decode.do_sample,
+        num_beams=decode.num_beams,
+        repetition_penalty=decode.repetition_penalty,
+        eos_token_id=stop_ids(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    if decode.do_sample:
+        kw.update(temperature=decode.temperature, top_k=decode.top_k or None, top_p=decode.top_p)
+    return GenerationConfig(**kw)
+
+
+@torch.inference_mode()
+def generate(model, tokenizer, prompts: list[list[int]], decode: DecodeConfig, bf16: bool = False, seed: int = 0, desc: str = "generate") -> list[dict]:
+    """Reply to each tokenized prompt: {"text", "tokens" (count), "stopped" (ended its turn)}."""
+    model.eval()
+    gen = generation_config(decode, tokenizer)
+    stops = set(stop_ids(tokenizer))
+    torch.manual_seed(seed)
+    results: list[dict] = [None] * len(prompts)  # type: ignore[list-item]
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # similar lengths pad less
+    chunks = [order[i : i + decode.batch_size] for i in range(0, len(order), decode.batch_size)]
+    for chunk in tqdm(chunks, desc=desc, unit="batch", leave=False, dynamic_ncols=True):
+        width = max(len(prompts[i]) for i in chunk)
+        ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, i in enumerate(chunk):  # left padding: every prompt ends where generation starts
+            ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
+            mask[row, width - len(prompts[i]) :] = 1
+        with autocast(bf16):
+            out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)
+        for row, i in enumerate(chunk):
+            new = out[row, width:].tolist()
+            cut = next((k for k, tok in enumerate(new) if tok in stops), None)
+            reply = new if cut is None else new[:cut]
+            results[i] = {
+                "text": tokenizer.decode(reply, skip_special_tokens=True).strip(),
+                "tokens": len(reply),
+                "stopped": cut is not None,
+            }
+    return results

@@ -1,0 +1,25 @@
+"""Reopen a finished run (or a model folder) from disk alone: its model, tokenizer and config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tailor.config import Config, config_from_dict, read_yaml
+from tailor.errors import TailorError
+from tailor.models.load import load_model, load_tokenizer
+
+
+def model_folder(path: str | Path) -> Path:
+    path = Path(path)
+    if (path / "model" / "config.json").is_file():
+        return path / "model"
+    if (path / "config.json").is_file():
+        return path
+    raise TailorError(f"{path} is neither a run folder with a model/ inside nor a model folder.")
+
+
+def load_run(path: str | Path, dtype: str = "float32") -> tuple[Config, object, object]:
+    folder = model_folder(path)
+    cfg_file = folder / "tailor.yaml"
+    cfg = config_from_dict(read_yaml(cfg_file), str(cfg_file)) if cfg_file.is_file() else Config()
+    return cfg, load_model(str(folder), dtype), load_tokenizer(str(folder))

@@ -1,0 +1,83 @@
+"""Dialogue response generation: conversations -> windowed samples -> tokenized splits."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from transformers import PreTrainedTokenizerBase
+
+from tailor.config import Config
+from tailor.data.dialogue import split_of, windows
+from tailor.data.sources import read_conversations
+from tailor.data.tokenize import IGNORE, encode_fitting
+from tailor.errors import TailorError
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class Splits:
+    train: list[dict]
+    validation: list[dict]
+    test: list[dict]
+    stats: dict = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> list[dict]:
+        return getattr(self, name)
+
+
+def _cap(samples: list[dict], limit: int, salt: str) -> list[dict]:
+    if not limit or len(samples) <= limit:
+        return samples
+    picked = list(samples)
+    random.Random(salt).shuffle(picked)
+    return picked[:limit]
+
+
+def prepare(cfg: Config, tokenizer: PreTrainedTokenizerBase, context: int) -> Splits:
+    d = cfg.data
+    max_length = cfg.model.max_length
+    if max_length > context:
+        raise TailorError(
+            f"model.max_length={max_length} is longer than the model's context of {context} tokens; "
+            f"set model.max_length to at most {context}."
+        )
+    conversations = read_conversations(d.source)
+    by_split: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    conv_count = {s: 0 for s in SPLITS}
+    for conv in conversations:
+        split = split_of(conv["id"], d.val_fraction, d.test_fraction)
+        conv_count[split] += 1
+        by_split[split] += windows(conv, d.history_turns, d.system_prompt)
+    limits = {"train": d.max_train_samples, "validation": d.max_val_samples, "test": d.max_test_samples}
+    out, skipped = {}, 0
+    for split in SPLITS:
+        if not by_split[split]:
+            raise TailorError(
+                f"data source {d.source}: the {split} split is empty ({len(conversations)} conversations, "
+                f"{conv_count[split]} in {split}, no assistant turn with history). Add data or change "
+                "data.val_fraction / data.test_fraction."
+            )
+        encoded = []
+        for sample in _cap(by_split[split], limits[split], f"{split}-cap"):
+            enc = encode_fitting(tokenizer, sample, max_length)
+            if enc is None:
+                if d.overlong == "error":
+                    raise TailorError(
+                        f"{sample['origin']}: a sample is longer than model.max_length={max_length} tokens even "
+                        f"with only the last turn as history. Raise model.max_length (the model's context "
+                        f"is {context}) or set data.overlong=skip."
+                    )
+                skipped += 1
+                continue
+            encoded.append(enc)
+        out[split] = encoded
+    stats = {
+        "conversations": conv_count,
+        "samples": {s: len(out[s]) for s in SPLITS},
+        "skipped_overlong": skipped,
+        "train_tokens": sum(len(s["input_ids"]) for s in out["train"]),
+        "train_supervised_tokens": sum(sum(1 for x in s["labels"] if x != IGNORE) for s in out["train"]),
+    }
+    return Splits(out["train"], out["validation"], out["test"], stats)

@@ -1,0 +1,83 @@
+"""Resumable checkpoints and the exported model folder, all written atomically.
+
+runs/<name>/checkpoints/step-000100/   model (safetensors), optimizer.pt, scheduler.pt, rng.pt, state.json
+runs/<name>/checkpoints/latest         text file naming the newest complete checkpoint
+runs/<name>/model/                     the best model: a plain Hugging Face folder plus tailor.yaml
+
+A checkpoint folder is built under a temporary name and renamed into place; `latest` is
+replaced only after that, so a crash at any moment leaves the previous checkpoint usable.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from tailor.errors import TailorError
+from tailor.fsutil import write_dir, write_json, write_text
+
+
+def save_model_folder(path: Path, model, tokenizer, config_yaml: str, metrics: dict | None = None) -> None:
+    """A folder `AutoModelForCausalLM.from_pretrained` loads, carrying the run's config and template."""
+
+    def fill(tmp: Path) -> None:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        write_text(tmp / "tailor.yaml", config_yaml)
+        if metrics is not None:
+            write_json(tmp / "metrics.json", metrics)
+
+    write_dir(path, fill)
+
+
+def save_checkpoint(run_dir: Path, step: int, model, tokenizer, optimizer, scheduler, state: dict, config_yaml: str, keep: int = 1) -> Path:
+    root = run_dir / "checkpoints"
+    name = f"step-{step:06d}"
+
+    def fill(tmp: Path) -> None:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        write_text(tmp / "tailor.yaml", config_yaml)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save({"torch": torch.get_rng_state(), "python": random.getstate()}, tmp / "rng.pt")
+        write_json(tmp / "state.json", {**state, "step": step})
+
+    path = write_dir(root / name, fill)
+    write_text(root / "latest", name + "\n")
+    done = sorted(p for p in root.glob("step-*") if p.is_dir())
+    for old in done[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    pointer = run_dir / "checkpoints" / "latest"
+    if not pointer.is_file():
+        return None
+    path = run_dir / "checkpoints" / pointer.read_text().strip()
+    if not (path / "state.json").is_file():
+        raise TailorError(f"{pointer} names {path.name}, which is incomplete or missing.")
+    return path
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
+    weights = {}
+    for f in sorted(path.glob("*.safetensors")):
+        weights.update(load_file(f))
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    # Tied weights (lm_head = embeddings) are stored once; anything else missing is a real mismatch.
+    missing = [k for k in missing if k not in getattr(model, "_tied_weights_keys", {}) and "lm_head" not in k]
+    if missing or unexpected:
+        raise TailorError(f"checkpoint {path} does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]}).")
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    rng = torch.load(path / "rng.pt", weights_only=False)  # our own file: a torch tensor and Python's tuple
+    torch.set_rng_state(rng["torch"])
+    random.setstate(rng["python"])
+    return json.loads((path / "state.json").read_text())

@@ -1,0 +1,153 @@
+"""The training loop: one explicit function, read top to bottom.
+
+Details it does not hide:
+- the loss of an optimizer step is the summed NLL of all its micro-batches divided by the number
+  of supervised tokens in the whole step, so long and short responses weigh per token;
+- the order of micro-batches is a pure function of (seed, epoch), so step s always sees the same
+  data and a resumed run continues exactly where the checkpoint was taken;
+- tokens/s counts real (non-padding) tokens.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+from transformers import get_scheduler
+
+from tailor.config import Config, dump_config
+from tailor.data.batches import collate, length_grouped
+from tailor.eval.score import score
+from tailor.precision import autocast, use_bf16
+from tailor.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_model_folder
+from tailor.train.log import JsonlLog
+from tailor.train.loss import token_stats
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    best_val_loss: float
+    best_step: int
+    stopped_early: bool
+    tokens_per_second: float
+    seconds: float
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas: list[float]) -> torch.optim.Optimizer:
+    """AdamW; biases and norm weights (1-D tensors) get no weight decay."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), foreach=True)
+
+
+def micro_batches(lengths: list[int], batch_size: int, seed: int, start: int):
+    """Endless (epoch, micro-batch indices) from global micro-batch number `start` on."""
+    epoch, offset = divmod(start, math.ceil(len(lengths) / batch_size))
+    while True:
+        batches = length_grouped(lengths, batch_size, seed, epoch)
+        for idx in batches[offset:]:
+            yield epoch, idx
+        epoch, offset = epoch + 1, 0
+
+
+def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[dict], run_dir: Path, resume: bool = False) -> TrainResult:
+    t = cfg.train
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    torch.manual_seed(t.seed)
+    random.seed(t.seed)
+    bf16 = use_bf16(t.precision)
+    pad_id = tokenizer.pad_token_id
+    config_yaml = dump_config(cfg)
+
+    lengths = [len(s["input_ids"]) for s in train_set]
+    batches_per_epoch = math.ceil(len(train_set) / t.batch_size)
+    total_steps = t.max_steps or max(1, math.ceil(t.epochs * batches_per_epoch / t.grad_accum))
+    warmup = t.warmup_steps or int(t.warmup_ratio * total_steps)
+
+    model.train()
+    optimizer = make_optimizer(model, t.learning_rate, t.weight_decay, t.betas)
+    scheduler = get_scheduler(t.schedule, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+    log = JsonlLog(run_dir / "log.jsonl")
+
+    state = {"best_val_loss": math.inf, "best_step": 0, "bad_evals": 0}
+    step = 0
+    checkpoint = latest_checkpoint(run_dir) if resume else None
+    if checkpoint is not None:
+        state = load_checkpoint(checkpoint, model, optimizer, scheduler)
+        step = state["step"]
+        log.truncate_after(step)
+    elif not resume:
+        log.path.unlink(missing_ok=True)
+
+    data = micro_batches(lengths, t.batch_size, t.seed, step * t.grad_accum)
+    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
+    started, window_tokens, window_time = time.perf_counter(), 0, 0.0
+    all_tokens, train_time, stopped_early = 0, 0.0, False
+
+    def validate() -> bool:
+        """Score the validation split; keep the best model; True when patience has run out."""
+        metrics = score(model, val_set, pad_id, cfg.eval.batch_size, bf16, desc="validate")
+        log.write({"step": step, "split": "validation", **metrics})
+        bar.write(f"step {step}: validation loss {metrics['loss']:.4f}  perplexity {metrics['perplexity']:.2f}  "
+                  f"token accuracy {metrics['token_accuracy']:.3f}")
+        if metrics["loss"] < state["best_val_loss"]:
+            state.update(best_val_loss=metrics["loss"], best_step=step, bad_evals=0)
+            save_model_folder(run_dir / "model", model, tokenizer, config_yaml, {"validation": metrics, "step": step})
+        else:
+            state["bad_evals"] += 1
+        return bool(t.patience) and state["bad_evals"] >= t.patience
+
+    while step < total_steps:
+        tick = time.perf_counter()
+        parts = [next(data) for _ in range(t.grad_accum)]
+        batches = [collate([train_set[i] for i in idx], pad_id) for _, idx in parts]
+        step_targets = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
+        loss_sum = 0.0
+        for batch in batches:
+            with autocast(bf16):
+                nll, _, _ = token_stats(model, batch)
+            (nll / max(step_targets, 1)).backward()
+            loss_sum += float(nll)
+            real = int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+            window_tokens += real
+            all_tokens += real
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm or float("inf"))
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        loss = loss_sum / max(step_targets, 1)
+        spent = time.perf_counter() - tick  # training compute only: validation and saving excluded
+        window_time += spent
+        train_time += spent
+
+        bar.update(1)
+        if step % t.log_every == 0 or step == total_steps:
+            rate = window_tokens / max(window_time, 1e-9)
+            window_tokens, window_time = 0, 0.0
+            log.write({"step": step, "split": "train", "loss": loss, "lr": scheduler.get_last_lr()[0],
+                       "grad_norm": float(grad_norm), "tokens_per_second": rate, "epoch": parts[-1][0]})
+            bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{rate:.0f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
+
+        if (t.eval_every and step % t.eval_every == 0) or step == total_steps:
+            stopped_early = validate()
+        if stopped_early or step == total_steps or (t.save_every and step % t.save_every == 0):
+            save_checkpoint(run_dir, step, model, tokenizer, optimizer, scheduler,
+                            {"best_val_loss": state["best_val_loss"], "best_step": state["best_step"],
+                             "bad_evals": state["bad_evals"]}, config_yaml)
+        if stopped_early:
+            bar.write(f"early stopping at step {step}: no improvement in {t.patience} validations")
+            break
+    bar.close()
+    seconds = time.perf_counter() - started
+    return TrainResult(step, state["best_val_loss"], state["best_step"], stopped_early, all_tokens / max(train_time, 1e-9), seconds)

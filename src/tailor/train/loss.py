@@ -1,0 +1,39 @@
+"""Cross-entropy on supervised positions only.
+
+The backbone runs on the whole batch, but the LM head and the softmax run only where a label
+exists (the response tokens), in chunks, so full-vocabulary logits for the prompt never exist.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel
+
+from tailor.data.tokenize import IGNORE
+
+CHUNK = 1024  # supervised positions per head+softmax chunk: bounds logits memory to CHUNK x vocab
+
+
+def backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft wrapper
+    return getattr(inner, inner.base_model_prefix), inner.get_output_embeddings()
+
+
+def token_stats(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int, int]:
+    """(summed NLL over supervised tokens, number of them, how many the argmax got right)."""
+    backbone, head = backbone_and_head(model)
+    hidden = backbone(
+        input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False
+    ).last_hidden_state  # (B, T, H)
+    targets = batch["labels"][:, 1:]  # position t predicts token t+1
+    keep = targets != IGNORE  # (B, T-1)
+    h = hidden[:, :-1][keep]  # (N, H)
+    y = targets[keep]  # (N,)
+    total = hidden.new_zeros((), dtype=torch.float32)
+    correct = 0
+    for start in range(0, y.numel(), CHUNK):
+        logits = head(h[start : start + CHUNK]).float()  # (n, V)
+        total = total + F.cross_entropy(logits, y[start : start + CHUNK], reduction="sum")
+        correct += int((logits.argmax(-1) == y[start : start + CHUNK]).sum())
+    return total, int(y.numel()), correct

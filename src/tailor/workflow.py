@@ -1,0 +1,126 @@
+"""The jobs behind `tailor train` and `tailor run`, read top to bottom.
+
+config -> run folder -> model + tokenizer -> data splits -> (base eval) -> train -> eval -> report
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+from tailor.config import Config, dump_config
+from tailor.errors import TailorError
+from tailor.eval.dialogue import evaluate
+from tailor.fsutil import write_json, write_text
+from tailor.models.load import context_length, load, load_model
+from tailor.precision import use_bf16
+from tailor.report import metrics_table, side_by_side
+from tailor.tasks.dialogue import prepare
+from tailor.train.loop import train
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def open_run(cfg: Config, resume: bool, overwrite: bool) -> Path:
+    """Create (or reopen) the run folder; status.json says 'running' until the job completes."""
+    run_dir = cfg.run_dir
+    if run_dir.exists() and not resume:
+        if not overwrite:
+            raise TailorError(
+                f"run folder {run_dir} already exists. Use --resume to continue it, --overwrite to start "
+                f"again, or set another name (name=...)."
+            )
+        shutil.rmtree(run_dir)
+    if resume and not run_dir.exists():
+        raise TailorError(f"--resume: run folder {run_dir} does not exist.")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / "config.yaml", dump_config(cfg))
+    write_json(run_dir / "status.json", {"status": "running", "started": now()})
+    return run_dir
+
+
+def finish_run(run_dir: Path, status: str, **extra) -> None:
+    previous = json.loads((run_dir / "status.json").read_text()) if (run_dir / "status.json").is_file() else {}
+    write_json(run_dir / "status.json", {**previous, "status": status, "finished": now(), **extra})
+
+
+def setup(cfg: Config):
+    model, tokenizer = load(cfg.model.name, cfg.model.dtype, cfg.model.cache_dir)
+    splits = prepare(cfg, tokenizer, context_length(model))
+    return model, tokenizer, splits
+
+
+def guarded(run_dir: Path, job):
+    """Run a job; on any failure mark the run folder failed, so it never looks complete."""
+    try:
+        result = job()
+    except BaseException as e:
+        finish_run(run_dir, "failed", error=f"{type(e).__name__}: {e}")
+        raise
+    finish_run(run_dir, "complete")
+    return result
+
+
+def train_job(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
+    run_dir = open_run(cfg, resume, overwrite)
+
+    def job():
+        model, tokenizer, splits = setup(cfg)
+        write_json(run_dir / "data_stats.json", splits.stats)
+        result = train(cfg, model, tokenizer, splits.train, splits.validation, run_dir, resume=resume)
+        summary = {"train": result.__dict__, "data": splits.stats}
+        write_json(run_dir / "train_summary.json", summary)
+        return summary
+
+    return guarded(run_dir, job)
+
+
+def run_job(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
+    """Evaluate the base model, fine-tune, evaluate the result, and compare them."""
+    run_dir = open_run(cfg, resume, overwrite)
+
+    def job():
+        model, tokenizer, splits = setup(cfg)
+        write_json(run_dir / "data_stats.json", splits.stats)
+        print(f"data: {json.dumps(splits.stats['samples'])} samples; "
+              f"{splits.stats['train_supervised_tokens']} of {splits.stats['train_tokens']} train tokens supervised")
+        bf16 = use_bf16(cfg.train.precision)
+        base_file = run_dir / "base_eval.json"
+        if resume and base_file.is_file():
+            base = json.loads(base_file.read_text())
+        else:
+            metrics, replies = evaluate(model, tokenizer, splits.test, cfg, bf16, "base")
+            base = {"metrics": metrics, "replies": replies}
+            write_json(base_file, base)
+
+        result = train(cfg, model, tokenizer, splits.train, splits.validation, run_dir, resume=resume)
+        tuned_model = load_model(str(run_dir / "model"), cfg.model.dtype)
+        metrics, replies = evaluate(tuned_model, tokenizer, splits.test, cfg, bf16, "fine-tuned")
+        tuned = {"metrics": metrics, "replies": replies}
+
+        summary = {
+            "test": {"base": base["metrics"], "fine_tuned": tuned["metrics"]},
+            "train": result.__dict__,
+            "data": splits.stats,
+        }
+        write_json(run_dir / "metrics.json", summary)
+        write_json(run_dir / "samples.json", [
+            {"messages": s["messages"], "base": b, "fine_tuned": f}
+            for s, b, f in zip(splits.test, base["replies"], tuned["replies"])
+        ])
+        print()
+        print(f"test split, {len(splits.test)} samples ({cfg.eval.generate_samples} generated):")
+        print(metrics_table({"base": base["metrics"], "fine-tuned": tuned["metrics"]}))
+        print(f"\ntraining: {result.steps} steps, best validation loss {result.best_val_loss:.4f} at step "
+              f"{result.best_step}, {result.tokens_per_second:.0f} tokens/s, {result.seconds:.0f} s")
+        print()
+        print(side_by_side(splits.test, {"base": base["replies"], "fine-tuned": tuned["replies"]}, cfg.eval.show_samples))
+        print(f"\nrun folder: {run_dir}  (chat with it: tailor chat {run_dir})")
+        return summary
+
+    return guarded(run_dir, job)
+
