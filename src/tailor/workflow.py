@@ -25,18 +25,23 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def open_run(cfg: Config, resume: bool, overwrite: bool) -> Path:
-    """Create (or reopen) the run folder; status.json says 'running' until the job completes."""
+def check_run_dir(cfg: Config, resume: bool, overwrite: bool) -> None:
     run_dir = cfg.run_dir
-    if run_dir.exists() and not resume:
-        if not overwrite:
-            raise TailorError(
-                f"run folder {run_dir} already exists. Use --resume to continue it, --overwrite to start "
-                f"again, or set another name (name=...)."
-            )
-        shutil.rmtree(run_dir)
+    if run_dir.exists() and not resume and not overwrite:
+        raise TailorError(
+            f"run folder {run_dir} already exists. Use --resume to continue it, --overwrite to start "
+            f"again, or set another name (name=...)."
+        )
     if resume and not run_dir.exists():
         raise TailorError(f"--resume: run folder {run_dir} does not exist.")
+
+
+def open_run(cfg: Config, resume: bool, overwrite: bool) -> Path:
+    """Create (or reopen) the run folder; status.json says 'running' until the job completes."""
+    check_run_dir(cfg, resume, overwrite)
+    run_dir = cfg.run_dir
+    if run_dir.exists() and not resume:
+        shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "config.yaml", dump_config(cfg))
     write_json(run_dir / "status.json", {"status": "running", "started": now()})
@@ -66,10 +71,11 @@ def guarded(run_dir: Path, job):
 
 
 def train_job(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
+    check_run_dir(cfg, resume, overwrite)
+    model, tokenizer, splits = setup(cfg)  # bad input fails here, before any run folder exists
     run_dir = open_run(cfg, resume, overwrite)
 
     def job():
-        model, tokenizer, splits = setup(cfg)
         write_json(run_dir / "data_stats.json", splits.stats)
         result = train(cfg, model, tokenizer, splits.train, splits.validation, run_dir, resume=resume)
         summary = {"train": result.__dict__, "data": splits.stats}
@@ -81,10 +87,11 @@ def train_job(cfg: Config, resume: bool = False, overwrite: bool = False) -> dic
 
 def run_job(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     """Evaluate the base model, fine-tune, evaluate the result, and compare them."""
+    check_run_dir(cfg, resume, overwrite)
+    model, tokenizer, splits = setup(cfg)  # bad input fails here, before any run folder exists
     run_dir = open_run(cfg, resume, overwrite)
 
     def job():
-        model, tokenizer, splits = setup(cfg)
         write_json(run_dir / "data_stats.json", splits.stats)
         print(f"data: {json.dumps(splits.stats['samples'])} samples; "
               f"{splits.stats['train_supervised_tokens']} of {splits.stats['train_tokens']} train tokens supervised")

@@ -117,7 +117,7 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
             with autocast(bf16):
                 nll, _, _ = token_stats(model, batch)
             (nll / max(step_targets, 1)).backward()
-            loss_sum += float(nll)
+            loss_sum += float(nll.detach())
             real = int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
             window_tokens += real
             all_tokens += real

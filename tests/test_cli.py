@@ -1,0 +1,96 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+
+def tailor(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "tailor.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+def assert_clean_error(result, *needles):
+    assert result.returncode == 2, result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ")
+    for needle in needles:
+        assert needle in result.stderr, result.stderr
+
+
+def test_run_end_to_end_on_tiny_model(tiny_config):
+    cfg = tiny_config()
+    result = tailor("run", cfg)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "perplexity (response tokens)" in out and "stop rate" in out and "fine-tuned" in out
+    assert out.count("[base]") == 2 and out.count("[fine-tuned]") == 2
+    run = cfg.parent / "runs" / "tiny"
+    metrics = json.loads((run / "metrics.json").read_text())
+    for side in ("base", "fine_tuned"):
+        assert {"perplexity", "token_accuracy", "response_tokens", "stop_rate"} <= set(metrics["test"][side])
+    assert json.loads((run / "status.json").read_text())["status"] == "complete"
+    # A second run of the same name refuses to clobber the first.
+    again = tailor("run", cfg)
+    assert_clean_error(again, "already exists", "--resume", "--overwrite")
+
+
+def test_eval_command_reloads_run_from_its_folder(tiny_config):
+    cfg = tiny_config(train={"max_steps": 2})
+    assert tailor("train", cfg).returncode == 0
+    result = tailor("eval", cfg.parent / "runs" / "tiny")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["perplexity"] > 1
+
+
+def test_chat_multi_turn(tiny_config):
+    cfg = tiny_config(train={"max_steps": 2})
+    assert tailor("train", cfg).returncode == 0
+    proc = subprocess.run([sys.executable, "-m", "tailor.cli", "chat", str(cfg.parent / "runs" / "tiny"),
+                           "--max-new-tokens", "5"], input="hello\nhow are you\n/reset\nhi\n/exit\n",
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("model> ") == 3
+
+
+def test_unknown_config_key(tiny_config):
+    assert_clean_error(tailor("train", tiny_config(train={"lerning_rate": 1})), "lerning_rate", "learning_rate")
+
+
+def test_malformed_jsonl(tiny_config, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n{"messages": [\n')
+    result = tailor("train", tiny_config(data={"source": str(bad)}))
+    assert_clean_error(result, "bad.jsonl, line 2")
+    assert not (tmp_path / "runs" / "tiny").exists()  # bad input is caught before a run folder is made
+
+
+def test_wrong_schema_names_the_field(tiny_config, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "text": "hi"}]}\n')
+    assert_clean_error(tailor("train", tiny_config(data={"source": str(bad)})), "line 1", "content")
+
+
+def test_empty_dataset(tiny_config, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert_clean_error(tailor("train", tiny_config(data={"source": str(empty)})), "no conversations")
+
+
+def test_missing_model_and_data_paths(tiny_config, tmp_path):
+    assert_clean_error(tailor("train", tiny_config(model={"name": str(tmp_path / "nope")})), "does not exist")
+    assert_clean_error(tailor("train", tiny_config(data={"source": str(tmp_path / "nope.jsonl")})), "nope.jsonl", "does not exist")
+    assert_clean_error(tailor("train", tmp_path / "missing.yaml"), "missing.yaml")
+
+
+def test_sequence_longer_than_context(tiny_config):
+    assert_clean_error(tailor("train", tiny_config(model={"max_length": 100000})), "context of 256")
+    result = tailor("train", tiny_config(model={"max_length": 12}, data={"overlong": "error"}))
+    assert_clean_error(result, "dialogue.jsonl:", "longer than model.max_length=12")
+
+
+@pytest.mark.parametrize("command", ["run", "train", "eval", "chat"])
+def test_every_command_has_help(command):
+    result = tailor(command, "--help", cwd=ROOT)
+    assert result.returncode == 0 and "usage" in result.stdout

@@ -1,0 +1,102 @@
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from conftest import read_jsonl
+from tailor.config import load_config
+from tailor.data.batches import collate
+from tailor.train.loop import micro_batches
+from tailor.train.loss import token_stats
+from tailor.workflow import train_job
+
+
+def test_supervised_only_loss_matches_full_logits_cross_entropy(tiny_model):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    ids = torch.randint(0, 100, (2, 12))
+    labels = ids.clone()
+    labels[:, :7] = -100
+    labels[1, 10:] = -100
+    batch = collate([{"input_ids": ids[i].tolist(), "labels": labels[i].tolist()} for i in range(2)], 0)
+    nll, n, _ = token_stats(model, batch)
+    logits = model(input_ids=ids).logits[:, :-1]
+    ref = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                                            ignore_index=-100, reduction="sum")
+    assert n == int((labels[:, 1:] != -100).sum())
+    torch.testing.assert_close(nll, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_micro_batches_resume_mid_stream_sees_the_same_batches():
+    lengths = [5, 9, 3, 7, 2, 8, 4, 6, 1, 10]
+    stream = micro_batches(lengths, 3, seed=1, start=0)
+    first = [next(stream) for _ in range(9)]
+    resumed = micro_batches(lengths, 3, seed=1, start=5)
+    assert [next(resumed) for _ in range(4)] == first[5:]
+
+
+def test_training_lowers_loss_and_writes_loadable_model(tiny_config):
+    cfg = load_config(tiny_config(train={"max_steps": 30, "learning_rate": 3e-3, "eval_every": 10, "save_every": 10}))
+    summary = train_job(cfg)
+    run = cfg.run_dir
+    log = read_jsonl(run / "log.jsonl")
+    losses = [r["loss"] for r in log if r["split"] == "train"]
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 * 0.85
+    val = [r for r in log if r["split"] == "validation"]
+    assert len(val) == 3 and all(math.isfinite(r["perplexity"]) for r in val)
+    assert val[-1]["loss"] < val[0]["loss"]
+    assert summary["train"]["steps"] == 30
+    # The kept model is a plain Hugging Face folder with the run's config and chat template.
+    model = AutoModelForCausalLM.from_pretrained(run / "model")
+    assert model.config.num_hidden_layers == 2
+    assert (run / "model" / "tailor.yaml").is_file() and (run / "model" / "metrics.json").is_file()
+    assert "chat_template" in (run / "model" / "tokenizer_config.json").read_text() or (run / "model" / "chat_template.jinja").is_file()
+    assert (run / "checkpoints" / "latest").read_text().strip() == "step-000030"
+    assert '"complete"' in (run / "status.json").read_text()
+
+
+def test_early_stopping_keeps_best(tiny_config):
+    # A huge learning rate makes validation worse after the first check; patience 1 stops at the second.
+    cfg = load_config(tiny_config(train={"max_steps": 40, "learning_rate": 0.5, "eval_every": 2, "patience": 1,
+                                         "warmup_steps": 0, "max_grad_norm": 0}))
+    summary = train_job(cfg)
+    assert summary["train"]["stopped_early"]
+    assert summary["train"]["steps"] < 40
+    val = [r for r in read_jsonl(cfg.run_dir / "log.jsonl") if r["split"] == "validation"]
+    assert summary["train"]["best_val_loss"] == min(r["loss"] for r in val)
+
+
+def run_cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "tailor.cli", *map(str, args)], capture_output=True, text=True, **kw)
+
+
+def test_resume_after_sigkill_reaches_the_same_loss(tiny_config, tmp_path):
+    train = {"max_steps": 24, "save_every": 3, "eval_every": 12, "log_every": 1, "learning_rate": 2e-3}
+    cfg_path = tiny_config(train=train)
+    # The uninterrupted reference run.
+    ref = run_cli("train", cfg_path, "name=straight")
+    assert ref.returncode == 0, ref.stderr
+    # The same run, killed with SIGKILL once a checkpoint exists, then resumed.
+    run_dir = tmp_path / "runs" / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "tailor.cli", "train", str(cfg_path), "name=killed"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (run_dir / "checkpoints" / "latest").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    latest = (run_dir / "checkpoints" / "latest").read_text().strip()
+    assert latest != "step-000024", "the run finished before it could be killed"
+    assert '"running"' in (run_dir / "status.json").read_text()  # never presented as complete
+    resumed = run_cli("train", cfg_path, "name=killed", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    straight = [r for r in read_jsonl(tmp_path / "runs" / "straight" / "log.jsonl") if r["split"] == "train"]
+    again = [r for r in read_jsonl(run_dir / "log.jsonl") if r["split"] == "train"]
+    assert [r["step"] for r in again] == list(range(1, 25))
+    assert again[-1]["loss"] == pytest.approx(straight[-1]["loss"], rel=1e-5)
+    assert again[-1]["lr"] == pytest.approx(straight[-1]["lr"])
