@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: install
-	$(VENV)/bin/tailor run configs/dialogue/smollm2-chitchat.yaml
+	$(VENV)/bin/tailor run configs/dialogue/smollm2-chitchat.yaml --overwrite
 
 test: install
 	$(PY) -m pytest -q -rs

@@ -12,12 +12,11 @@ from pathlib import Path
 
 from tailor.config import Config, dump_config
 from tailor.errors import TailorError
-from tailor.eval.dialogue import evaluate
 from tailor.fsutil import write_json, write_text
-from tailor.models.load import context_length, load, load_model
+from tailor.models.load import context_length, load_model
 from tailor.precision import use_bf16
 from tailor.report import metrics_table, side_by_side
-from tailor.tasks.dialogue import prepare
+from tailor.tasks import get_task
 from tailor.train.loop import train
 
 
@@ -54,8 +53,9 @@ def finish_run(run_dir: Path, status: str, **extra) -> None:
 
 
 def setup(cfg: Config):
-    model, tokenizer = load(cfg.model.name, cfg.model.dtype, cfg.model.cache_dir)
-    splits = prepare(cfg, tokenizer, context_length(model))
+    task = get_task(cfg.task)
+    model, tokenizer = task.load(cfg)
+    splits = task.prepare(cfg, tokenizer, context_length(model))
     return model, tokenizer, splits
 
 
@@ -100,13 +100,13 @@ def run_job(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
         if resume and base_file.is_file():
             base = json.loads(base_file.read_text())
         else:
-            metrics, replies = evaluate(model, tokenizer, splits.test, cfg, bf16, "base")
+            metrics, replies = get_task(cfg.task).evaluate(model, tokenizer, splits.test, cfg, bf16, "base")
             base = {"metrics": metrics, "replies": replies}
             write_json(base_file, base)
 
         result = train(cfg, model, tokenizer, splits.train, splits.validation, run_dir, resume=resume)
         tuned_model = load_model(str(run_dir / "model"), cfg.model.dtype)
-        metrics, replies = evaluate(tuned_model, tokenizer, splits.test, cfg, bf16, "fine-tuned")
+        metrics, replies = get_task(cfg.task).evaluate(tuned_model, tokenizer, splits.test, cfg, bf16, "fine-tuned")
         tuned = {"metrics": metrics, "replies": replies}
 
         summary = {

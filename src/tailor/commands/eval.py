@@ -14,14 +14,14 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    from tailor.eval.dialogue import evaluate
     from tailor.models.load import context_length
     from tailor.precision import use_bf16
     from tailor.runs import load_run
-    from tailor.tasks.dialogue import prepare
+    from tailor.tasks import get_task
 
     cfg, model, tokenizer = load_run(args.run)
-    splits = prepare(cfg, tokenizer, context_length(model))
-    metrics, _ = evaluate(model, tokenizer, splits[args.split], cfg, use_bf16(cfg.train.precision), args.split)
+    task = get_task(cfg.task)
+    splits = task.prepare(cfg, tokenizer, context_length(model))
+    metrics, _ = task.evaluate(model, tokenizer, splits[args.split], cfg, use_bf16(cfg.train.precision), args.split)
     print(json.dumps(metrics, indent=2))
     return 0

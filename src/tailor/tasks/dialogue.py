@@ -8,10 +8,15 @@ from dataclasses import dataclass, field
 from transformers import PreTrainedTokenizerBase
 
 from tailor.config import Config
+from tailor.data.batches import collate  # noqa: F401  (the task's collate)
 from tailor.data.dialogue import split_of, windows
 from tailor.data.sources import read_conversations
 from tailor.data.tokenize import IGNORE, encode_fitting
 from tailor.errors import TailorError
+from tailor.eval.dialogue import evaluate  # noqa: F401  (the task's test-time evaluation)
+from tailor.eval.score import score
+from tailor.models.load import load as load_pretrained
+from tailor.train.loss import token_stats  # noqa: F401  (the task's training loss)
 
 SPLITS = ("train", "validation", "test")
 
@@ -81,3 +86,11 @@ def prepare(cfg: Config, tokenizer: PreTrainedTokenizerBase, context: int) -> Sp
         "train_supervised_tokens": sum(sum(1 for x in s["labels"] if x != IGNORE) for s in out["train"]),
     }
     return Splits(out["train"], out["validation"], out["test"], stats)
+
+
+def load(cfg: Config):
+    return load_pretrained(cfg.model.name, cfg.model.dtype, cfg.model.cache_dir)
+
+
+def validate(model, tokenizer, samples: list[dict], cfg: Config, bf16: bool) -> dict:
+    return score(model, samples, tokenizer.pad_token_id, cfg.eval.batch_size, bf16, desc="validate")

@@ -21,12 +21,12 @@ from tqdm import tqdm
 from transformers import get_scheduler
 
 from tailor.config import Config, dump_config
-from tailor.data.batches import collate, length_grouped
-from tailor.eval.score import score
+from tailor.errors import TailorError
+from tailor.data.batches import length_grouped
 from tailor.precision import autocast, use_bf16
+from tailor.tasks import get_task
 from tailor.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_model_folder
 from tailor.train.log import JsonlLog
-from tailor.train.loss import token_stats
 
 
 @dataclass
@@ -61,6 +61,7 @@ def micro_batches(lengths: list[int], batch_size: int, seed: int, start: int):
 
 def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[dict], run_dir: Path, resume: bool = False) -> TrainResult:
     t = cfg.train
+    task = get_task(cfg.task)
     if t.threads:
         torch.set_num_threads(t.threads)
     torch.manual_seed(t.seed)
@@ -79,7 +80,8 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
     scheduler = get_scheduler(t.schedule, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
     log = JsonlLog(run_dir / "log.jsonl")
 
-    state = {"best_val_loss": math.inf, "best_step": 0, "bad_evals": 0}
+    metric, sign = cfg.eval.metric, (1 if cfg.eval.mode == "min" else -1)  # best = lowest sign * value
+    state = {"best": math.inf, "best_val_loss": math.inf, "best_step": 0, "bad_evals": 0}
     step = 0
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if checkpoint is not None:
@@ -96,12 +98,15 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
 
     def validate() -> bool:
         """Score the validation split; keep the best model; True when patience has run out."""
-        metrics = score(model, val_set, pad_id, cfg.eval.batch_size, bf16, desc="validate")
+        metrics = task.validate(model, tokenizer, val_set, cfg, bf16)
+        model.train()
         log.write({"step": step, "split": "validation", **metrics})
-        bar.write(f"step {step}: validation loss {metrics['loss']:.4f}  perplexity {metrics['perplexity']:.2f}  "
-                  f"token accuracy {metrics['token_accuracy']:.3f}")
-        if metrics["loss"] < state["best_val_loss"]:
-            state.update(best_val_loss=metrics["loss"], best_step=step, bad_evals=0)
+        bar.write(f"step {step}: validation " + "  ".join(
+            f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+        if metric not in metrics:
+            raise TailorError(f"eval.metric '{metric}' is not among the validation metrics: {', '.join(metrics)}.")
+        if sign * metrics[metric] < state["best"]:
+            state.update(best=sign * metrics[metric], best_val_loss=metrics["loss"], best_step=step, bad_evals=0)
             save_model_folder(run_dir / "model", model, tokenizer, config_yaml, {"validation": metrics, "step": step})
         else:
             state["bad_evals"] += 1
@@ -110,12 +115,12 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
     while step < total_steps:
         tick = time.perf_counter()
         parts = [next(data) for _ in range(t.grad_accum)]
-        batches = [collate([train_set[i] for i in idx], pad_id) for _, idx in parts]
+        batches = [task.collate([train_set[i] for i in idx], pad_id) for _, idx in parts]
         step_targets = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
         loss_sum = 0.0
         for batch in batches:
             with autocast(bf16):
-                nll, _, _ = token_stats(model, batch)
+                nll, _, _ = task.token_stats(model, batch)
             (nll / max(step_targets, 1)).backward()
             loss_sum += float(nll.detach())
             real = int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
@@ -143,8 +148,7 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
             stopped_early = validate()
         if stopped_early or step == total_steps or (t.save_every and step % t.save_every == 0):
             save_checkpoint(run_dir, step, model, tokenizer, optimizer, scheduler,
-                            {"best_val_loss": state["best_val_loss"], "best_step": state["best_step"],
-                             "bad_evals": state["bad_evals"]}, config_yaml)
+                            {k: state[k] for k in ("best", "best_val_loss", "best_step", "bad_evals")}, config_yaml)
         if stopped_early:
             bar.write(f"early stopping at step {step}: no improvement in {t.patience} validations")
             break
