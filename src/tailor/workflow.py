@@ -70,14 +70,15 @@ def guarded(run_dir: Path, job):
     return result
 
 
-def train_job(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
+def train_job(cfg: Config, resume: bool = False, overwrite: bool = False, on_validation=None) -> dict:
     check_run_dir(cfg, resume, overwrite)
     model, tokenizer, splits = setup(cfg)  # bad input fails here, before any run folder exists
     run_dir = open_run(cfg, resume, overwrite)
 
     def job():
         write_json(run_dir / "data_stats.json", splits.stats)
-        result = train(cfg, model, tokenizer, splits.train, splits.validation, run_dir, resume=resume)
+        result = train(cfg, model, tokenizer, splits.train, splits.validation, run_dir, resume=resume,
+                       on_validation=on_validation)
         summary = {"train": result.__dict__, "data": splits.stats}
         write_json(run_dir / "train_summary.json", summary)
         return summary

@@ -17,6 +17,7 @@ from tailor.config.data import DataConfig
 from tailor.config.decode import DecodeConfig
 from tailor.config.evaluation import EvalConfig
 from tailor.config.model import ModelConfig
+from tailor.config.search import SearchConfig
 from tailor.config.train import TrainConfig
 from tailor.errors import TailorError
 
@@ -33,6 +34,7 @@ class Config:
     train: TrainConfig = setting(default_factory=TrainConfig, help="The training loop.")
     eval: EvalConfig = setting(default_factory=EvalConfig, help="Evaluation.")
     decode: DecodeConfig = setting(default_factory=DecodeConfig, help="Decoding for generation.")
+    search: SearchConfig = setting(default_factory=SearchConfig, help="Hyperparameter search (`tailor search`).")
 
     @property
     def run_dir(self) -> Path:

@@ -15,6 +15,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from tqdm import tqdm
@@ -59,7 +60,10 @@ def micro_batches(lengths: list[int], batch_size: int, seed: int, start: int):
         epoch, offset = epoch + 1, 0
 
 
-def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[dict], run_dir: Path, resume: bool = False) -> TrainResult:
+def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[dict], run_dir: Path, resume: bool = False,
+          on_validation: Callable[[int, dict], bool] | None = None) -> TrainResult:
+    """Fine-tune `model`; `on_validation(step, metrics)` hears each validation and returns True to stop
+    (the hyperparameter search prunes bad trials this way)."""
     t = cfg.train
     task = get_task(cfg.task)
     if t.threads:
@@ -110,7 +114,8 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
             save_model_folder(run_dir / "model", model, tokenizer, config_yaml, {"validation": metrics, "step": step})
         else:
             state["bad_evals"] += 1
-        return bool(t.patience) and state["bad_evals"] >= t.patience
+        stop = bool(t.patience) and state["bad_evals"] >= t.patience
+        return bool(on_validation is not None and on_validation(step, metrics)) or stop
 
     while step < total_steps:
         tick = time.perf_counter()
