@@ -20,7 +20,22 @@ def stop_ids(tokenizer) -> list[int]:
     return sorted(ids)
 
 
+def banned_word_ids(tokenizer, words: list[str]) -> list[list[int]]:
+    """Token sequences of each banned word, alone and after a space (BPE spells them differently)."""
+    found: list[list[int]] = []
+    for word in words:
+        for variant in (word, " " + word.lstrip()):
+            ids = tokenizer(variant, add_special_tokens=False)["input_ids"]
+            if ids and ids not in found:
+                found.append(ids)
+    return found
+
+
 def generation_config(decode: DecodeConfig, tokenizer, seed_free: bool = True) -> GenerationConfig:
+    """The Hugging Face GenerationConfig for `decode`; only the settings of its strategy are set.
+
+    Stop strings need the tokenizer at `model.generate(..., tokenizer=tokenizer)` time.
+    """
     kw = dict(
         max_new_tokens=decode.max_new_tokens,
         do_sample=decode.do_sample,
@@ -29,9 +44,32 @@ def generation_config(decode: DecodeConfig, tokenizer, seed_free: bool = True) -
         eos_token_id=stop_ids(tokenizer),
         pad_token_id=tokenizer.pad_token_id,
     )
+    if decode.min_new_tokens:
+        kw["min_new_tokens"] = decode.min_new_tokens
     if decode.do_sample:
         kw.update(temperature=decode.temperature, top_k=decode.top_k or None, top_p=decode.top_p)
+    if decode.num_beams > 1:
+        kw.update(length_penalty=decode.length_penalty, early_stopping=decode.early_stopping)
+    if decode.no_repeat_ngram_size:
+        kw["no_repeat_ngram_size"] = decode.no_repeat_ngram_size
+    if decode.bad_words:
+        kw["bad_words_ids"] = banned_word_ids(tokenizer, decode.bad_words)
+    if decode.stop_strings:
+        kw["stop_strings"] = list(decode.stop_strings)
     return GenerationConfig(**kw)
+
+
+def finish_reply(tokenizer, new: list[int], stops: set[int], stop_strings: list[str]) -> dict:
+    """One generated continuation -> {"text", "tokens", "stopped"}: cut at the first end-of-turn
+    token, drop padding, and cut the text before the first stop string."""
+    cut = next((k for k, tok in enumerate(new) if tok in stops), None)
+    reply = new if cut is None else new[:cut]
+    reply = [tok for tok in reply if tok != tokenizer.pad_token_id]  # a stop string pads the rest of its row
+    text = tokenizer.decode(reply, skip_special_tokens=True)
+    hits = [text.index(s) for s in stop_strings if s in text]
+    if hits:
+        text = text[: min(hits)]
+    return {"text": text.strip(), "tokens": len(reply), "stopped": cut is not None or bool(hits)}
 
 
 @torch.inference_mode()
@@ -52,14 +90,7 @@ def generate(model, tokenizer, prompts: list[list[int]], decode: DecodeConfig, b
             ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
             mask[row, width - len(prompts[i]) :] = 1
         with autocast(bf16):
-            out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)
+            out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen, tokenizer=tokenizer)
         for row, i in enumerate(chunk):
-            new = out[row, width:].tolist()
-            cut = next((k for k, tok in enumerate(new) if tok in stops), None)
-            reply = new if cut is None else new[:cut]
-            results[i] = {
-                "text": tokenizer.decode(reply, skip_special_tokens=True).strip(),
-                "tokens": len(reply),
-                "stopped": cut is not None,
-            }
+            results[i] = finish_reply(tokenizer, out[row, width:].tolist(), stops, decode.stop_strings)
     return results
