@@ -20,6 +20,8 @@ from collections import Counter
 from functools import lru_cache
 from typing import Sequence
 
+from tailor.config.evaluation import GENERATION_METRICS, HIGHER_IS_BETTER  # noqa: F401  (re-exported)
+
 References = Sequence["str | Sequence[str]"]
 
 
@@ -240,19 +242,6 @@ def classification_metrics(predictions: Sequence, gold: Sequence, labels: Sequen
 
 
 # ---------------------------------------------------------------- generated replies as a whole
-
-#: Metrics computed from generated replies, and whether higher values are better.
-GENERATION_METRICS = {
-    "bleu": True, "chrf": True, "rouge1": True, "rouge2": True, "rougeL": True, "unigram_f1": True,
-    "distinct_1": True, "distinct_2": True, "response_tokens": None, "stop_rate": True,
-    "repetition_rate": False,
-}
-#: Direction of every metric tailor knows (True: higher is better; None: neither).
-HIGHER_IS_BETTER = {
-    "loss": False, "perplexity": False, "token_accuracy": True, "accuracy": True, "macro_f1": True,
-    **GENERATION_METRICS,
-}
-
 
 def generation_metrics(replies: Sequence[dict], references: References | None = None) -> dict[str, float]:
     """Metrics of generated replies ({"text", "tokens", "stopped"}); reference-based ones need references."""

@@ -8,14 +8,18 @@ from dataclasses import dataclass, field
 from transformers import PreTrainedTokenizerBase
 
 from tailor.config import Config
-from tailor.data.batches import collate  # noqa: F401  (the task's collate)
+from tailor.data.batches import collate, count_targets  # noqa: F401  (the task's collate and target count)
 from tailor.data.dialogue import split_of, windows
 from tailor.data.sources import read_conversations
 from tailor.data.tokenize import IGNORE, encode_fitting
 from tailor.errors import TailorError
 from tailor.eval.dialogue import evaluate  # noqa: F401  (the task's test-time evaluation)
+from tailor.eval.dialogue import validation_generation
 from tailor.eval.score import score
+from tailor.models.adapt import adapt
 from tailor.models.load import load as load_pretrained
+from tailor.models.load import load_model
+from tailor.report import metrics_table, side_by_side  # noqa: F401  (the task's console tables)
 from tailor.train.loss import token_stats  # noqa: F401  (the task's training loss)
 
 SPLITS = ("train", "validation", "test")
@@ -89,8 +93,19 @@ def prepare(cfg: Config, tokenizer: PreTrainedTokenizerBase, context: int) -> Sp
 
 
 def load(cfg: Config):
-    return load_pretrained(cfg.model.name, cfg.model.dtype, cfg.model.cache_dir)
+    model, tokenizer = load_pretrained(cfg.model.name, cfg.model.dtype, cfg.model.cache_dir)
+    return adapt(model, cfg.model, "causal"), tokenizer
+
+
+def load_trained(folder, cfg: Config):
+    return load_model(str(folder), cfg.model.dtype)
+
+
+def sample_record(sample: dict) -> dict:
+    return {"messages": sample["messages"]}
 
 
 def validate(model, tokenizer, samples: list[dict], cfg: Config, bf16: bool) -> dict:
-    return score(model, samples, tokenizer.pad_token_id, cfg.eval.batch_size, bf16, desc="validate")
+    """Teacher-forced scores, plus generation metrics on a fixed sample if eval.val_generate_samples."""
+    metrics = score(model, samples, tokenizer.pad_token_id, cfg.eval.batch_size, bf16, desc="validate")
+    return {**metrics, **validation_generation(model, tokenizer, samples, cfg, bf16)}
