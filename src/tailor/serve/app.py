@@ -1,0 +1,357 @@
+"""The HTTP app: OpenAI-compatible routes over one run's model, plus the chat page at /.
+
+    GET  /health                 liveness, queue and batch figures (no key needed)
+    GET  /v1/models              the one model served
+    POST /v1/chat/completions    chat, streamed as server-sent events when "stream": true
+    POST /v1/completions         plain text completion, likewise
+    POST /v1/classify            label texts (runs whose model is a sequence classifier)
+    GET  /                       the chat page (static files shipped in tailor/serve/static)
+
+Errors use OpenAI's shape, {"error": {"message", "type", "param", "code"}}: 400 for a bad request
+or one over the server's limits, 401 for a missing/wrong key, 404 for another model's name, 429
+when the queue is full, 504 when a request outlives the time limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import secrets
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from tailor.config.base import build
+from tailor.config.decode import DecodeConfig
+from tailor.errors import TailorError
+from tailor.export.standalone import Standalone
+from tailor.generate.replies import stop_ids
+from tailor.serve.engine import Engine, QueueFull, Sampling, Sequence
+from tailor.serve.schemas import ChatRequest, ClassifyRequest, CompletionRequest, Decoding
+
+STATIC = Path(__file__).parent / "static"
+
+
+@dataclass
+class Limits:
+    """What one server accepts; requests beyond these get a 400 (or 429 for the queue)."""
+
+    max_tokens: int = 512  # most tokens one request may ask to generate
+    max_prompt_tokens: int = 2048  # longest prompt in tokens (also bounded by the model's context)
+    max_batch: int = 8  # requests decoded together
+    max_queue: int = 32  # requests waiting for a batch slot before 429
+    timeout: float = 120.0  # seconds from arrival until a request is abandoned (504)
+    max_inputs: int = 32  # texts in one /v1/classify request
+
+    def __post_init__(self) -> None:
+        for name in ("max_tokens", "max_prompt_tokens", "max_batch", "max_queue", "max_inputs"):
+            if getattr(self, name) < 1:
+                raise TailorError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}.")
+        if self.timeout <= 0:
+            raise TailorError(f"timeout must be positive, got {self.timeout}.")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+
+    def response(self) -> JSONResponse:
+        body = {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        headers = {"Retry-After": "1"} if self.status == 429 else None
+        return JSONResponse(body, status_code=self.status, headers=headers)
+
+
+def run_settings(loaded: Standalone) -> tuple[DecodeConfig, str]:
+    """The run's decoding defaults and system prompt, read from its tailor.yaml (defaults if absent)."""
+    raw = yaml.safe_load(loaded.config_yaml or "") or {}
+    try:
+        decode = build(DecodeConfig, raw.get("decode") or {}, "decode")
+    except TailorError:
+        decode = DecodeConfig()  # written by another tailor version: its decoding settings are only defaults here
+    system = ((raw.get("data") or {}).get("system_prompt")) or ""
+    return decode, system if isinstance(system, str) else ""
+
+
+def context_of(model) -> int:
+    from tailor.models.load import context_length
+
+    return context_length(model)
+
+
+def create_app(loaded: Standalone, limits: Limits | None = None, api_key: str | None = None) -> FastAPI:
+    limits = limits or Limits()
+    decode, system_prompt = run_settings(loaded)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    context = context_of(model)
+    max_prompt = min(limits.max_prompt_tokens, context - 1)
+    created = int(time.time())
+    engine = Engine(model, tokenizer, stop_ids(tokenizer), limits.max_batch, limits.max_queue) if loaded.kind == "generate" else None
+    classify_lock = asyncio.Lock()
+    classify_waiting = 0
+    if loaded.kind == "classify" and getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if engine is not None:
+            engine.start()
+        try:
+            yield
+        finally:
+            if engine is not None:
+                await run_in_threadpool(engine.stop)
+
+    app = FastAPI(title=f"tailor: {loaded.name}", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.engine = engine
+    app.state.limits = limits
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, e: ApiError):
+        return e.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, e: RequestValidationError):
+        first = e.errors()[0] if e.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+        return ApiError(400, f"{where}: {msg}" if where else msg, param=where or None).response()
+
+    @app.middleware("http")
+    async def _auth(request: Request, call_next):
+        if api_key and request.url.path.startswith("/v1/"):
+            given = request.headers.get("authorization", "")
+            scheme, _, token = given.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
+                return ApiError(401, "missing or wrong API key: send the header 'Authorization: Bearer <key>'",
+                                type="authentication_error", code="invalid_api_key").response()
+        return await call_next(request)
+
+    # ---- helpers -------------------------------------------------------------------------------
+    def check_model(name: str | None) -> None:
+        if name and name != loaded.name:
+            raise ApiError(404, f"model '{name}' is not served here; this server serves '{loaded.name}'.",
+                           param="model", code="model_not_found")
+
+    def need(kind: str) -> None:
+        if loaded.kind != kind:
+            other = "POST /v1/classify" if loaded.kind == "classify" else "/v1/chat/completions or /v1/completions"
+            raise ApiError(400, f"this server's model is a {'classifier' if loaded.kind == 'classify' else 'text generator'}; use {other}.")
+
+    def sampling_for(req: Decoding, prompt_len: int) -> Sampling:
+        asked = req.max_completion_tokens or req.max_tokens
+        if asked is not None and asked > limits.max_tokens:
+            raise ApiError(400, f"max_tokens is {asked}, above this server's limit of {limits.max_tokens}.", param="max_tokens")
+        max_tokens = asked or min(decode.max_new_tokens, limits.max_tokens)
+        if prompt_len > max_prompt:
+            raise ApiError(400, f"the prompt is {prompt_len} tokens, above this server's limit of {max_prompt}.",
+                           param="messages" if isinstance(req, ChatRequest) else "prompt", code="context_length_exceeded")
+        if prompt_len + max_tokens > context:
+            if asked is not None:
+                raise ApiError(400, f"the prompt ({prompt_len} tokens) plus max_tokens ({asked}) exceeds the model's "
+                               f"context of {context} tokens.", param="max_tokens", code="context_length_exceeded")
+            max_tokens = context - prompt_len
+        sample = decode.do_sample if req.temperature is None else req.temperature > 0
+        return Sampling(
+            max_tokens=max_tokens,
+            temperature=(req.temperature if req.temperature is not None else decode.temperature) if sample else 0.0,
+            top_k=(req.top_k if req.top_k is not None else decode.top_k) if sample else 0,
+            top_p=(req.top_p if req.top_p is not None else decode.top_p) if sample else 1.0,
+            repetition_penalty=req.repetition_penalty if req.repetition_penalty is not None else decode.repetition_penalty,
+            stop=req.stop or list(getattr(decode, "stop_strings", []) or []),
+            seed=req.seed,
+        )
+
+    def submit(prompt: list[int], sampling: Sampling) -> tuple[Sequence, asyncio.Queue]:
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+
+        def deliver(event: tuple) -> None:
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, event)
+            except RuntimeError:  # the loop has closed: nobody is listening any more
+                pass
+
+        seq = Sequence(prompt, sampling, deliver, time.monotonic() + limits.timeout)
+        try:
+            engine.submit(seq)
+        except QueueFull as e:
+            raise ApiError(429, str(e), type="rate_limit_error", code="queue_full") from None
+        return seq, events
+
+    async def next_event(seq: Sequence, events: asyncio.Queue, request: Request | None) -> tuple | None:
+        """The next event; None (and the request cancelled) if a non-streaming client went away."""
+        while True:
+            try:
+                return await asyncio.wait_for(events.get(), timeout=0.25)
+            except TimeoutError:
+                if request is not None and await request.is_disconnected():
+                    seq.cancel()
+                    return None
+
+    def usage(prompt: list[int], completion: int) -> dict:
+        return {"prompt_tokens": len(prompt), "completion_tokens": completion, "total_tokens": len(prompt) + completion}
+
+    async def complete(request: Request, prompt: list[int], sampling: Sampling) -> tuple[str, str, int]:
+        seq, events = submit(prompt, sampling)
+        parts: list[str] = []
+        try:
+            while True:
+                event = await next_event(seq, events, request)
+                if event is None:
+                    raise ApiError(499, "client closed the request")
+                if event[0] == "delta":
+                    parts.append(event[1])
+                elif event[0] == "done":
+                    return "".join(parts), event[1], event[2]
+                else:
+                    raise ApiError(504 if event[1] == "timeout" else 500, event[2], type=event[1])
+        finally:
+            seq.cancel()
+
+    def stream(prompt: list[int], sampling: Sampling, chunk, include_usage: bool) -> StreamingResponse:
+        seq, events = submit(prompt, sampling)
+
+        async def body():
+            try:
+                first = chunk(role=True)
+                if first is not None:
+                    yield sse(first)
+                while True:
+                    event = await next_event(seq, events, None)
+                    if event[0] == "delta":
+                        yield sse(chunk(text=event[1]))
+                    elif event[0] == "done":
+                        yield sse(chunk(finish=event[1]))
+                        if include_usage:
+                            yield sse({**chunk(), "choices": [], "usage": usage(prompt, event[2])})
+                        break
+                    else:
+                        yield sse({"error": {"message": event[2], "type": event[1], "param": None, "code": None}})
+                        break
+                yield "data: [DONE]\n\n"
+            finally:
+                seq.cancel()  # the client went away (or we are done): free the batch slot
+
+        return StreamingResponse(body(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    # ---- routes --------------------------------------------------------------------------------
+    @app.get("/health")
+    async def health():
+        figures = engine.snapshot() if engine is not None else {}
+        return {"status": "ok", "model": loaded.name, "kind": loaded.kind, "auth": bool(api_key), **figures}
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": loaded.name, "object": "model", "created": created,
+                                            "owned_by": "tailor", "kind": loaded.kind, "context_length": context}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat(req: ChatRequest, request: Request):
+        need("generate")
+        check_model(req.model)
+        messages = [m.model_dump() for m in req.messages]
+        if system_prompt and messages[0]["role"] != "system":
+            messages.insert(0, {"role": "system", "content": system_prompt})
+        if not getattr(tokenizer, "chat_template", None):
+            raise ApiError(400, "this model has no chat template; use /v1/completions with a plain prompt.")
+        try:
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        except Exception as e:  # the template may reject a role order (e.g. two user turns in a row)
+            raise ApiError(400, f"the chat template rejected these messages: {e}", param="messages") from None
+        prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
+        sampling = sampling_for(req, len(prompt))
+        rid, now = "chatcmpl-" + secrets.token_hex(12), int(time.time())
+        if req.stream:
+            def chunk(role: bool = False, text: str | None = None, finish: str | None = None) -> dict:
+                delta = {"role": "assistant", "content": ""} if role else ({"content": text} if text is not None else {})
+                return {"id": rid, "object": "chat.completion.chunk", "created": now, "model": loaded.name,
+                        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+            return stream(prompt, sampling, chunk, bool(req.stream_options and req.stream_options.include_usage))
+        reply, finish, count = await complete(request, prompt, sampling)
+        return {"id": rid, "object": "chat.completion", "created": now, "model": loaded.name,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "logprobs": None,
+                             "finish_reason": finish}],
+                "usage": usage(prompt, count)}
+
+    @app.post("/v1/completions")
+    async def completions(req: CompletionRequest, request: Request):
+        need("generate")
+        check_model(req.model)
+        prompt = tokenizer(req.prompt)["input_ids"]
+        if not prompt:
+            raise ApiError(400, "prompt: the prompt is empty.", param="prompt")
+        sampling = sampling_for(req, len(prompt))
+        rid, now = "cmpl-" + secrets.token_hex(12), int(time.time())
+        if req.stream:
+            def chunk(role: bool = False, text: str | None = None, finish: str | None = None) -> dict | None:
+                if role:
+                    return None
+                return {"id": rid, "object": "text_completion", "created": now, "model": loaded.name,
+                        "choices": [{"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}]}
+            return stream(prompt, sampling, chunk, bool(req.stream_options and req.stream_options.include_usage))
+        text, finish, count = await complete(request, prompt, sampling)
+        return {"id": rid, "object": "text_completion", "created": now, "model": loaded.name,
+                "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
+                "usage": usage(prompt, count)}
+
+    @app.post("/v1/classify")
+    async def classify(req: ClassifyRequest):
+        nonlocal classify_waiting
+        need("classify")
+        check_model(req.model)
+        if len(req.input) > limits.max_inputs:
+            raise ApiError(400, f"input has {len(req.input)} texts, above this server's limit of {limits.max_inputs}.", param="input")
+        encoded = tokenizer(req.input)["input_ids"]
+        for i, ids in enumerate(encoded):
+            if len(ids) > max_prompt:
+                raise ApiError(400, f"input[{i}] is {len(ids)} tokens, above this server's limit of {max_prompt}.",
+                               param="input", code="context_length_exceeded")
+        if classify_waiting >= limits.max_queue:
+            raise ApiError(429, f"the server's queue is full ({limits.max_queue} waiting requests); retry later",
+                           type="rate_limit_error", code="queue_full")
+        classify_waiting += 1
+        try:
+            async with classify_lock:
+                probs = await asyncio.wait_for(run_in_threadpool(label_probs, req.input), timeout=limits.timeout)
+        except TimeoutError:
+            raise ApiError(504, "the request took longer than the server's time limit", type="timeout") from None
+        finally:
+            classify_waiting -= 1
+        labels = [model.config.id2label.get(i, str(i)) for i in range(probs.shape[1])]
+        data = []
+        for i, row in enumerate(probs.tolist()):
+            best = max(range(len(row)), key=row.__getitem__)
+            data.append({"index": i, "label": labels[best], "score": row[best], "scores": dict(zip(labels, row))})
+        return {"object": "list", "model": loaded.name, "data": data,
+                "usage": {"prompt_tokens": sum(map(len, encoded)), "total_tokens": sum(map(len, encoded))}}
+
+    @torch.inference_mode()
+    def label_probs(texts: list[str]) -> torch.Tensor:
+        batch = tokenizer(texts, padding=True, return_tensors="pt")
+        return model(**batch).logits.float().softmax(-1)  # [N, labels]
+
+    @app.get("/")
+    async def page():
+        return FileResponse(STATIC / "index.html", headers={
+            "Content-Security-Policy": "default-src 'self'; style-src 'self'; script-src 'self'; connect-src 'self'",
+            "Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def sse(data: dict) -> str:
+    import json
+
+    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
