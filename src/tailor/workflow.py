@@ -16,6 +16,7 @@ from tailor.fsutil import write_json, write_text
 from tailor.models.load import context_length, load_model
 from tailor.precision import use_bf16
 from tailor.report import metrics_table, side_by_side
+from tailor.report import compare_run, comparison_table, write_report
 from tailor.tasks import get_task
 from tailor.train.loop import train
 
@@ -81,6 +82,7 @@ def train_job(cfg: Config, resume: bool = False, overwrite: bool = False, on_val
                        on_validation=on_validation)
         summary = {"train": result.__dict__, "data": splits.stats}
         write_json(run_dir / "train_summary.json", summary)
+        print(f"report: {write_report(run_dir)}")
         return summary
 
     return guarded(run_dir, job)
@@ -127,7 +129,12 @@ def run_job(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
               f"{result.best_step}, {result.tokens_per_second:.0f} tokens/s, {result.seconds:.0f} s")
         print()
         print(side_by_side(splits.test, {"base": base["replies"], "fine-tuned": tuned["replies"]}, cfg.eval.show_samples))
-        print(f"\nrun folder: {run_dir}  (chat with it: tailor chat {run_dir})")
+        comparison = compare_run(run_dir)  # paired bootstrap over the generated test prompts
+        if comparison:
+            print(f"\nbase vs fine-tuned on the {comparison['samples']} generated test prompts:")
+            print(comparison_table(comparison["metrics"], "base", "fine-tuned", comparison["confidence"]))
+        print(f"\nreport: {write_report(run_dir)}")
+        print(f"run folder: {run_dir}  (chat with it: tailor chat {run_dir})")
         return summary
 
     return guarded(run_dir, job)

@@ -22,17 +22,20 @@ from tailor.eval import metrics as M
 
 
 def measure(replies: Sequence[dict], references: M.References | None = None,
-            nll: Sequence[float] | None = None, targets: Sequence[int] | None = None) -> dict:
-    """Per-sample measurements of one system's replies ({"text", "tokens", "stopped"})."""
+            nll: Sequence[float] | None = None, targets: Sequence[int] | None = None,
+            labels: Sequence[str] | None = None) -> dict:
+    """Per-sample measurements of one system's outputs ({"text", and for generated replies "tokens",
+    "stopped"}); `labels` instead of references for classifiers (the text is the predicted label)."""
     texts = [r["text"] for r in replies]
     out: dict = {
         "n": len(texts),
-        "tokens": np.array([r["tokens"] for r in replies], dtype=float),
-        "stopped": np.array([1.0 if r["stopped"] else 0.0 for r in replies]),
         "repetition": np.array([M.repetition(t) for t in texts]),
         "grams1": [M.ngrams(t.split(), 1) for t in texts],
         "grams2": [M.ngrams(t.split(), 2) for t in texts],
     }
+    if all("tokens" in r and "stopped" in r for r in replies):
+        out["tokens"] = np.array([r["tokens"] for r in replies], dtype=float)
+        out["stopped"] = np.array([1.0 if r["stopped"] else 0.0 for r in replies])
     if references is not None and texts:
         out["bleu"] = np.array(M.bleu_stats(texts, references), dtype=float)
         out["chrf"] = np.array(M.chrf_stats(texts, references), dtype=float)
@@ -40,6 +43,9 @@ def measure(replies: Sequence[dict], references: M.References | None = None,
         for key in ("rouge1", "rouge2", "rougeL"):
             out[key] = np.array([r[key] for r in rouge])
         out["unigram_f1"] = np.array([M.unigram_f1(h, r) for h, r in zip(texts, references)])
+    if labels is not None:
+        out["correct"] = np.array([1.0 if t == g else 0.0 for t, g in zip(texts, labels, strict=True)])
+        out["predicted"], out["gold"] = texts, list(labels)
     if nll is not None and targets is not None:
         out["nll"] = np.asarray(nll, dtype=float)
         out["targets"] = np.asarray(targets, dtype=float)
@@ -60,13 +66,15 @@ def aggregate(m: dict, idx: np.ndarray | None = None) -> dict[str, float]:
     idx = np.arange(m["n"]) if idx is None else idx
     if not len(idx):
         return {}
-    out = {
-        "response_tokens": float(m["tokens"][idx].mean()),
-        "stop_rate": float(m["stopped"][idx].mean()),
-        "distinct_1": _distinct(m["grams1"], idx),
-        "distinct_2": _distinct(m["grams2"], idx),
-        "repetition_rate": float(m["repetition"][idx].mean()),
-    }
+    if "correct" in m:  # a classifier: label metrics only
+        return {"accuracy": float(m["correct"][idx].mean()),
+                "macro_f1": M.macro_f1([m["predicted"][i] for i in idx], [m["gold"][i] for i in idx])}
+    out = {}
+    if "tokens" in m:
+        out["response_tokens"] = float(m["tokens"][idx].mean())
+        out["stop_rate"] = float(m["stopped"][idx].mean())
+    out.update(distinct_1=_distinct(m["grams1"], idx), distinct_2=_distinct(m["grams2"], idx),
+               repetition_rate=float(m["repetition"][idx].mean()))
     if "bleu" in m:
         out["bleu"] = M.bleu_from_stats(m["bleu"][idx])
         out["chrf"] = M.chrf_from_stats(m["chrf"][idx])
