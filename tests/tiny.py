@@ -54,3 +54,52 @@ def make_causal_lm(folder: Path, layers: int = 2, hidden: int = 32, context: int
     )
     LlamaForCausalLM(config).save_pretrained(folder)
     return folder
+
+
+def make_seq2seq(folder: Path, family: str = "t5", hidden: int = 32, seed: int = 0) -> Path:
+    """A random 1+1-layer encoder-decoder (t5, bart or marian) with the tiny tokenizer, saved as a folder."""
+    import torch
+    from transformers import BartConfig, BartForConditionalGeneration, MarianConfig, MarianMTModel, T5Config, T5ForConditionalGeneration
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = make_tokenizer(folder)
+    torch.manual_seed(seed)
+    ids = dict(pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    if family == "t5":
+        config = T5Config(vocab_size=len(tok), d_model=hidden, d_kv=8, d_ff=hidden * 2, num_layers=1, num_decoder_layers=1,
+                          num_heads=4, decoder_start_token_id=tok.pad_token_id, **ids)
+        model = T5ForConditionalGeneration(config)
+    elif family == "bart":
+        config = BartConfig(vocab_size=len(tok), d_model=hidden, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
+                            decoder_attention_heads=4, encoder_ffn_dim=hidden * 2, decoder_ffn_dim=hidden * 2,
+                            max_position_embeddings=256, decoder_start_token_id=tok.eos_token_id,
+                            bos_token_id=tok.bos_token_id, forced_bos_token_id=None, forced_eos_token_id=None, **ids)
+        model = BartForConditionalGeneration(config)
+    elif family == "marian":
+        config = MarianConfig(vocab_size=len(tok), d_model=hidden, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
+                              decoder_attention_heads=4, encoder_ffn_dim=hidden * 2, decoder_ffn_dim=hidden * 2,
+                              max_position_embeddings=256, decoder_start_token_id=tok.pad_token_id,
+                              decoder_vocab_size=len(tok), **ids)
+        model = MarianMTModel(config)
+    else:
+        raise ValueError(family)
+    model.save_pretrained(folder)
+    return folder
+
+
+def make_classifier(folder: Path, labels: tuple[str, ...] = ("negative", "positive"), hidden: int = 32, seed: int = 0) -> Path:
+    """A random 2-layer LlamaForSequenceClassification with the tiny tokenizer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = make_tokenizer(folder)
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
+        num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
+    )
+    LlamaForSequenceClassification(config).save_pretrained(folder)
+    return folder

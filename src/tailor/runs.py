@@ -22,4 +22,10 @@ def load_run(path: str | Path, dtype: str = "float32") -> tuple[Config, object, 
     folder = model_folder(path)
     cfg_file = folder / "tailor.yaml"
     cfg = config_from_dict(read_yaml(cfg_file), str(cfg_file)) if cfg_file.is_file() else Config()
+    if cfg.task != "dialogue":
+        from dataclasses import replace
+
+        from tailor.tasks import get_task
+
+        return cfg, get_task(cfg.task).load_trained(folder, replace(cfg, model=replace(cfg.model, dtype=dtype))), load_tokenizer(str(folder))
     return cfg, load_model(str(folder), dtype), load_tokenizer(str(folder))

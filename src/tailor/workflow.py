@@ -13,9 +13,8 @@ from pathlib import Path
 from tailor.config import Config, dump_config
 from tailor.errors import TailorError
 from tailor.fsutil import write_json, write_text
-from tailor.models.load import context_length, load_model
+from tailor.models.load import context_length
 from tailor.precision import use_bf16
-from tailor.report import metrics_table, side_by_side
 from tailor.report import compare_run, comparison_table, write_report
 from tailor.tasks import get_task
 from tailor.train.loop import train
@@ -108,7 +107,7 @@ def run_job(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
             write_json(base_file, base)
 
         result = train(cfg, model, tokenizer, splits.train, splits.validation, run_dir, resume=resume)
-        tuned_model = load_model(str(run_dir / "model"), cfg.model.dtype)
+        tuned_model = get_task(cfg.task).load_trained(run_dir / "model", cfg)
         metrics, replies = get_task(cfg.task).evaluate(tuned_model, tokenizer, splits.test, cfg, bf16, "fine-tuned")
         tuned = {"metrics": metrics, "replies": replies}
 
@@ -119,16 +118,16 @@ def run_job(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
         }
         write_json(run_dir / "metrics.json", summary)
         write_json(run_dir / "samples.json", [
-            {"messages": s["messages"], "base": b, "fine_tuned": f}
+            {**get_task(cfg.task).sample_record(s), "base": b, "fine_tuned": f}
             for s, b, f in zip(splits.test, base["replies"], tuned["replies"])
         ])
         print()
         print(f"test split, {len(splits.test)} samples ({cfg.eval.generate_samples} generated):")
-        print(metrics_table({"base": base["metrics"], "fine-tuned": tuned["metrics"]}))
+        print(get_task(cfg.task).metrics_table({"base": base["metrics"], "fine-tuned": tuned["metrics"]}))
         print(f"\ntraining: {result.steps} steps, best validation loss {result.best_val_loss:.4f} at step "
               f"{result.best_step}, {result.tokens_per_second:.0f} tokens/s, {result.seconds:.0f} s")
         print()
-        print(side_by_side(splits.test, {"base": base["replies"], "fine-tuned": tuned["replies"]}, cfg.eval.show_samples))
+        print(get_task(cfg.task).side_by_side(splits.test, {"base": base["replies"], "fine-tuned": tuned["replies"]}, cfg.eval.show_samples))
         comparison = compare_run(run_dir)  # paired bootstrap over the generated test prompts
         if comparison:
             print(f"\nbase vs fine-tuned on the {comparison['samples']} generated test prompts:")

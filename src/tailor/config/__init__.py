@@ -27,7 +27,9 @@ __all__ = ["Config", "load_config", "config_from_dict", "dump_config", "describe
 @dataclass
 class Config:
     name: str = setting("", help="Run name; the run folder is <output_dir>/<name>. Empty: the config file's stem.")
-    task: Literal["dialogue"] = setting("dialogue", help="Task family.")
+    task: Literal["dialogue", "translation", "classification", "text"] = setting(
+        "dialogue", help="Task family: dialogue, translation, classification or text (free text generation)."
+    )
     output_dir: str = setting("runs", help="Folder that holds run folders.")
     model: ModelConfig = setting(default_factory=ModelConfig, help="The pretrained model.")
     data: DataConfig = setting(default_factory=DataConfig, help="The task's data.")

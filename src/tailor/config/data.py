@@ -11,10 +11,45 @@ from tailor.errors import TailorError
 
 @dataclass
 class DataConfig:
-    source: str = setting(
+    source: str | dict[str, str] = setting(
         "chitchat",
-        help="'chitchat' (embedded chitchat-dataset package) or a path to a JSONL file of "
-        '{"messages": [{"role": ..., "content": ...}, ...]} conversations (relative paths are from the working directory, normally the project root).',
+        help="Dialogue: 'chitchat' (embedded chitchat-dataset package) or a path to a JSONL file of "
+        '{"messages": [{"role": ..., "content": ...}, ...]} conversations. Other tasks: a .jsonl, .csv, .tsv, '
+        ".parquet or .txt file, a folder saved by datasets' save_to_disk, or a mapping {column: file} of "
+        "line-aligned text files (parallel corpora, e.g. {en: train.en, de: train.de}). Relative paths are from "
+        "the working directory, normally the project root.",
+    )
+    validation_source: str | dict[str, str] | None = setting(
+        None, help="Validation split from its own file (same forms as source); null: carved out of source by val_fraction."
+    )
+    test_source: str | dict[str, str] | None = setting(
+        None, help="Test split from its own file (same forms as source); null: carved out of source by test_fraction."
+    )
+    columns: dict[str, str] = setting(
+        {},
+        help="Which column of the source holds each field the task reads, e.g. {text: sentence, label: label} "
+        "(classification), {source: en, target: de} (translation), {prompt: ..., completion: ...} or {text: ...} "
+        "(text). Fields not given keep their own name.",
+    )
+    template: str = setting(
+        "",
+        help="Prompt template with {field} placeholders, e.g. 'Translate English to German:\\n{source}\\nGerman:' "
+        "(translation), '{prompt}' (text). Empty: the task's default.",
+    )
+    chat_template: bool = setting(
+        False,
+        help="Decoder-only translation/text: put the rendered prompt in a user turn and the target in the "
+        "assistant turn of the model's chat template, instead of plain concatenation.",
+    )
+    label_names: list[str] = setting(
+        [],
+        help="Classification: the class names, in label-id order. Labels in the data may be these names or "
+        "integer ids. Empty: the sorted distinct labels of the training data.",
+    )
+    pack: bool = setting(
+        True,
+        help="Text task on raw text ({text} rows): concatenate documents (separated by end-of-text) and cut "
+        "them into full model.max_length sequences. false: one sample per document, truncated.",
     )
     history_turns: int = setting(4, help="How many earlier turns (K) form the history of each sample.")
     system_prompt: str | None = setting(

@@ -10,6 +10,26 @@ from tailor.errors import TailorError
 
 
 @dataclass
+class LoraConfig:
+    rank: int = setting(0, help="LoRA rank r (0 = LoRA off: the chosen weights are trained directly).")
+    alpha: float = setting(16.0, help="LoRA scaling alpha; the update is scaled by alpha / rank.")
+    dropout: float = setting(0.05, help="Dropout on the LoRA input.")
+    target_modules: list[str] = setting(
+        [],
+        help="Module names that get adapters, e.g. [q_proj, v_proj]; ['all-linear'] for every linear layer; "
+        "empty: peft's default for the architecture.",
+    )
+
+    def __post_init__(self) -> None:
+        if self.rank < 0:
+            raise TailorError(f"lora.rank must be 0 (off) or positive, got {self.rank}.")
+        if self.alpha <= 0:
+            raise TailorError(f"lora.alpha must be positive, got {self.alpha}.")
+        if not 0 <= self.dropout < 1:
+            raise TailorError(f"lora.dropout must be in [0, 1), got {self.dropout}.")
+
+
+@dataclass
 class ModelConfig:
     name: str = setting(
         "smollm2-135m-instruct",
@@ -24,6 +44,23 @@ class ModelConfig:
         "", help="Where converted GGUF models are cached; empty means $TAILOR_CACHE or ~/.cache/tailor."
     )
 
+    lora: LoraConfig = setting(
+        default_factory=LoraConfig, help="LoRA adapters (peft); runs/<name>/adapter holds the adapter, model/ the merged model."
+    )
+    freeze: Literal["none", "embeddings", "body"] = setting(
+        "none",
+        help="'embeddings': freeze the input (and position) embeddings; 'body': freeze everything but the output "
+        "head (a classifier's new head) and the top model.train_top_layers blocks.",
+    )
+    freeze_layers: int = setting(0, help="Also freeze the first N transformer blocks.")
+    train_top_layers: int = setting(0, help="With freeze=body: keep the top N transformer blocks (and the final norm) trainable.")
+
     def __post_init__(self) -> None:
         if self.max_length < 8:
             raise TailorError(f"max_length must be at least 8, got {self.max_length}.")
+        if self.freeze_layers < 0 or self.train_top_layers < 0:
+            raise TailorError("freeze_layers and train_top_layers must be 0 or positive.")
+        if self.train_top_layers and self.freeze != "body":
+            raise TailorError("train_top_layers needs freeze: body (it says which blocks stay trainable in a frozen body).")
+        if self.lora.rank and (self.freeze != "none" or self.freeze_layers):
+            raise TailorError("LoRA (lora.rank > 0) already freezes the pretrained weights; leave freeze and freeze_layers unset.")

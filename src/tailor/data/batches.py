@@ -47,3 +47,8 @@ def collate(samples: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     if not bool(mask.all()):
         batch["attention_mask"] = mask
     return batch
+
+
+def count_targets(batch: dict[str, torch.Tensor]) -> int:
+    """Supervised targets of a causal-LM batch: position t predicts token t+1, so label 0 is never one."""
+    return int((batch["labels"][:, 1:] != IGNORE).sum())

@@ -20,10 +20,23 @@ from safetensors.torch import load_file
 
 from tailor.errors import TailorError
 from tailor.fsutil import write_dir, write_json, write_text
+from tailor.models.lora import is_lora, load_adapter_state, merged_copy
 
 
 def save_model_folder(path: Path, model, tokenizer, config_yaml: str, metrics: dict | None = None) -> None:
-    """A folder `AutoModelForCausalLM.from_pretrained` loads, carrying the run's config and template."""
+    """A folder `AutoModelForCausalLM.from_pretrained` loads, carrying the run's config and template.
+
+    A LoRA model is saved twice: its adapter to the sibling folder adapter/ (peft's format), and
+    merged into the base weights here, so model/ stays a plain Hugging Face folder."""
+    if is_lora(model):
+        adapter = model
+
+        def fill_adapter(tmp: Path) -> None:
+            adapter.save_pretrained(tmp)
+            write_text(tmp / "tailor.yaml", config_yaml)
+
+        write_dir(path.with_name("adapter"), fill_adapter)
+        model = merged_copy(model)
 
     def fill(tmp: Path) -> None:
         model.save_pretrained(tmp, safe_serialization=True)
@@ -70,11 +83,14 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
     weights = {}
     for f in sorted(path.glob("*.safetensors")):
         weights.update(load_file(f))
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    # Tied weights (lm_head = embeddings) are stored once; anything else missing is a real mismatch.
-    missing = [k for k in missing if k not in getattr(model, "_tied_weights_keys", {}) and "lm_head" not in k]
-    if missing or unexpected:
-        raise TailorError(f"checkpoint {path} does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]}).")
+    if is_lora(model):  # the checkpoint holds the adapter (and saved head) only, in peft's naming
+        load_adapter_state(model, weights)
+    else:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+        # Tied weights (lm_head = embeddings) are stored once; anything else missing is a real mismatch.
+        missing = [k for k in missing if k not in getattr(model, "_tied_weights_keys", {}) and "lm_head" not in k]
+        if missing or unexpected:
+            raise TailorError(f"checkpoint {path} does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]}).")
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     rng = torch.load(path / "rng.pt", weights_only=False)  # our own file: a torch tensor and Python's tuple

@@ -121,7 +121,7 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
         tick = time.perf_counter()
         parts = [next(data) for _ in range(t.grad_accum)]
         batches = [task.collate([train_set[i] for i in idx], pad_id) for _, idx in parts]
-        step_targets = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
+        step_targets = sum(task.count_targets(b) for b in batches)
         loss_sum = 0.0
         for batch in batches:
             with autocast(bf16):

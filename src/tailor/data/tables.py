@@ -1,0 +1,172 @@
+"""Read tabular sources into rows, each remembering where it came from.
+
+A row is a plain dict: {"origin": "data/train.tsv:2", "values": {"sentence": "...", "label": "1"}}.
+`origin` is what error messages and `tailor data check` name, so it is the file and line (or row
+number where a format has no lines).
+
+Sources (one per split, see `data.source`, `data.validation_source`, `data.test_source`):
+- `x.jsonl`                one JSON object per line
+- `x.csv`, `x.tsv`         a header line, then one row per line (TSV is read without quoting, as GLUE writes it)
+- `x.parquet`              one row per table row
+- `x.txt` (any other file) one row {"text": line} per non-empty line
+- a folder                 written by `datasets`' `save_to_disk` (a Dataset, or a DatasetDict whose split
+                           matching the role is used: train / validation / test)
+- {column: file, ...}      line-aligned text files zipped into rows, e.g. {en: train.en, de: train.de}
+
+>>> pick([{"origin": "f:2", "values": {"sentence": "good", "label": "1"}}], {"text": "sentence"}, ["text", "label"])
+[{'text': 'good', 'label': '1', 'origin': 'f:2'}]
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from tailor.errors import TailorError
+
+TEXT_SUFFIXES = (".txt", ".text", ".utf8", "")
+
+
+def read_lines(path: Path) -> list[str]:
+    if not path.is_file():
+        raise TailorError(f"data file {path} does not exist.")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise TailorError(f"{path}, line {line}: not valid UTF-8 (byte {e.object[e.start]:#x}); "
+                          "re-encode the file as UTF-8.") from None
+    return text.splitlines()
+
+
+def read_parallel(files: dict[str, str]) -> list[dict]:
+    """Line i of each file forms row i; the files must have as many lines as each other."""
+    columns = {name: read_lines(Path(path)) for name, path in files.items()}
+    counts = {name: len(lines) for name, lines in columns.items()}
+    if len(set(counts.values())) > 1:
+        detail = ", ".join(f"{files[n]} has {c}" for n, c in counts.items())
+        raise TailorError(f"line-aligned files differ in length ({detail} lines); line i of each must be "
+                          "the same sample.")
+    first = Path(next(iter(files.values())))
+    n = next(iter(counts.values()), 0)
+    return [{"origin": f"{first}:{i + 1}", "values": {name: columns[name][i] for name in columns}} for i in range(n)]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    for lineno, line in enumerate(read_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise TailorError(f"{path}, line {lineno}: not valid JSON ({e.msg} at column {e.colno}).") from None
+        if not isinstance(value, dict):
+            raise TailorError(f"{path}, line {lineno}: expected a JSON object, got {type(value).__name__}.")
+        rows.append({"origin": f"{path}:{lineno}", "values": value})
+    return rows
+
+
+def read_delimited(path: Path, delimiter: str) -> list[dict]:
+    lines = read_lines(path)
+    if not lines:
+        return []
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.reader(lines, delimiter=delimiter, quoting=quoting)
+    header = next(reader)
+    if len(set(header)) != len(header):
+        raise TailorError(f"{path}, line 1: the header repeats a column name ({', '.join(header)}).")
+    rows = []
+    for cells in reader:
+        lineno = reader.line_num
+        if not any(c.strip() for c in cells):
+            continue
+        if len(cells) != len(header):
+            raise TailorError(f"{path}, line {lineno}: {len(cells)} fields, but the header has {len(header)} "
+                              f"({', '.join(header)}).")
+        rows.append({"origin": f"{path}:{lineno}", "values": dict(zip(header, cells))})
+    return rows
+
+
+def read_parquet(path: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        raise TailorError(f"data file {path} does not exist.")
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # pyarrow raises several types for a broken file
+        raise TailorError(f"{path}: not a readable Parquet file ({e}).") from None
+    return [{"origin": f"{path}:row {i + 1}", "values": v} for i, v in enumerate(table.to_pylist())]
+
+
+def read_saved_dataset(path: Path, split: str) -> list[dict]:
+    import datasets
+
+    try:
+        saved = datasets.load_from_disk(str(path))
+    except FileNotFoundError as e:
+        raise TailorError(f"{path}: not a folder written by datasets' save_to_disk ({e}).") from None
+    if isinstance(saved, datasets.DatasetDict):
+        if split not in saved:
+            raise TailorError(f"{path}: the saved DatasetDict has splits {', '.join(saved)}, none named '{split}'; "
+                              f"point data.{'source' if split == 'train' else split + '_source'} at one of them "
+                              f"({path}/<split>).")
+        saved, where = saved[split], f"{path}[{split}]"
+    else:
+        where = str(path)
+    return [{"origin": f"{where}:row {i + 1}", "values": v} for i, v in enumerate(saved)]
+
+
+def read_plain(path: Path) -> list[dict]:
+    return [{"origin": f"{path}:{i}", "values": {"text": line}} for i, line in enumerate(read_lines(path), 1) if line.strip()]
+
+
+def read_rows(source: str | dict[str, str], split: str = "train") -> list[dict]:
+    """All rows of one source. `split` picks the split of a saved DatasetDict."""
+    if isinstance(source, dict):
+        if not source:
+            raise TailorError("data source: an empty mapping; expected {column: file, ...}.")
+        return read_parallel(source)
+    path = Path(source)
+    if path.is_dir():
+        return read_saved_dataset(path, split)
+    if not path.exists():
+        raise TailorError(f"data source {path} does not exist.")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        return read_jsonl(path)
+    if suffix == ".csv":
+        return read_delimited(path, ",")
+    if suffix == ".tsv":
+        return read_delimited(path, "\t")
+    if suffix == ".parquet":
+        return read_parquet(path)
+    return read_plain(path)
+
+
+def pick(rows: list[dict], columns: dict[str, str], required: list[str], optional: tuple[str, ...] = ()) -> list[dict]:
+    """Records with the task's field names: {field: value, ..., "origin"}; a missing column is an error
+    naming the row and the `data.columns` entry that points at it."""
+    unknown = set(columns) - set(required) - set(optional)
+    if unknown:
+        raise TailorError(f"data.columns: unknown field(s) {', '.join(sorted(unknown))}; this task reads "
+                          f"{', '.join(list(required) + list(optional))}.")
+    out = []
+    for row in rows:
+        values = row["values"]
+        record = {}
+        for field in list(required) + list(optional):
+            column = columns.get(field, field)
+            if column not in values or values[column] is None:
+                if field in optional:
+                    continue
+                setting = f"data.columns.{field}" if field in columns else f"data.columns.{field} (default '{field}')"
+                have = ", ".join(map(str, values)) or "none"
+                raise TailorError(f"{row['origin']}: no value in column '{column}' ({setting}); "
+                                  f"columns here: {have}.")
+            record[field] = values[column]
+        record["origin"] = row["origin"]
+        out.append(record)
+    return out

@@ -1,0 +1,17 @@
+"""Make a loaded model ready for fine-tuning per the model section: freezing or LoRA, then report."""
+
+from __future__ import annotations
+
+from tailor.config.model import ModelConfig
+from tailor.models.freeze import apply_freezing, describe_trainable, head_names
+from tailor.models.lora import wrap
+
+
+def adapt(model, m: ModelConfig, kind: str):
+    """kind: 'causal', 'seq2seq' or 'classification'. Prints trainable vs total parameters."""
+    if m.lora.rank:
+        model = wrap(model, m.lora, kind, head_names(model) if kind == "classification" else None)
+    else:
+        apply_freezing(model, m.freeze, m.freeze_layers, m.train_top_layers)
+    print(describe_trainable(model), flush=True)
+    return model

@@ -1,0 +1,96 @@
+"""Records of the three splits for the table-shaped tasks (translation, classification, text).
+
+Each split comes from its own source when `data.validation_source` / `data.test_source` is set;
+otherwise it is carved out of `data.source` by a hash of the record's content, so a duplicated
+row lands in one split only and the split does not depend on file order or seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+
+from tailor.config import Config
+from tailor.data.tables import pick, read_rows
+from tailor.errors import TailorError
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class Splits:
+    train: list[dict]
+    validation: list[dict]
+    test: list[dict]
+    stats: dict = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> list[dict]:
+        return getattr(self, name)
+
+
+def cap(samples: list[dict], limit: int, salt: str) -> list[dict]:
+    """At most `limit` samples (0 = all), drawn deterministically."""
+    if not limit or len(samples) <= limit:
+        return samples
+    picked = list(samples)
+    random.Random(salt).shuffle(picked)
+    return picked[:limit]
+
+
+def bucket(key: str) -> float:
+    return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+
+def content_key(record: dict, fields: list[str]) -> str:
+    return "\x1f".join(str(record.get(f, "")) for f in fields)
+
+
+def source_of(cfg: Config, split: str):
+    return {"train": cfg.data.source, "validation": cfg.data.validation_source, "test": cfg.data.test_source}[split]
+
+
+def load_records(cfg: Config, required: list[str], optional: tuple[str, ...] = (), key_fields: list[str] | None = None) -> dict[str, list[dict]]:
+    """{split: [record, ...]} with the task's field names, before any cap."""
+    d = cfg.data
+    if d.source == "chitchat":
+        raise TailorError(f"task '{cfg.task}' needs data.source: a file, folder or {{column: file}} mapping "
+                          "('chitchat' is dialogue data).")
+    key_fields = key_fields or required[:1]
+    out: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    for record in pick(read_rows(d.source, "train"), d.columns, required, optional):
+        if d.validation_source is None or d.test_source is None:
+            b = bucket(content_key(record, key_fields))
+            if d.test_source is None and b < d.test_fraction:
+                out["test"].append(record)
+                continue
+            if d.validation_source is None and b >= 1 - d.val_fraction:
+                out["validation"].append(record)
+                continue
+        out["train"].append(record)
+    for split in ("validation", "test"):
+        if source_of(cfg, split) is not None:
+            out[split] = pick(read_rows(source_of(cfg, split), split), d.columns, required, optional)
+    for split in SPLITS:
+        if not out[split]:
+            raise TailorError(f"data source {source_of(cfg, split) or d.source}: the {split} split is empty. Add data, "
+                              f"set data.{split}_source, or change data.val_fraction / data.test_fraction.")
+    return out
+
+
+def limits(cfg: Config) -> dict[str, int]:
+    d = cfg.data
+    return {"train": d.max_train_samples, "validation": d.max_val_samples, "test": d.max_test_samples}
+
+
+def check_context(cfg: Config, context: int) -> None:
+    if cfg.model.max_length > context:
+        raise TailorError(f"model.max_length={cfg.model.max_length} is longer than the model's context of {context} "
+                          f"tokens; set model.max_length to at most {context}.")
+
+
+def text_field(record: dict, name: str) -> str:
+    value = record[name]
+    if not isinstance(value, str):
+        raise TailorError(f"{record['origin']}: field '{name}' must be text, got {type(value).__name__} {value!r}.")
+    return value

@@ -1,0 +1,256 @@
+"""Translation: (source, target) sentence pairs, with a decoder-only or an encoder-decoder model.
+
+- decoder-only (the default SmolLM2): the source goes into `data.template` (e.g.
+  "Translate English to German:\\n{source}\\nGerman:"); the model is trained on the target and the
+  end-of-sequence token only. With `data.chat_template: true` the prompt is a user turn instead.
+- encoder-decoder (T5, Marian, BART, ...; found from the model's config): the encoder reads the
+  templated source (default "{source}"; T5 wants "translate English to German: {source}"), the decoder
+  learns the target; loaded through AutoModelForSeq2SeqLM.
+
+Test metrics: BLEU and chrF (sacrebleu, signature printed and stored) on translations decoded with
+the `decode` section (num_beams > 1 for beam search), plus teacher-forced loss / perplexity.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from tailor.config import Config
+from tailor.data import batches
+from tailor.data.prompts import check_template, encode_pair, prompt_ids, render
+from tailor.data.tokenize import IGNORE
+from tailor.errors import TailorError
+from tailor.generate.replies import generate, generation_config
+from tailor.models.adapt import adapt
+from tailor.models.load import load_model, load_tokenizer, resolve
+from tailor.models.seq2seq import is_encoder_decoder, load_seq2seq
+from tailor.precision import autocast
+from tailor.tasks import console
+from tailor.tasks.splits import SPLITS, Splits, cap, check_context, limits, load_records, text_field
+from tailor.train import loss as causal_loss
+
+FIELDS = ["source", "target"]
+DEFAULT_TEMPLATE = {"causal": "Translate:\n{source}\nTranslation:", "seq2seq": "{source}"}
+
+
+@lru_cache(maxsize=8)
+def _kind(name: str, cache_dir: str) -> str:
+    return "seq2seq" if is_encoder_decoder(resolve(name, cache_dir)) else "causal"
+
+
+def kind(cfg: Config) -> str:
+    """'seq2seq' for encoder-decoder models, else 'causal'."""
+    return _kind(cfg.model.name, cfg.model.cache_dir)
+
+
+def template(cfg: Config) -> str:
+    t = cfg.data.template or DEFAULT_TEMPLATE[kind(cfg)]
+    check_template(t, ["source"])
+    return t
+
+
+# ---------------------------------------------------------------- model
+
+
+def load(cfg: Config):
+    source = resolve(cfg.model.name, cfg.model.cache_dir)
+    tokenizer = load_tokenizer(source)
+    if kind(cfg) == "seq2seq":
+        model = load_seq2seq(source, cfg.model.dtype)
+    else:
+        model = load_model(source, cfg.model.dtype)
+    return adapt(model, cfg.model, kind(cfg)), tokenizer
+
+
+def load_trained(folder, cfg: Config):
+    return load_seq2seq(str(folder), cfg.model.dtype) if is_encoder_decoder(str(folder)) else load_model(str(folder), cfg.model.dtype)
+
+
+# ---------------------------------------------------------------- data
+
+
+def encode(cfg: Config, tokenizer, record: dict) -> dict:
+    source, target = text_field(record, "source"), text_field(record, "target")
+    prompt = render(template(cfg), {"source": source})
+    if kind(cfg) == "seq2seq":
+        ids, labels = tokenizer(prompt)["input_ids"], tokenizer(text_target=target)["input_ids"]
+        eos = tokenizer.eos_token_id
+        if eos is not None:  # the decoder must learn to stop; T5/Marian/BART tokenizers add it already
+            ids, labels = (ids if ids[-1:] == [eos] else ids + [eos]), (labels if labels[-1:] == [eos] else labels + [eos])
+        enc = {"input_ids": ids, "labels": labels, "seq2seq": True}
+    else:
+        enc = encode_pair(tokenizer, prompt, target, cfg.data.chat_template)
+    return {**enc, "source": source, "target": target, "prompt": prompt, "origin": record["origin"]}
+
+
+def prepare(cfg: Config, tokenizer, context: int) -> Splits:
+    check_context(cfg, context)
+    records = load_records(cfg, FIELDS, key_fields=["source"])
+    max_length, out, skipped = cfg.model.max_length, {}, 0
+    for split in SPLITS:
+        encoded = []
+        for record in cap(records[split], limits(cfg)[split], f"{split}-cap"):
+            enc = encode(cfg, tokenizer, record)
+            if max(len(enc["input_ids"]), len(enc["labels"])) > max_length:
+                if cfg.data.overlong == "error":
+                    raise TailorError(f"{record['origin']}: the pair is longer than model.max_length={max_length} "
+                                      "tokens. Raise model.max_length or set data.overlong=skip.")
+                skipped += 1
+                continue
+            encoded.append(enc)
+        out[split] = encoded
+    supervised = sum(count_targets(collate([s], tokenizer.pad_token_id)) for s in out["train"])
+    stats = {
+        "model_kind": kind(cfg),
+        "template": template(cfg),
+        "samples": {s: len(out[s]) for s in SPLITS},
+        "skipped_overlong": skipped,
+        "train_tokens": sum(len(s["input_ids"]) + (len(s["labels"]) if kind(cfg) == "seq2seq" else 0) for s in out["train"]),
+        "train_supervised_tokens": supervised,
+    }
+    return Splits(out["train"], out["validation"], out["test"], stats)
+
+
+def collate(samples: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    return seq2seq_collate(samples, pad_id) if samples[0].get("seq2seq") else batches.collate(samples, pad_id)
+
+
+def seq2seq_collate(samples: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded encoder inputs with their mask; labels padded with -100 (the decoder input is
+    the labels shifted right, made by the model)."""
+    width = max(len(s["input_ids"]) for s in samples)
+    target_width = max(len(s["labels"]) for s in samples)
+    ids = torch.full((len(samples), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(samples), width), dtype=torch.long)
+    labels = torch.full((len(samples), target_width), IGNORE, dtype=torch.long)
+    for row, s in enumerate(samples):
+        ids[row, : len(s["input_ids"])] = torch.tensor(s["input_ids"])
+        mask[row, : len(s["input_ids"])] = 1
+        labels[row, : len(s["labels"])] = torch.tensor(s["labels"])
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels, "decoder_attention_mask": (labels != IGNORE).long()}
+
+
+def count_targets(batch: dict[str, torch.Tensor]) -> int:
+    if "decoder_attention_mask" in batch:
+        return int((batch["labels"] != IGNORE).sum())
+    return batches.count_targets(batch)
+
+
+def token_stats(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int, int]:
+    """(summed NLL over target tokens, their number, how many the argmax got right)."""
+    if "decoder_attention_mask" not in batch:
+        return causal_loss.token_stats(model, batch)
+    labels = batch["labels"]  # (B, T); the model shifts them right into the decoder input
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels,
+                   decoder_attention_mask=batch["decoder_attention_mask"], use_cache=False).logits  # (B, T, V)
+    keep = labels != IGNORE  # (B, T)
+    lg, y = logits[keep].float(), labels[keep]  # (N, V), (N,)
+    return F.cross_entropy(lg, y, reduction="sum"), int(y.numel()), int((lg.argmax(-1) == y).sum())
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+@torch.inference_mode()
+def teacher_forced(model, samples: list[dict], pad_id: int, batch_size: int, bf16: bool, desc: str) -> dict:
+    was_training = model.training
+    model.eval()
+    nll, tokens, correct = 0.0, 0, 0
+    for idx in tqdm(batches.sequential(len(samples), batch_size, [len(s["input_ids"]) for s in samples]),
+                    desc=desc, unit="batch", leave=False, dynamic_ncols=True):
+        with autocast(bf16):
+            total, n, c = token_stats(model, collate([samples[i] for i in idx], pad_id))
+        nll, tokens, correct = nll + float(total), tokens + n, correct + c
+    model.train(was_training)
+    loss = nll / max(tokens, 1)
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "token_accuracy": correct / max(tokens, 1), "tokens": tokens}
+
+
+def validate(model, tokenizer, samples: list[dict], cfg: Config, bf16: bool) -> dict:
+    return teacher_forced(model, samples, tokenizer.pad_token_id, cfg.eval.batch_size, bf16, "validate")
+
+
+@torch.inference_mode()
+def generate_seq2seq(model, tokenizer, samples: list[dict], cfg: Config, bf16: bool, desc: str) -> list[str]:
+    model.eval()
+    gen = generation_config(cfg.decode, tokenizer)
+    gen.eos_token_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else model.config.eos_token_id
+    start = getattr(model.generation_config, "decoder_start_token_id", None) or model.config.decoder_start_token_id
+    gen.decoder_start_token_id = start
+    torch.manual_seed(cfg.train.seed)
+    out: list[str] = [""] * len(samples)
+    order = sorted(range(len(samples)), key=lambda i: -len(samples[i]["input_ids"]))
+    size = cfg.decode.batch_size
+    for chunk in tqdm([order[i : i + size] for i in range(0, len(order), size)], desc=desc, unit="batch", leave=False, dynamic_ncols=True):
+        batch = seq2seq_collate([samples[i] for i in chunk], tokenizer.pad_token_id)
+        with autocast(bf16):
+            ids = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], generation_config=gen)
+        for row, i in enumerate(chunk):
+            out[i] = tokenizer.decode(ids[row], skip_special_tokens=True).strip()
+    return out
+
+
+def first_line(text: str) -> str:
+    """A decoder-only model may run on past the sentence; a translation is its first line."""
+    return text.strip().split("\n", 1)[0].strip()
+
+
+def translate(model, tokenizer, samples: list[dict], cfg: Config, bf16: bool, desc: str = "translate") -> list[str]:
+    if kind(cfg) == "seq2seq":
+        return generate_seq2seq(model, tokenizer, samples, cfg, bf16, desc)
+    prompts = [prompt_ids(tokenizer, s["prompt"], cfg.data.chat_template) for s in samples]
+    replies = generate(model, tokenizer, prompts, cfg.decode, bf16, seed=cfg.train.seed, desc=desc)
+    return [first_line(r["text"]) for r in replies]
+
+
+def corpus_scores(hypotheses: list[str], references: list[str]) -> dict:
+    """BLEU and chrF with sacrebleu's defaults, and the signatures that say exactly how."""
+    from sacrebleu.metrics import BLEU, CHRF
+
+    bleu, chrf = BLEU(), CHRF()
+    b, c = bleu.corpus_score(hypotheses, [references]), chrf.corpus_score(hypotheses, [references])
+    return {"bleu": b.score, "chrf": c.score,
+            "bleu_signature": str(bleu.get_signature()), "chrf_signature": str(chrf.get_signature())}
+
+
+def evaluate(model, tokenizer, samples: list[dict], cfg: Config, bf16: bool, label: str = "") -> tuple[dict, list[dict]]:
+    """Teacher-forced loss plus BLEU/chrF of decoded translations of every test sample."""
+    metrics = teacher_forced(model, samples, tokenizer.pad_token_id, cfg.eval.batch_size, bf16, f"score {label}".strip())
+    hyps = translate(model, tokenizer, samples, cfg, bf16, f"translate {label}".strip())
+    metrics.update(corpus_scores(hyps, [s["target"] for s in samples]))
+    metrics["decoding"] = f"{cfg.decode.strategy}, num_beams={cfg.decode.num_beams}"
+    print(f"[{label}] BLEU {metrics['bleu']:.2f} ({metrics['bleu_signature']})", flush=True)
+    print(f"[{label}] chrF {metrics['chrf']:.2f} ({metrics['chrf_signature']})", flush=True)
+    return metrics, [{"text": h} for h in hyps]
+
+
+# ---------------------------------------------------------------- console
+
+
+ROWS = [("bleu", "BLEU", "{:.2f}"), ("chrf", "chrF", "{:.2f}"), ("perplexity", "perplexity (target tokens)", "{:.2f}"),
+        ("token_accuracy", "token accuracy", "{:.3f}"), ("loss", "loss", "{:.4f}")]
+
+
+def metrics_table(columns: dict[str, dict]) -> str:
+    return console.metrics_table(columns, ROWS)
+
+
+def side_by_side(samples: list[dict], outputs: dict[str, list[dict]], count: int, width: int = 100) -> str:
+    out = []
+    for i, s in enumerate(samples[:count]):
+        out.append(f"--- test sentence {i + 1} " + "-" * 40)
+        out.append(textwrap.fill(f"[source] {s['source']}", width, subsequent_indent="    "))
+        out.append(textwrap.fill(f"[reference] {s['target']}", width, subsequent_indent="    "))
+        for name, rs in outputs.items():
+            out.append(textwrap.fill(f"[{name}] {rs[i]['text']}", width, subsequent_indent="    "))
+    return "\n".join(out)
+
+
+def sample_record(sample: dict) -> dict:
+    return {"source": sample["source"], "target": sample["target"], "origin": sample["origin"]}
