@@ -71,6 +71,27 @@ class ApiError(Exception):
         return JSONResponse(body, status_code=self.status, headers=headers)
 
 
+class KeyCheck:
+    """Plain ASGI middleware: every /v1 route needs 'Authorization: Bearer <key>'.
+
+    (Not starlette's BaseHTTPMiddleware, which hides client disconnects from the routes.)
+    """
+
+    def __init__(self, app, key: str):
+        self.app, self.key = app, key.encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            given = dict(scope.get("headers") or []).get(b"authorization", b"")
+            scheme, _, token = given.partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.key):
+                response = ApiError(401, "missing or wrong API key: send the header 'Authorization: Bearer <key>'",
+                                    type="authentication_error", code="invalid_api_key").response()
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def run_settings(loaded: Standalone) -> tuple[DecodeConfig, str]:
     """The run's decoding defaults and system prompt, read from its tailor.yaml (defaults if absent)."""
     raw = yaml.safe_load(loaded.config_yaml or "") or {}
@@ -126,15 +147,8 @@ def create_app(loaded: Standalone, limits: Limits | None = None, api_key: str | 
         msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
         return ApiError(400, f"{where}: {msg}" if where else msg, param=where or None).response()
 
-    @app.middleware("http")
-    async def _auth(request: Request, call_next):
-        if api_key and request.url.path.startswith("/v1/"):
-            given = request.headers.get("authorization", "")
-            scheme, _, token = given.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
-                return ApiError(401, "missing or wrong API key: send the header 'Authorization: Bearer <key>'",
-                                type="authentication_error", code="invalid_api_key").response()
-        return await call_next(request)
+    if api_key:
+        app.add_middleware(KeyCheck, key=api_key)
 
     # ---- helpers -------------------------------------------------------------------------------
     def check_model(name: str | None) -> None:
