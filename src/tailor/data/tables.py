@@ -53,7 +53,14 @@ def read_parallel(files: dict[str, str]) -> list[dict]:
     return [{"origin": f"{first}:{i + 1}", "values": {name: columns[name][i] for name in columns}} for i in range(n)]
 
 
-def read_jsonl(path: Path) -> list[dict]:
+def _bad(problems: list | None, message: str) -> None:
+    """Raise, or (when linting) note the problem and go on with the next row."""
+    if problems is None:
+        raise TailorError(message)
+    problems.append(message)
+
+
+def read_jsonl(path: Path, problems: list | None = None) -> list[dict]:
     rows = []
     for lineno, line in enumerate(read_lines(path), 1):
         if not line.strip():
@@ -61,14 +68,16 @@ def read_jsonl(path: Path) -> list[dict]:
         try:
             value = json.loads(line)
         except json.JSONDecodeError as e:
-            raise TailorError(f"{path}, line {lineno}: not valid JSON ({e.msg} at column {e.colno}).") from None
+            _bad(problems, f"{path}, line {lineno}: not valid JSON ({e.msg} at column {e.colno}).")
+            continue
         if not isinstance(value, dict):
-            raise TailorError(f"{path}, line {lineno}: expected a JSON object, got {type(value).__name__}.")
+            _bad(problems, f"{path}, line {lineno}: expected a JSON object, got {type(value).__name__}.")
+            continue
         rows.append({"origin": f"{path}:{lineno}", "values": value})
     return rows
 
 
-def read_delimited(path: Path, delimiter: str) -> list[dict]:
+def read_delimited(path: Path, delimiter: str, problems: list | None = None) -> list[dict]:
     lines = read_lines(path)
     if not lines:
         return []
@@ -83,8 +92,9 @@ def read_delimited(path: Path, delimiter: str) -> list[dict]:
         if not any(c.strip() for c in cells):
             continue
         if len(cells) != len(header):
-            raise TailorError(f"{path}, line {lineno}: {len(cells)} fields, but the header has {len(header)} "
-                              f"({', '.join(header)}).")
+            _bad(problems, f"{path}, line {lineno}: {len(cells)} fields, but the header has {len(header)} "
+                           f"({', '.join(header)}).")
+            continue
         rows.append({"origin": f"{path}:{lineno}", "values": dict(zip(header, cells))})
     return rows
 
@@ -123,8 +133,9 @@ def read_plain(path: Path) -> list[dict]:
     return [{"origin": f"{path}:{i}", "values": {"text": line}} for i, line in enumerate(read_lines(path), 1) if line.strip()]
 
 
-def read_rows(source: str | dict[str, str], split: str = "train") -> list[dict]:
-    """All rows of one source. `split` picks the split of a saved DatasetDict."""
+def read_rows(source: str | dict[str, str], split: str = "train", problems: list | None = None) -> list[dict]:
+    """All rows of one source. `split` picks the split of a saved DatasetDict. With `problems` (a list),
+    malformed JSONL/CSV/TSV rows are noted there and skipped instead of stopping at the first."""
     if isinstance(source, dict):
         if not source:
             raise TailorError("data source: an empty mapping; expected {column: file, ...}.")
@@ -136,11 +147,11 @@ def read_rows(source: str | dict[str, str], split: str = "train") -> list[dict]:
         raise TailorError(f"data source {path} does not exist.")
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
-        return read_jsonl(path)
+        return read_jsonl(path, problems)
     if suffix == ".csv":
-        return read_delimited(path, ",")
+        return read_delimited(path, ",", problems)
     if suffix == ".tsv":
-        return read_delimited(path, "\t")
+        return read_delimited(path, "\t", problems)
     if suffix == ".parquet":
         return read_parquet(path)
     return read_plain(path)

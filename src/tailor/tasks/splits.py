@@ -57,8 +57,22 @@ def load_records(cfg: Config, required: list[str], optional: tuple[str, ...] = (
         raise TailorError(f"task '{cfg.task}' needs data.source: a file, folder or {{column: file}} mapping "
                           "('chitchat' is dialogue data).")
     key_fields = key_fields or required[:1]
+    out = split_records(cfg, pick(read_rows(d.source, "train"), d.columns, required, optional), key_fields)
+    for split in ("validation", "test"):
+        if source_of(cfg, split) is not None:
+            out[split] = pick(read_rows(source_of(cfg, split), split), d.columns, required, optional)
+    for split in SPLITS:
+        if not out[split]:
+            raise TailorError(f"data source {source_of(cfg, split) or d.source}: the {split} split is empty. Add data, "
+                              f"set data.{split}_source, or change data.val_fraction / data.test_fraction.")
+    return out
+
+
+def split_records(cfg: Config, records: list[dict], key_fields: list[str]) -> dict[str, list[dict]]:
+    """Deal the records of data.source into splits: those with their own source stay empty here."""
+    d = cfg.data
     out: dict[str, list[dict]] = {s: [] for s in SPLITS}
-    for record in pick(read_rows(d.source, "train"), d.columns, required, optional):
+    for record in records:
         if d.validation_source is None or d.test_source is None:
             b = bucket(content_key(record, key_fields))
             if d.test_source is None and b < d.test_fraction:
@@ -68,13 +82,6 @@ def load_records(cfg: Config, required: list[str], optional: tuple[str, ...] = (
                 out["validation"].append(record)
                 continue
         out["train"].append(record)
-    for split in ("validation", "test"):
-        if source_of(cfg, split) is not None:
-            out[split] = pick(read_rows(source_of(cfg, split), split), d.columns, required, optional)
-    for split in SPLITS:
-        if not out[split]:
-            raise TailorError(f"data source {source_of(cfg, split) or d.source}: the {split} split is empty. Add data, "
-                              f"set data.{split}_source, or change data.val_fraction / data.test_fraction.")
     return out
 
 

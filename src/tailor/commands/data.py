@@ -1,0 +1,226 @@
+"""tailor data check CONFIG: lint a config's data before training on it.
+
+Checks the schema of every row (missing columns, malformed JSON/CSV rows, empty texts, unknown
+labels, dialogue role alternation and empty turns), duplicates within each split, overlap between
+train and validation/test, and, with the model's tokenizer, the token length distribution, how
+much model.max_length would cut and the share of tokens trained on. Every bad row is named by file
+and line. Exit code 1 when there is an error-level finding, else 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from tailor.commands.common import add_config_arguments, config_from_args
+
+NAME = "data"
+HELP = "data tools: `tailor data check CONFIG` lints the config's data"
+
+
+def add_arguments(parser) -> None:
+    sub = parser.add_subparsers(dest="data_command", required=True, metavar="action")
+    check = sub.add_parser("check", help="lint the data of a config", description=__doc__)
+    add_config_arguments(check)
+    check.add_argument("--show", type=int, default=10, help="findings listed per section (default 10)")
+    check.add_argument("--json", dest="json_out", default=None, help="also write the full report to this JSON file")
+    check.add_argument("--all", action="store_true", help="token statistics over all records (ignore data.max_*_samples)")
+
+
+def conversation_rows(cfg, problems: list) -> list[dict]:
+    from tailor.data.sources import read_chitchat
+    from tailor.data.tables import read_rows
+
+    if cfg.data.source == "chitchat":
+        return [{"origin": c["origin"], "values": {"messages": c["messages"], "id": c["id"]}} for c in read_chitchat()]
+    return read_rows(cfg.data.source, "train", problems)
+
+
+def dialogue_records(cfg, findings: list) -> dict[str, list[dict]]:
+    from tailor.data.check import check_conversation, finding
+    from tailor.data.dialogue import split_of
+
+    problems: list[str] = []
+    rows = conversation_rows(cfg, problems)
+    findings += [finding("error", *p.split(": ", 1)) for p in problems]
+    out = {"train": [], "validation": [], "test": []}
+    for row in rows:
+        found = check_conversation(row)
+        findings += found
+        if any(f["level"] == "error" for f in found):
+            continue
+        conv_id = str(row["values"].get("id", row["origin"].rsplit("/", 1)[-1]))
+        split = split_of(conv_id, cfg.data.val_fraction, cfg.data.test_fraction)
+        out[split].append({"origin": row["origin"], "messages": row["values"]["messages"]})
+    return out
+
+
+def task_fields(cfg) -> tuple[list[str], list[str], list[str]]:
+    """(fields read, fields that make a duplicate, fields that make a train/test overlap)."""
+    if cfg.task == "translation":
+        return ["source", "target"], ["source", "target"], ["source"]
+    if cfg.task == "classification":
+        return ["text", "label"], ["text"], ["text"]
+    from tailor.tasks.text import is_pairs
+
+    if is_pairs(cfg):
+        return ["prompt", "completion"], ["prompt", "completion"], ["prompt"]
+    return ["text"], ["text"], ["text"]
+
+
+def table_records(cfg, findings: list) -> dict[str, list[dict]]:
+    from tailor.data.check import check_texts, finding
+    from tailor.data.tables import pick, read_rows
+    from tailor.errors import TailorError
+    from tailor.tasks.splits import SPLITS, source_of, split_records
+
+    fields, key_fields, _ = task_fields(cfg)
+    text_fields = [f for f in fields if f != "label"]
+    names = None
+    if cfg.task == "classification":
+        from tailor.tasks.classification import label_names
+
+        try:
+            names = label_names(cfg)
+        except TailorError as e:
+            findings.append(finding("error", str(cfg.data.source), str(e)))
+
+    def read(source, split) -> list[dict]:
+        problems: list[str] = []
+        try:
+            rows = read_rows(source, split, problems)
+        except TailorError as e:
+            findings.append(finding("error", str(source), str(e)))
+            return []
+        findings.extend(finding("error", *p.split(": ", 1)) for p in problems)
+        records = []
+        for row in rows:
+            try:
+                record = pick([row], cfg.data.columns, fields)[0]
+            except TailorError as e:
+                findings.append(finding("error", row["origin"], str(e).removeprefix(row["origin"] + ": ")))
+                continue
+            found = check_texts(record, text_fields)
+            if names is not None:
+                from tailor.tasks.classification import label_id
+
+                try:
+                    label_id(record["label"], names, record["origin"])
+                except TailorError as e:
+                    found.append(finding("error", record["origin"], str(e).removeprefix(record["origin"] + ": ")))
+            findings.extend(found)
+            if not any(f["level"] == "error" for f in found):
+                records.append(record)
+        return records
+
+    out = split_records(cfg, read(cfg.data.source, "train"), key_fields)
+    for split in SPLITS[1:]:
+        if source_of(cfg, split) is not None:
+            out[split] = read(source_of(cfg, split), split)
+    return out
+
+
+def conflicting_labels(records: list[dict]) -> list[dict]:
+    from tailor.data.check import finding
+
+    labels: dict[str, dict] = {}
+    out = []
+    for r in records:
+        first = labels.setdefault(r["text"], r)
+        if str(first["label"]) != str(r["label"]):
+            out.append(finding("warning", r["origin"], f"same text as {first['origin']} but label {r['label']!r} "
+                                                      f"instead of {first['label']!r}"))
+    return out
+
+
+def token_report(cfg, all_records: bool) -> tuple[dict, str, str]:
+    """({split: length summary}, what a length counts, a note) from the task's own tokenization."""
+    from tailor.data.check import length_summary
+    from tailor.data.tokenize import IGNORE
+    from tailor.models.load import load_tokenizer, resolve
+    from tailor.tasks import get_task
+
+    max_length = cfg.model.max_length
+    data = dataclasses.replace(cfg.data, overlong="skip")
+    if all_records:
+        data = dataclasses.replace(data, max_train_samples=0, max_val_samples=0, max_test_samples=0)
+    note, unit = "", "tokens per sample"
+    packed = cfg.task == "text" and cfg.data.pack
+    if packed:
+        data = dataclasses.replace(data, pack=False)
+        note = ("data.pack is on: documents are joined and cut into max_length sequences, so nothing is dropped; "
+                "the table shows document lengths.")
+        unit = "tokens per document"
+    stats_cfg = dataclasses.replace(cfg, data=data, model=dataclasses.replace(cfg.model, max_length=10**9))
+    tokenizer = load_tokenizer(resolve(cfg.model.name, cfg.model.cache_dir))
+    splits = get_task(cfg.task).prepare(stats_cfg, tokenizer, 10**9)
+    out = {}
+    for split in ("train", "validation", "test"):
+        samples = splits[split]
+        if cfg.task == "classification":
+            out[split] = length_summary([len(s["input_ids"]) for s in samples], max_length)
+            continue
+        seq2seq = bool(samples) and samples[0].get("seq2seq", False)
+        if seq2seq:
+            unit = "tokens per sample: the longer of encoder input and decoder target"
+            lengths = [max(len(s["input_ids"]), len(s["labels"])) for s in samples]
+            supervised = sum(len(s["labels"]) for s in samples)
+            summary = length_summary(lengths, max_length)
+            total = sum(len(s["input_ids"]) + len(s["labels"]) for s in samples)
+            summary.update(supervised_tokens=supervised, supervised_share=supervised / total if total else 0.0)
+        else:
+            summary = length_summary([len(s["input_ids"]) for s in samples], max_length,
+                                     sum(sum(1 for x in s["labels"][1:] if x != IGNORE) for s in samples))
+        out[split] = summary
+    if cfg.task == "dialogue":
+        note = "dialogue samples over max_length lose their oldest history turns first (data.overlong decides the rest)."
+    return out, unit, note
+
+
+def check(cfg, all_records: bool = False) -> dict:
+    from tailor.data.check import duplicates, overlap
+    from tailor.errors import TailorError
+    from tailor.tasks.splits import source_of
+
+    findings: list[dict] = []
+    if cfg.task == "dialogue":
+        records = dialogue_records(cfg, findings)
+        key_fields = overlap_fields = ["messages"]
+    else:
+        records = table_records(cfg, findings)
+        _, key_fields, overlap_fields = task_fields(cfg)
+        if cfg.task == "classification":
+            findings += conflicting_labels([r for split in records.values() for r in split])
+
+    def key_of(fields):
+        return lambda r: json.dumps([r[f] for f in fields], ensure_ascii=False, default=str)
+
+    report = {
+        "task": cfg.task,
+        "max_length": cfg.model.max_length,
+        "splits": {s: {"records": len(r), "source": str(source_of(cfg, s) or cfg.data.source)} for s, r in records.items()},
+        "findings": findings,
+        "duplicates": {s: duplicates(r, key_of(key_fields)) for s, r in records.items()},
+        "overlap_key": ", ".join(overlap_fields),
+        "overlap": {s: overlap(records["train"], records[s], key_of(overlap_fields)) for s in ("validation", "test")},
+    }
+    if any(f["level"] == "error" for f in findings):
+        report["tokens_skipped"] = "fix the errors above first"
+    else:
+        try:
+            report["tokens"], report["length_unit"], report["tokens_note"] = token_report(cfg, all_records)
+        except TailorError as e:
+            report["tokens_skipped"] = str(e)
+    return report
+
+
+def main(args) -> int:
+    from tailor.data.check import format_report
+    from tailor.fsutil import write_json
+
+    cfg = config_from_args(args)
+    report = check(cfg, args.all)
+    print(format_report(report, args.show))
+    if args.json_out:
+        write_json(args.json_out, report)
+    return 1 if any(f["level"] == "error" for f in report["findings"]) else 0
