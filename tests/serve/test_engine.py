@@ -1,0 +1,99 @@
+"""The batching scheduler on its own: joined and retired rows decode exactly like one-by-one generation."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from tailor.generate.replies import stop_ids
+from tailor.serve.engine import Engine, QueueFull, Sampling, Sequence, pick
+
+
+def hf_greedy(model, tokenizer, prompt, n):
+    out = model.generate(torch.tensor([prompt]), max_new_tokens=n, do_sample=False,
+                         eos_token_id=stop_ids(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    return out[0, len(prompt):].tolist()
+
+
+def run(engine, seqs, limit=60.0):
+    for seq in seqs:
+        engine.submit(seq)
+    end = time.monotonic() + limit
+    while not all(s.finished for s in seqs):
+        assert time.monotonic() < end, "the engine did not finish"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("max_batch", [1, 3, 8])
+def test_continuous_batching_matches_hf_generate(lively_model, max_batch):
+    model = AutoModelForCausalLM.from_pretrained(lively_model)
+    tokenizer = AutoTokenizer.from_pretrained(lively_model)
+    texts = ["hello how are you", "the a of", "you that it is the hello and to in", "a", "assistant hello", "in is you"]
+    prompts = [tokenizer(t)["input_ids"] for t in texts]
+    lengths = [3, 12, 7, 12, 5, 9]  # rows leave at different steps; waiting ones join mid-flight
+    want = [hf_greedy(model, tokenizer, p, n) for p, n in zip(prompts, lengths)]
+    engine = Engine(model, tokenizer, stop_ids(tokenizer), max_batch=max_batch, max_queue=16)
+    engine.start()
+    try:
+        seqs = [Sequence(p, Sampling(max_tokens=n), lambda e: None, time.monotonic() + 60) for p, n in zip(prompts, lengths)]
+        run(engine, seqs)
+    finally:
+        engine.stop()
+    assert [s.generated for s in seqs] == want
+    assert engine.snapshot()["largest_batch"] == min(max_batch, len(texts))
+
+
+def test_events_spell_the_decoded_reply(lively_model):
+    model = AutoModelForCausalLM.from_pretrained(lively_model)
+    tokenizer = AutoTokenizer.from_pretrained(lively_model)
+    events = []
+    engine = Engine(model, tokenizer, stop_ids(tokenizer))
+    engine.start()
+    try:
+        seq = Sequence(tokenizer("hello")["input_ids"], Sampling(max_tokens=10), events.append, time.monotonic() + 60)
+        run(engine, [seq])
+    finally:
+        engine.stop()
+    text = "".join(e[1] for e in events if e[0] == "delta")
+    assert text == tokenizer.decode(seq.generated, skip_special_tokens=True)
+    assert events[-1] == ("done", "length", 10)
+
+
+def test_queue_limit():
+    class Tok:
+        pad_token_id = 0
+
+    engine = Engine(torch.nn.Linear(1, 1), Tok(), [0], max_batch=1, max_queue=2)  # not started: nothing drains
+    for _ in range(2):
+        engine.submit(Sequence([1], Sampling(max_tokens=1), lambda e: None, time.monotonic() + 60))
+    with pytest.raises(QueueFull):
+        engine.submit(Sequence([1], Sampling(max_tokens=1), lambda e: None, time.monotonic() + 60))
+    assert engine.snapshot()["rejected"] == 1
+
+
+def seq_with(**sampling) -> Sequence:
+    return Sequence([1, 2], Sampling(max_tokens=1, **sampling), lambda e: None, 0.0,
+                    generator=torch.Generator().manual_seed(0))
+
+
+def test_pick_per_row_settings():
+    torch.manual_seed(0)
+    logits = torch.randn(4, 50)
+    rows = [seq_with(), seq_with(temperature=1.0, top_k=1), seq_with(temperature=1.0, top_p=1e-6),
+            seq_with(temperature=1.0, top_k=5)]
+    out = pick(logits, rows)
+    assert out[0] == logits[0].argmax()  # greedy
+    assert out[1] == logits[1].argmax()  # top-1 sampling is greedy
+    assert out[2] == logits[2].argmax()  # a tiny nucleus keeps only the best token
+    assert out[3] in torch.topk(logits[3], 5).indices  # sampling stays within the top 5
+
+
+def test_pick_repetition_penalty_discourages_seen_tokens():
+    logits = torch.zeros(1, 10)
+    logits[0, 1] = 2.0  # token 1 (in the prompt) is best ...
+    logits[0, 5] = 1.5
+    assert pick(logits, [seq_with()])[0] == 1
+    assert pick(logits, [seq_with(repetition_penalty=2.0)])[0] == 5  # ... until it is penalised: 2.0/2 < 1.5
