@@ -1,60 +1,18 @@
-"""A real server on 127.0.0.1 (a free port), run in a thread and shut down by the fixture."""
+"""Fixtures for the serve tests: a real server on 127.0.0.1 (a free port), shut down by the fixture."""
 
 from __future__ import annotations
 
 import contextlib
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
-
-def lively(folder: Path, target: Path, std: float = 0.3, seed: int = 1) -> Path:
-    """The tiny model with larger random weights, so greedy replies vary from token to token."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(folder)
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0, std)
-    model.save_pretrained(target)
-    AutoTokenizer.from_pretrained(folder).save_pretrained(target)
-    return target
+from serve_helpers import Gate, lively, running  # noqa: F401
 
 
 @pytest.fixture(scope="session")
 def lively_model(tiny_model, tmp_path_factory) -> Path:
     return lively(tiny_model, tmp_path_factory.mktemp("lively"))
-
-
-@contextlib.contextmanager
-def running(app):
-    """Serve `app` on a free loopback port; yields its base URL; stops the server on exit."""
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    for _ in range(600):
-        if server.started:
-            break
-        time.sleep(0.05)
-    assert server.started, "the test server did not start"
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
 
 
 @pytest.fixture

@@ -17,6 +17,8 @@ from tailor.errors import TailorError
 from tailor.export.standalone import load_standalone
 from tailor.generate.replies import generate
 
+from serve_helpers import Gate
+
 HELLO = [{"role": "user", "content": "hello how are you"}]
 
 
@@ -47,24 +49,6 @@ def wait_for(condition, what: str, limit: float = 60.0):
             return value
         time.sleep(0.05)
     raise AssertionError(f"never happened: {what}")
-
-
-class Gate:
-    """Hold the engine before each decoding step until released (makes queue/timeout tests deterministic)."""
-
-    def __init__(self, engine):
-        self.open = threading.Event()
-        self.reached = threading.Event()
-        self.batch = None
-        step = engine._decode_step
-
-        def gated(batch):
-            self.batch = batch
-            self.reached.set()
-            self.open.wait(timeout=120)
-            return step(batch)
-
-        engine._decode_step = gated
 
 
 def test_chat_reply_matches_tailor_generation_streamed_or_not(lively_model, serve):

@@ -41,6 +41,7 @@ async function connect() {
   try {
     const health = await (await fetch("/health")).json();
     $("key-row").hidden = !health.auth;
+    if (health.auth && !$("api-key").value) $("settings").open = true; // the key has to be entered first
     state.model = health.model;
     $("model").textContent = health.model + (health.kind === "classify" ? " (a classifier: chat is not available)" : "");
   } catch (e) {

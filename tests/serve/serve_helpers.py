@@ -1,0 +1,68 @@
+"""Helpers for the serve tests: a livelier tiny model, a gate on the engine, a server in a thread."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from pathlib import Path
+
+
+def lively(folder: Path, target: Path, std: float = 0.3, seed: int = 1) -> Path:
+    """The tiny model with larger random weights, so greedy replies vary from token to token."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, std)
+    model.save_pretrained(target)
+    AutoTokenizer.from_pretrained(folder).save_pretrained(target)
+    return target
+
+
+class Gate:
+    """Hold the engine before each decoding step until released (makes queue/timeout tests deterministic)."""
+
+    def __init__(self, engine):
+        self.open = threading.Event()
+        self.reached = threading.Event()
+        self.batch = None
+        step = engine._decode_step
+
+        def gated(batch):
+            self.batch = batch
+            self.reached.set()
+            self.open.wait(timeout=120)
+            return step(batch)
+
+        engine._decode_step = gated
+
+
+@contextlib.contextmanager
+def running(app):
+    """Serve `app` on a free loopback port; yields its base URL; stops the server on exit."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    for _ in range(600):
+        if server.started:
+            break
+        time.sleep(0.05)
+    assert server.started, "the test server did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
