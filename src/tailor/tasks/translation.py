@@ -26,7 +26,7 @@ from tailor.data import batches
 from tailor.data.prompts import check_template, encode_pair, prompt_ids, render
 from tailor.data.tokenize import IGNORE
 from tailor.errors import TailorError
-from tailor.generate.replies import generate, generation_config
+from tailor.generate.replies import generation_config, stop_ids
 from tailor.models.adapt import adapt
 from tailor.models.load import load_model, load_tokenizer, resolve
 from tailor.models.seq2seq import is_encoder_decoder, load_seq2seq
@@ -201,12 +201,41 @@ def first_line(text: str) -> str:
     return text.strip().split("\n", 1)[0].strip()
 
 
+@lru_cache(maxsize=4)
+def _newline_ids(tokenizer) -> tuple[int, ...]:
+    return tuple(i for i in tokenizer.get_vocab().values() if "\n" in tokenizer.decode([i]))
+
+
+@torch.inference_mode()
+def generate_causal(model, tokenizer, samples: list[dict], cfg: Config, bf16: bool, desc: str) -> list[str]:
+    """Left-padded batches; a translation ends at the end-of-sequence token or at a line break (a base
+    model rarely emits the former), so every token holding a newline also ends a beam."""
+    model.eval()
+    gen = generation_config(cfg.decode, tokenizer)
+    gen.eos_token_id = sorted(set(stop_ids(tokenizer)) | set(_newline_ids(tokenizer)))
+    torch.manual_seed(cfg.train.seed)
+    prompts = [prompt_ids(tokenizer, s["prompt"], cfg.data.chat_template) for s in samples]
+    out: list[str] = [""] * len(samples)
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    size = cfg.decode.batch_size
+    for chunk in tqdm([order[i : i + size] for i in range(0, len(order), size)], desc=desc, unit="batch", leave=False, dynamic_ncols=True):
+        width = max(len(prompts[i]) for i in chunk)
+        ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)  # (B, T) left-padded
+        mask = torch.zeros_like(ids)
+        for row, i in enumerate(chunk):
+            ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
+            mask[row, width - len(prompts[i]) :] = 1
+        with autocast(bf16):
+            new = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)[:, width:]  # (B, new)
+        for row, i in enumerate(chunk):
+            out[i] = first_line(tokenizer.decode(new[row], skip_special_tokens=True))
+    return out
+
+
 def translate(model, tokenizer, samples: list[dict], cfg: Config, bf16: bool, desc: str = "translate") -> list[str]:
     if kind(cfg) == "seq2seq":
         return generate_seq2seq(model, tokenizer, samples, cfg, bf16, desc)
-    prompts = [prompt_ids(tokenizer, s["prompt"], cfg.data.chat_template) for s in samples]
-    replies = generate(model, tokenizer, prompts, cfg.decode, bf16, seed=cfg.train.seed, desc=desc)
-    return [first_line(r["text"]) for r in replies]
+    return generate_causal(model, tokenizer, samples, cfg, bf16, desc)
 
 
 def corpus_scores(hypotheses: list[str], references: list[str]) -> dict:
