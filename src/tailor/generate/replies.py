@@ -1,4 +1,7 @@
-"""Batched reply generation with the shared decoding settings (HF `generate` underneath)."""
+"""Batched reply generation with the shared decoding settings.
+
+Greedy decoding and plain sampling run on `generate.fast` (a static KV cache, one forward per
+token); beams, penalties, banned words and stop strings run on HF `generate`."""
 
 from __future__ import annotations
 
@@ -7,7 +10,8 @@ from tqdm import tqdm
 from transformers import GenerationConfig
 
 from tailor.config.decode import DecodeConfig
-from tailor.precision import autocast
+from tailor.generate.fast import decode as fast_decode, supports as fast_supports
+from tailor.precision import autocast, inference_model
 
 END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
 
@@ -78,6 +82,8 @@ def generate(model, tokenizer, prompts: list[list[int]], decode: DecodeConfig, b
     model.eval()
     gen = generation_config(decode, tokenizer)
     stops = set(stop_ids(tokenizer))
+    runner = inference_model(model, bf16)  # bf16 weights cast once, not by autocast at every step
+    fast = fast_supports(runner, gen)
     torch.manual_seed(seed)
     results: list[dict] = [None] * len(prompts)  # type: ignore[list-item]
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # similar lengths pad less
@@ -89,8 +95,11 @@ def generate(model, tokenizer, prompts: list[list[int]], decode: DecodeConfig, b
         for row, i in enumerate(chunk):  # left padding: every prompt ends where generation starts
             ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
             mask[row, width - len(prompts[i]) :] = 1
-        with autocast(bf16):
-            out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen, tokenizer=tokenizer)
+        if fast:
+            new = fast_decode(runner, ids, mask, gen)  # (B, n)
+        else:
+            with autocast(bf16 and runner is model):
+                new = runner.generate(input_ids=ids, attention_mask=mask, generation_config=gen, tokenizer=tokenizer)[:, width:]
         for row, i in enumerate(chunk):
-            results[i] = finish_reply(tokenizer, out[row, width:].tolist(), stops, decode.stop_strings)
+            results[i] = finish_reply(tokenizer, new[row].tolist(), stops, decode.stop_strings)
     return results

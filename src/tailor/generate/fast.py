@@ -1,0 +1,86 @@
+"""Batched decoding with one model forward per new token on a static KV cache.
+
+What it saves against `model.generate`: the per-step machinery (input preparation, logits
+processors, stopping criteria) and, with a static cache, the copy of the whole KV cache that a
+dynamic cache's concatenation makes at every step. The model forward is the model's own, so greedy
+decoding returns the tokens `generate` returns for the same weights.
+
+It covers greedy decoding and plain sampling (temperature, top-k, top-p). `replies.generate` sends
+every other setting (beams, penalties, banned words, stop strings, ...) to `model.generate`.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import GenerationConfig, StaticCache
+
+# GenerationConfig fields this module implements; any other non-default field means `generate`.
+HANDLED = {"max_new_tokens", "do_sample", "num_beams", "repetition_penalty", "temperature", "top_k", "top_p",
+           "eos_token_id", "pad_token_id", "transformers_version"}
+
+
+def supports(model, gen: GenerationConfig) -> bool:
+    """True when `decode` implements everything `gen` asks for, for a decoder-only model."""
+    if getattr(model.config, "is_encoder_decoder", False):
+        return False
+    if gen.num_beams not in (None, 1) or gen.repetition_penalty not in (None, 1.0):
+        return False
+    return set(gen.to_diff_dict()) <= HANDLED
+
+
+def positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of left-padded prompts, as `generate` makes them: 0.. on real tokens, 0 on padding."""
+    return (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)  # (B, P)
+
+
+def pick(logits: torch.Tensor, gen: GenerationConfig, generator: torch.Generator | None) -> torch.Tensor:
+    """Next token per row from float logits (B, V): argmax, or a sample after temperature, top-k, top-p."""
+    if not gen.do_sample:
+        return logits.argmax(-1)  # (B,)
+    logits = logits / gen.temperature
+    if gen.top_k:
+        kth = torch.topk(logits, min(gen.top_k, logits.shape[-1])).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if gen.top_p is not None and gen.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=False)  # (B, V)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cumulative <= 1 - gen.top_p
+        drop[:, -1] = False  # always keep the most likely token
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)  # (B,)
+
+
+@torch.inference_mode()
+def decode(model, ids: torch.Tensor, mask: torch.Tensor, gen: GenerationConfig,
+           generator: torch.Generator | None = None) -> torch.Tensor:
+    """New tokens (B, n <= max_new_tokens) after left-padded prompts `ids`, `mask` (B, P).
+
+    A row that produced a stop token (gen.eos_token_id) is padded with gen.pad_token_id from then
+    on; decoding ends when every row has stopped.
+    """
+    batch, width = ids.shape
+    steps = gen.max_new_tokens
+    cache = StaticCache(config=model.config, max_cache_len=width + steps)
+    # The mask covers the whole cache; slots after the current token are hidden by causality.
+    full = torch.cat([mask, mask.new_ones(batch, steps)], dim=1)  # (B, P + N)
+    stops = torch.tensor(gen.eos_token_id if isinstance(gen.eos_token_id, list) else
+                         [] if gen.eos_token_id is None else [gen.eos_token_id], dtype=torch.long)
+    pad = gen.pad_token_id if gen.pad_token_id is not None else 0
+    position = positions(mask)  # (B, P)
+
+    logits = model(input_ids=ids, attention_mask=full, position_ids=position, cache_position=torch.arange(width),
+                   past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]  # (B, V)
+    position = position[:, -1:]  # (B, 1)
+    done = torch.zeros(batch, dtype=torch.bool)
+    out = []
+    for step in range(steps):
+        token = pick(logits.float(), gen, generator).masked_fill(done, pad)  # (B,)
+        out.append(token)
+        done |= torch.isin(token, stops)
+        if step == steps - 1 or bool(done.all()):
+            break
+        position = position + 1
+        logits = model(input_ids=token[:, None], attention_mask=full, position_ids=position,
+                       cache_position=torch.tensor([width + step]), past_key_values=cache,
+                       use_cache=True).logits[:, -1]  # (B, V)
+    return torch.stack(out, dim=1)  # (B, n)
