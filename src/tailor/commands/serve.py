@@ -28,6 +28,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-queue", type=int, default=32, help="requests waiting before the server answers 429")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds before a request is abandoned (504)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads for generation (0: torch's default; 1 is best on a busy machine)")
 
 
 def api_key(args) -> str | None:
@@ -54,8 +56,11 @@ def is_loopback(host: str) -> bool:
 
 
 def main(args) -> int:
+    import torch
     import uvicorn
 
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     from tailor.export.standalone import load_standalone
     from tailor.serve.app import Limits, create_app
 
