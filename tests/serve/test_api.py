@@ -118,6 +118,8 @@ def test_models_health_and_page(lively_model, serve):
     ("/v1/chat/completions", {"messages": [{"role": "robot", "content": "x"}]}, 400, "messages"),
     ("/v1/chat/completions", {"messages": HELLO, "model": "someone-else"}, 404, "model"),
     ("/v1/chat/completions", {"messages": HELLO, "tools": [{"type": "function"}]}, 400, "tools"),
+    ("/v1/chat/completions", {"messages": HELLO, "frequency_penalty": 0.5}, 400, "frequency_penalty"),
+    ("/v1/chat/completions", {"messages": HELLO, "repetition_penalty": 3}, 400, "repetition_penalty"),
     ("/v1/completions", {"prompt": "hello " * 200}, 400, "prompt"),
     ("/v1/completions", {"prompt": ["a", "b"]}, 400, "prompt"),
     ("/v1/completions", {"prompt": "hello", "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),

@@ -79,7 +79,9 @@ class Engine:
         self.cond = threading.Condition()
         self.running = False
         self.thread: threading.Thread | None = None
-        self.stats = collections.Counter()  # submitted, completed, cancelled, timed_out, rejected, steps, tokens
+        # Every key exists from the start, so snapshot() can copy the dict while the engine thread counts.
+        self.stats = collections.Counter(dict.fromkeys(
+            ("submitted", "completed", "cancelled", "timed_out", "rejected", "steps", "tokens"), 0))
         self.active_count = 0
         self.largest_batch = 0
 

@@ -49,6 +49,15 @@ class Decoding(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     logprobs: bool | int | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+
+    @field_validator("frequency_penalty", "presence_penalty")
+    @classmethod
+    def _no_openai_penalties(cls, value):
+        if value:
+            raise ValueError("not supported; use repetition_penalty (1.0 = off, up to 2.0)")
+        return value
 
     @field_validator("stop")
     @classmethod
