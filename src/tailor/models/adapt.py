@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import torch
+
 from tailor.config.model import ModelConfig
 from tailor.models.freeze import apply_freezing, describe_trainable, head_names
 from tailor.models.lora import wrap
 
 
-def adapt(model, m: ModelConfig, kind: str):
-    """kind: 'causal', 'seq2seq' or 'classification'. Prints trainable vs total parameters."""
+def adapt(model, m: ModelConfig, kind: str, seed: int = 0):
+    """kind: 'causal', 'seq2seq' or 'classification'. Prints trainable vs total parameters.
+    `seed` fixes the adapters' random initialisation, so a run is reproducible."""
     if m.lora.rank:
+        torch.manual_seed(seed)
         model = wrap(model, m.lora, kind, head_names(model) if kind == "classification" else None)
     else:
         apply_freezing(model, m.freeze, m.freeze_layers, m.train_top_layers)

@@ -76,7 +76,7 @@ def load(cfg: Config):
     source = resolve(cfg.model.name, cfg.model.cache_dir)
     tokenizer = load_tokenizer(source)
     model = load_classifier(source, label_names(cfg), tokenizer.pad_token_id, cfg.model.dtype, cfg.train.seed)
-    return adapt(model, cfg.model, "classification"), tokenizer
+    return adapt(model, cfg.model, "classification", cfg.train.seed), tokenizer
 
 
 def load_trained(folder, cfg: Config):

@@ -94,7 +94,7 @@ def prepare(cfg: Config, tokenizer: PreTrainedTokenizerBase, context: int) -> Sp
 
 def load(cfg: Config):
     model, tokenizer = load_pretrained(cfg.model.name, cfg.model.dtype, cfg.model.cache_dir)
-    return adapt(model, cfg.model, "causal"), tokenizer
+    return adapt(model, cfg.model, "causal", cfg.train.seed), tokenizer
 
 
 def load_trained(folder, cfg: Config):

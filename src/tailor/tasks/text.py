@@ -46,7 +46,7 @@ def is_pairs(cfg: Config) -> bool:
 
 def load(cfg: Config):
     model, tokenizer = load_pretrained(cfg.model.name, cfg.model.dtype, cfg.model.cache_dir)
-    return adapt(model, cfg.model, "causal"), tokenizer
+    return adapt(model, cfg.model, "causal", cfg.train.seed), tokenizer
 
 
 def load_trained(folder, cfg: Config):

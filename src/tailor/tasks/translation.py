@@ -65,7 +65,7 @@ def load(cfg: Config):
         model = load_seq2seq(source, cfg.model.dtype)
     else:
         model = load_model(source, cfg.model.dtype)
-    return adapt(model, cfg.model, kind(cfg)), tokenizer
+    return adapt(model, cfg.model, kind(cfg), cfg.train.seed), tokenizer
 
 
 def load_trained(folder, cfg: Config):
