@@ -17,6 +17,7 @@ from tailor.models.load import context_length
 from tailor.precision import use_bf16
 from tailor.report import compare_run, comparison_table, write_report
 from tailor.tasks import get_task
+from tailor.train import distributed
 from tailor.train.loop import train
 
 
@@ -36,14 +37,18 @@ def check_run_dir(cfg: Config, resume: bool, overwrite: bool) -> None:
 
 
 def open_run(cfg: Config, resume: bool, overwrite: bool) -> Path:
-    """Create (or reopen) the run folder; status.json says 'running' until the job completes."""
+    """Create (or reopen) the run folder; status.json says 'running' until the job completes.
+    Under torchrun, rank 0 does this once every rank has checked the folder."""
     check_run_dir(cfg, resume, overwrite)
     run_dir = cfg.run_dir
-    if run_dir.exists() and not resume:
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir / "config.yaml", dump_config(cfg))
-    write_json(run_dir / "status.json", {"status": "running", "started": now()})
+    distributed.barrier()
+    if distributed.is_main():
+        if run_dir.exists() and not resume:
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(run_dir / "config.yaml", dump_config(cfg))
+        write_json(run_dir / "status.json", {"status": "running", "started": now()})
+    distributed.barrier()
     return run_dir
 
 
@@ -61,8 +66,13 @@ def setup(cfg: Config):
 
 def guarded(run_dir: Path, job):
     """Run a job; on any failure mark the run folder failed, so it never looks complete."""
+    if not distributed.is_main():  # under torchrun, rank 0 alone keeps status.json
+        result = job()
+        distributed.barrier()
+        return result
     try:
         result = job()
+        distributed.barrier()  # complete only once every rank is done
     except BaseException as e:
         finish_run(run_dir, "failed", error=f"{type(e).__name__}: {e}")
         raise
@@ -71,24 +81,37 @@ def guarded(run_dir: Path, job):
 
 
 def train_job(cfg: Config, resume: bool = False, overwrite: bool = False, on_validation=None) -> dict:
+    """Fine-tune into the run folder. Under `torchrun --nproc_per_node N` every process runs this and
+    trains data-parallel (see tailor.train.distributed); rank 0 alone writes the run folder."""
+    created_group = distributed.init()
     check_run_dir(cfg, resume, overwrite)
     model, tokenizer, splits = setup(cfg)  # bad input fails here, before any run folder exists
     run_dir = open_run(cfg, resume, overwrite)
+    main = distributed.is_main()
 
     def job():
-        write_json(run_dir / "data_stats.json", splits.stats)
+        if main:
+            write_json(run_dir / "data_stats.json", splits.stats)
         result = train(cfg, model, tokenizer, splits.train, splits.validation, run_dir, resume=resume,
                        on_validation=on_validation)
-        summary = {"train": result.__dict__, "data": splits.stats}
-        write_json(run_dir / "train_summary.json", summary)
-        print(f"report: {write_report(run_dir)}")
+        summary = {"train": result.__dict__, "data": splits.stats, "world_size": distributed.world_size()}
+        if main:
+            write_json(run_dir / "train_summary.json", summary)
+            print(f"report: {write_report(run_dir)}")
         return summary
 
-    return guarded(run_dir, job)
+    try:
+        return guarded(run_dir, job)
+    finally:
+        if created_group:
+            distributed.close()
 
 
 def run_job(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     """Evaluate the base model, fine-tune, evaluate the result, and compare them."""
+    if distributed.launched():
+        raise TailorError("`tailor run` runs in one process; under torchrun / accelerate launch use `tailor train`, "
+                          "then `tailor eval` the run folder.")
     check_run_dir(cfg, resume, overwrite)
     model, tokenizer, splits = setup(cfg)  # bad input fails here, before any run folder exists
     run_dir = open_run(cfg, resume, overwrite)

@@ -161,8 +161,8 @@ class Objective:
 
         def on_validation(step: int, metrics: dict) -> bool:
             records.append({"step": step, **metrics})
-            if metric in metrics and math.isfinite(metrics[metric]):
-                trial.report(float(metrics[metric]), step)
+            if isinstance(metrics.get(metric), (int, float)):
+                trial.report(float(metrics[metric]), step)  # NaN counts as worse than anything
                 if trial.should_prune():
                     pruned_at.append(step)
                     return True

@@ -26,6 +26,7 @@ from tailor.errors import TailorError
 from tailor.data.batches import length_grouped
 from tailor.precision import autocast, use_bf16
 from tailor.tasks import get_task
+from tailor.train import distributed
 from tailor.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_model_folder
 from tailor.train.log import JsonlLog
 
@@ -83,20 +84,23 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
     optimizer = make_optimizer(model, t.learning_rate, t.weight_decay, t.betas)
     scheduler = get_scheduler(t.schedule, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
     log = JsonlLog(run_dir / "log.jsonl")
+    main = distributed.is_main()  # only rank 0 writes logs, checkpoints and the model folder
 
     metric, sign = cfg.eval.metric, (1 if cfg.eval.mode == "min" else -1)  # best = lowest sign * value
     state = {"best": math.inf, "best_val_loss": math.inf, "best_step": 0, "bad_evals": 0}
     step = 0
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if checkpoint is not None:
-        state = load_checkpoint(checkpoint, model, optimizer, scheduler)
+        state = load_checkpoint(checkpoint, model, optimizer, scheduler)  # every rank loads the same one
         step = state["step"]
-        log.truncate_after(step)
-    elif not resume:
+        if main:
+            log.truncate_after(step)
+    elif not resume and main:
         log.path.unlink(missing_ok=True)
+    ddp = distributed.wrap(model, task.token_stats)  # None unless launched by torchrun with several processes
 
     data = micro_batches(lengths, t.batch_size, t.seed, step * t.grad_accum)
-    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True, disable=not main)
     started, window_tokens, window_time = time.perf_counter(), 0, 0.0
     all_tokens, train_time, stopped_early = 0, 0.0, False
 
@@ -104,14 +108,16 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
         """Score the validation split; keep the best model; True when patience has run out."""
         metrics = task.validate(model, tokenizer, val_set, cfg, bf16)
         model.train()
-        log.write({"step": step, "split": "validation", **metrics})
-        bar.write(f"step {step}: validation " + "  ".join(
-            f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+        if main:
+            log.write({"step": step, "split": "validation", **metrics})
+            bar.write(f"step {step}: validation " + "  ".join(
+                f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
         if metric not in metrics:
             raise TailorError(f"eval.metric '{metric}' is not among the validation metrics: {', '.join(metrics)}.")
         if sign * metrics[metric] < state["best"]:
             state.update(best=sign * metrics[metric], best_val_loss=metrics["loss"], best_step=step, bad_evals=0)
-            save_model_folder(run_dir / "model", model, tokenizer, config_yaml, {"validation": metrics, "step": step})
+            if main:
+                save_model_folder(run_dir / "model", model, tokenizer, config_yaml, {"validation": metrics, "step": step})
         else:
             state["bad_evals"] += 1
         stop = bool(t.patience) and state["bad_evals"] >= t.patience
@@ -120,17 +126,29 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
     while step < total_steps:
         tick = time.perf_counter()
         parts = [next(data) for _ in range(t.grad_accum)]
-        batches = [task.collate([train_set[i] for i in idx], pad_id) for _, idx in parts]
-        step_targets = sum(task.count_targets(b) for b in batches)
-        loss_sum = 0.0
-        for batch in batches:
-            with autocast(bf16):
-                nll, _, _ = task.token_stats(model, batch)
-            (nll / max(step_targets, 1)).backward()
-            loss_sum += float(nll.detach())
+        if ddp is None:
+            batches = [task.collate([train_set[i] for i in idx], pad_id) for _, idx in parts]
+            weights = [1.0] * len(batches)
+        else:  # this rank's share of each micro-batch; the global batch is the single-process one
+            batches, weights = distributed.local_batches([idx for _, idx in parts],
+                                                         lambda ids: task.collate([train_set[i] for i in ids], pad_id))
+        step_targets = sum(task.count_targets(b) for b, w in zip(batches, weights) if w)
+        if ddp is not None:
+            step_targets = int(distributed.all_reduce_sum(step_targets)[0])  # the GLOBAL supervised-token count
+        loss_sum, step_tokens = 0.0, 0
+        for n, (batch, weight) in enumerate(zip(batches, weights)):
+            with autocast(bf16), distributed.sync_grads(ddp, last=n == len(batches) - 1):
+                nll, _, _ = task.token_stats(model, batch) if ddp is None else ddp(batch)
+            # DDP averages gradients over ranks; scaling by the world size makes that average a sum.
+            (nll * (weight * distributed.world_size()) / max(step_targets, 1)).backward()
+            loss_sum += float(nll.detach()) * weight
             real = int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
-            window_tokens += real
-            all_tokens += real
+            step_tokens += int(real * weight)
+        if ddp is not None:
+            loss_sum, step_tokens = distributed.all_reduce_sum(loss_sum, step_tokens)
+            step_tokens = int(step_tokens)
+        window_tokens += step_tokens
+        all_tokens += step_tokens
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm or float("inf"))
         optimizer.step()
         scheduler.step()
@@ -142,7 +160,7 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
         train_time += spent
 
         bar.update(1)
-        if step % t.log_every == 0 or step == total_steps:
+        if main and (step % t.log_every == 0 or step == total_steps):
             rate = window_tokens / max(window_time, 1e-9)
             window_tokens, window_time = 0, 0.0
             log.write({"step": step, "split": "train", "loss": loss, "lr": scheduler.get_last_lr()[0],
@@ -151,11 +169,12 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
 
         if (t.eval_every and step % t.eval_every == 0) or step == total_steps:
             stopped_early = validate()
-        if stopped_early or step == total_steps or (t.save_every and step % t.save_every == 0):
+        if main and (stopped_early or step == total_steps or (t.save_every and step % t.save_every == 0)):
             save_checkpoint(run_dir, step, model, tokenizer, optimizer, scheduler,
                             {k: state[k] for k in ("best", "best_val_loss", "best_step", "bad_evals")}, config_yaml)
         if stopped_early:
-            bar.write(f"early stopping at step {step}: no improvement in {t.patience} validations")
+            if main:
+                bar.write(f"early stopping at step {step}: no improvement in {t.patience} validations")
             break
     bar.close()
     seconds = time.perf_counter() - started
