@@ -8,7 +8,7 @@ import torch
 from tqdm import tqdm
 
 from tailor.data.batches import collate, sequential
-from tailor.precision import autocast
+from tailor.precision import autocast, inference_model
 from tailor.train.loss import token_stats
 
 
@@ -16,12 +16,13 @@ from tailor.train.loss import token_stats
 def score(model, samples: list[dict], pad_id: int, batch_size: int = 16, bf16: bool = False, desc: str = "score") -> dict:
     was_training = model.training
     model.eval()
+    runner = inference_model(model, bf16)  # bf16 weights cast once, not by autocast in every batch
     nll, tokens, correct = 0.0, 0, 0
     lengths = [len(s["input_ids"]) for s in samples]
     batches = sequential(len(samples), batch_size, lengths)
     for idx in tqdm(batches, desc=desc, unit="batch", leave=False, dynamic_ncols=True):
-        with autocast(bf16):
-            total, n, c = token_stats(model, collate([samples[i] for i in idx], pad_id))
+        with autocast(bf16 and runner is model):
+            total, n, c = token_stats(runner, collate([samples[i] for i in idx], pad_id))
         nll += float(total)
         tokens += n
         correct += c

@@ -1,9 +1,11 @@
-"""Batched decoding with one model forward per new token on a static KV cache.
+"""Batched decoding with one model forward per new token.
 
 What it saves against `model.generate`: the per-step machinery (input preparation, logits
-processors, stopping criteria) and, with a static cache, the copy of the whole KV cache that a
-dynamic cache's concatenation makes at every step. The model forward is the model's own, so greedy
-decoding returns the tokens `generate` returns for the same weights.
+processors, stopping criteria). The model forward and its KV cache are the ones `generate` uses,
+so greedy decoding returns the tokens `generate` returns for the same weights. (A static cache was
+measured too: on CPU its attention over the whole preallocated length cost more than the cache
+concatenation it saves, and in bf16 that longer reduction rounds differently, so greedy replies
+drifted from `generate`'s.)
 
 It covers greedy decoding and plain sampling (temperature, top-k, top-p). `replies.generate` sends
 every other setting (beams, penalties, banned words, stop strings, ...) to `model.generate`.
@@ -12,7 +14,7 @@ every other setting (beams, penalties, banned words, stop strings, ...) to `mode
 from __future__ import annotations
 
 import torch
-from transformers import GenerationConfig, StaticCache
+from transformers import DynamicCache, GenerationConfig
 
 # GenerationConfig fields this module implements; any other non-default field means `generate`.
 HANDLED = {"max_new_tokens", "do_sample", "num_beams", "repetition_penalty", "temperature", "top_k", "top_p",
@@ -58,18 +60,16 @@ def decode(model, ids: torch.Tensor, mask: torch.Tensor, gen: GenerationConfig,
     A row that produced a stop token (gen.eos_token_id) is padded with gen.pad_token_id from then
     on; decoding ends when every row has stopped.
     """
-    batch, width = ids.shape
+    batch = ids.shape[0]
     steps = gen.max_new_tokens
-    cache = StaticCache(config=model.config, max_cache_len=width + steps)
-    # The mask covers the whole cache; slots after the current token are hidden by causality.
-    full = torch.cat([mask, mask.new_ones(batch, steps)], dim=1)  # (B, P + N)
+    cache = DynamicCache(config=model.config)
     stops = torch.tensor(gen.eos_token_id if isinstance(gen.eos_token_id, list) else
                          [] if gen.eos_token_id is None else [gen.eos_token_id], dtype=torch.long)
     pad = gen.pad_token_id if gen.pad_token_id is not None else 0
     position = positions(mask)  # (B, P)
 
-    logits = model(input_ids=ids, attention_mask=full, position_ids=position, cache_position=torch.arange(width),
-                   past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]  # (B, V)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=position, past_key_values=cache,
+                   use_cache=True, logits_to_keep=1).logits[:, -1]  # (B, V)
     position = position[:, -1:]  # (B, 1)
     done = torch.zeros(batch, dtype=torch.bool)
     out = []
@@ -80,7 +80,7 @@ def decode(model, ids: torch.Tensor, mask: torch.Tensor, gen: GenerationConfig,
         if step == steps - 1 or bool(done.all()):
             break
         position = position + 1
-        logits = model(input_ids=token[:, None], attention_mask=full, position_ids=position,
-                       cache_position=torch.tensor([width + step]), past_key_values=cache,
-                       use_cache=True).logits[:, -1]  # (B, V)
+        mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)  # (B, P + step + 1)
+        logits = model(input_ids=token[:, None], attention_mask=mask, position_ids=position,
+                       past_key_values=cache, use_cache=True).logits[:, -1]  # (B, V)
     return torch.stack(out, dim=1)  # (B, n)

@@ -1,0 +1,95 @@
+"""Generation speed: HF `model.generate` on bf16 weights vs tailor's generation path.
+
+    .venv/bin/python benchmarks/generate_throughput.py --prompts 2
+
+New tokens/s at batch 1 and batch 8, 64 new tokens per row, greedy and sampling (temperature 0.7,
+top-k 50, top-p 0.9), on chitchat test prompts. Both sides run in this one process, interleaved
+batch by batch. HF gets the model as a user would load it for speed (`dtype=torch.bfloat16`);
+tailor gets its fp32 training weights and makes its own bf16 copy (`precision.inference_model`),
+whose one-off cost is printed apart. No stop token ends a row, so every row makes 64 tokens. Greedy
+outputs are compared token for token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, GenerationConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import MODEL, config, machine, model_and_samples  # noqa: E402
+
+from tailor.data.tokenize import prompt_ids  # noqa: E402
+from tailor.generate.fast import decode  # noqa: E402
+from tailor.models.load import resolve  # noqa: E402
+from tailor.precision import inference_model  # noqa: E402
+
+NEW = 64
+
+
+def left_pad(prompts: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, prompts))
+    ids = torch.full((len(prompts), width), pad)
+    mask = torch.zeros_like(ids)
+    for r, p in enumerate(prompts):
+        ids[r, width - len(p):] = torch.tensor(p)
+        mask[r, width - len(p):] = 1
+    return ids, mask
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--prompts", type=int, default=2, help="batches timed per batch size and mode")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    print(machine())
+    model, tokenizer, splits = model_and_samples(config(max_length=256, test=8 * a.prompts + a.prompts))
+    hf = AutoModelForCausalLM.from_pretrained(resolve(MODEL), dtype=torch.bfloat16, attn_implementation="sdpa").eval()
+    tick = time.perf_counter()
+    ours = inference_model(model, bf16=True)
+    print(f"tailor's bf16 copy of the fp32 weights: {time.perf_counter() - tick:.2f} s once per generate() call")
+    prompts = [prompt_ids(tokenizer, s["messages"][:-1]) for s in splits.test]
+    # An id no token has: no row stops, every row makes NEW tokens on both sides.
+    never = len(tokenizer) + 1000
+    greedy = GenerationConfig(max_new_tokens=NEW, do_sample=False, eos_token_id=[never], pad_token_id=tokenizer.pad_token_id)
+    sample = GenerationConfig(max_new_tokens=NEW, do_sample=True, temperature=0.7, top_k=50, top_p=0.9,
+                              eos_token_id=[never], pad_token_id=tokenizer.pad_token_id)
+    summary = {}
+    for batch in (1, 8):
+        chunks = [prompts[i * batch:(i + 1) * batch] for i in range(a.prompts)]
+        for name, gen in (("greedy", greedy), ("sampling", sample)):
+            time_hf = time_ours = 0.0
+            tokens, same, rows = 0, 0, 0
+            for chunk in chunks:
+                ids, mask = left_pad(chunk, tokenizer.pad_token_id)
+                torch.manual_seed(0)
+                tick = time.perf_counter()
+                with torch.inference_mode():
+                    want = hf.generate(input_ids=ids, attention_mask=mask, generation_config=gen)[:, ids.shape[1]:]
+                time_hf += time.perf_counter() - tick
+                torch.manual_seed(0)
+                tick = time.perf_counter()
+                got = decode(ours, ids, mask, gen)
+                time_ours += time.perf_counter() - tick
+                assert want.shape == got.shape == (len(chunk), NEW), (want.shape, got.shape)
+                tokens += got.numel()
+                same += int((want == got).all(-1).sum())
+                rows += len(chunk)
+            line = (f"batch {batch} {name:8s}  HF {tokens / time_hf:6.1f} new tok/s   tailor {tokens / time_ours:6.1f}"
+                    f"   ratio {time_hf / time_ours:.2f}x")
+            if name == "greedy":
+                line += f"   identical rows {same}/{rows}"
+            print(line, flush=True)
+            summary[(batch, name)] = time_hf / time_ours
+    print("ratios: " + ", ".join(f"batch {b} {n} {r:.2f}x" for (b, n), r in summary.items()))
+    print(machine())
+
+
+if __name__ == "__main__":
+    main()
