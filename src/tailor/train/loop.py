@@ -174,7 +174,9 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
                             {k: state[k] for k in ("best", "best_val_loss", "best_step", "bad_evals")}, config_yaml)
         if stopped_early:
             if main:
-                bar.write(f"early stopping at step {step}: no improvement in {t.patience} validations")
+                patience_ran_out = bool(t.patience) and state["bad_evals"] >= t.patience
+                bar.write(f"early stopping at step {step}: " + (f"no improvement in {t.patience} validations"
+                          if patience_ran_out else "on_validation asked to stop (a pruned search trial)"))
             break
     bar.close()
     seconds = time.perf_counter() - started
