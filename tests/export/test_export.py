@@ -168,3 +168,23 @@ def test_gguf_refuses_other_architectures(tmp_path, tiny_model):
     with pytest.raises(TailorError, match="llama-family"):
         write_gguf(model, tokenizer, tmp_path / "gpt2.gguf")
     assert not list(tmp_path.glob("*.gguf*"))
+
+
+def test_encoder_decoder_runs_export_merged_but_are_not_served(tmp_path):
+    from transformers import AutoModelForSeq2SeqLM
+
+    from tailor.serve.app import create_app
+    from tiny import make_seq2seq
+
+    folder = make_seq2seq(tmp_path / "t5")
+    out = tmp_path / "merged-t5"
+    assert main(["export", str(folder), "--merged", str(out)]) == 0
+    a, b = AutoModelForSeq2SeqLM.from_pretrained(folder), AutoModelForSeq2SeqLM.from_pretrained(out)
+    x = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        assert torch.equal(a.generate(x, max_new_tokens=5, do_sample=False), b.generate(x, max_new_tokens=5, do_sample=False))
+    loaded = load_standalone(folder)
+    assert loaded.kind == "seq2seq"
+    with pytest.raises(TailorError, match="encoder-decoder"):
+        create_app(loaded)
+    assert main(["export", str(folder), "--gguf", str(tmp_path / "t5.gguf")]) == 2

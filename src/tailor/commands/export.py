@@ -43,7 +43,9 @@ def main(args) -> int:
     if args.gguf:
         loaded = load_standalone(args.run)
         if loaded.kind != "generate":
-            raise TailorError("GGUF export needs a causal language model; this run's model is a classifier.")
+            what = "a classifier" if loaded.kind == "classify" else "an encoder-decoder"
+            raise TailorError(f"GGUF export needs a llama-family causal language model; this run's model is {what} "
+                              f"({type(loaded.model).__name__}).")
         out = write_gguf(loaded.model, loaded.tokenizer, args.gguf, args.gguf_dtype, name=loaded.name)
         print(f"GGUF file: {out} ({out.stat().st_size / 1e6:.1f} MB, {args.gguf_dtype})")
     return 0

@@ -29,7 +29,7 @@ class Standalone:
     model: object
     tokenizer: object
     folder: Path  # the folder the model came from (runs/<name>/model or the path given)
-    kind: str  # "generate" (a causal LM) or "classify" (a sequence classifier)
+    kind: str  # "generate" (a causal LM), "classify" (a sequence classifier) or "seq2seq" (an encoder-decoder)
     config_yaml: str  # the run's tailor.yaml ("" when the folder has none)
     name: str  # a short name for the model: the run's name or the folder's
 
@@ -56,11 +56,14 @@ def _require_safetensors(folder: Path, stem: str) -> None:
 
 
 def _model_class(config_file: Path):
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
 
-    architectures = json.loads(config_file.read_text()).get("architectures") or []
+    config = json.loads(config_file.read_text())
+    architectures = config.get("architectures") or []
     if any(a.endswith(CLASSIFIER_SUFFIX) for a in architectures):
         return AutoModelForSequenceClassification, "classify"
+    if config.get("is_encoder_decoder"):
+        return AutoModelForSeq2SeqLM, "seq2seq"
     return AutoModelForCausalLM, "generate"
 
 

@@ -111,6 +111,9 @@ def context_of(model) -> int:
 
 def create_app(loaded: Standalone, limits: Limits | None = None, api_key: str | None = None) -> FastAPI:
     limits = limits or Limits()
+    if loaded.kind not in ("generate", "classify"):
+        raise TailorError(f"tailor serve runs causal language models and classifiers; {loaded.folder} holds an "
+                          f"encoder-decoder ({type(loaded.model).__name__}). Use tailor generate for it.")
     decode, system_prompt = run_settings(loaded)
     model, tokenizer = loaded.model, loaded.tokenizer
     context = context_of(model)
