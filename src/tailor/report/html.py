@@ -15,6 +15,7 @@ import platform
 from html import escape
 from pathlib import Path
 
+from tailor.config.evaluation import HIGHER_IS_BETTER
 from tailor.eval.compare import format_interval
 from tailor.fsutil import write_text
 from tailor.report import plots
@@ -120,8 +121,6 @@ def metrics_section(test: dict | None, comparison: dict | None) -> str:
         change, cls = "-", ""
         if row is not None:
             change = format_interval(row)
-            from tailor.config.evaluation import HIGHER_IS_BETTER
-
             up = HIGHER_IS_BETTER.get(k)
             if up is not None and row.get("low") is not None:
                 if (row["low"] > 0 and up) or (row["high"] < 0 and not up):
@@ -131,32 +130,26 @@ def metrics_section(test: dict | None, comparison: dict | None) -> str:
         body.append(f'<tr><th>{escape(LABELS.get(k, k))}</th>{cells}<td class="num {cls}">{escape(change)}</td></tr>')
     note = ""
     if comparison:
-        note = (f'<p class="muted">Intervals: paired bootstrap over the {comparison["samples"]} generated test prompts, '
+        note = (f'<p class="muted">Intervals: paired bootstrap over the {comparison["samples"]} generated prompts, '
                 f'{comparison["resamples"]} resamples; green/red where the interval excludes zero. '
-                "Perplexity, token accuracy and loss are teacher-forced over the whole test split.</p>")
+                "Perplexity, token accuracy and loss are teacher-forced aggregates, shown without an interval.</p>")
     return f'<table id="metrics-table"><tr><th>metric</th>{head}</tr>{"".join(body)}</table>{note}'
 
 
-def _sample_input(record: dict) -> tuple[str, str]:
-    """(input, reference) of a samples.json record, whatever the task family."""
-    if "messages" in record:
-        history = "\n".join(f"{m['role']}: {m['content']}" for m in record["messages"][:-1] if m["role"] != "system")
-        return history, record["messages"][-1]["content"]
-    text = record.get("source") or record.get("text") or record.get("prompt") or ""
-    ref = record.get("target") or record.get("reference") or record.get("label") or ""
-    return str(text), str(ref)
+def samples_section(records: list[dict] | None, sides: dict[str, str] | None = None) -> str:
+    """Input, reference and each side's output per record; `sides` maps record keys to column titles."""
+    from tailor.report.run import input_of, reference_of
 
-
-def samples_section(records: list[dict] | None) -> str:
     if not records:
         return '<p class="muted">No generated samples.</p>'
-    sides = [k for k in ("base", "fine_tuned") if any(k in r for r in records)]
-    head = "".join(f"<th>{escape(s.replace('_', '-'))}</th>" for s in sides)
+    sides = sides or {"base": "base", "fine_tuned": "fine-tuned"}
+    head = "".join(f"<th>{escape(title)}</th>" for title in sides.values())
+    label = any(isinstance(r.get("label"), str) for r in records)
     rows = []
     for i, r in enumerate(records[:MAX_SAMPLES]):
-        given, ref = _sample_input(r)
+        ref = r["label"] if label else (reference_of(r) or "")
         outs = "".join(f"<td>{escape(str((r.get(s) or {}).get('text', '')))}</td>" for s in sides)
-        rows.append(f"<tr><td class=\"num\">{i + 1}</td><td>{escape(given)}</td><td>{escape(ref)}</td>{outs}</tr>")
+        rows.append(f'<tr><td class="num">{i + 1}</td><td>{escape(input_of(r))}</td><td>{escape(ref)}</td>{outs}</tr>')
     more = f'<p class="muted">First {MAX_SAMPLES} of {len(records)}.</p>' if len(records) > MAX_SAMPLES else ""
     return (f'<table class="samples" id="samples-table"><tr><th>#</th><th>input</th><th>reference</th>{head}</tr>'
             f'{"".join(rows)}</table>{more}')
@@ -202,11 +195,7 @@ def build_report(run_dir: str | Path) -> str:
         throughput["kept model"] = f"step {best.get('step')} (model/)"
     state = escape(str(status.get("status", "unknown")))
     title = escape(run_dir.resolve().name)
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>tailor run {title}</title><style>{CSS}</style></head><body>",
+    return page(f"tailor run {title}", [
         f"<h1>tailor run <code>{title}</code></h1>",
         f'<p>status <b class="status-{state}">{state}</b>; started {escape(str(status.get("started", "?")))}, '
         f'finished {escape(str(status.get("finished", "?")))}; report written '
@@ -214,7 +203,7 @@ def build_report(run_dir: str | Path) -> str:
         '<h2 id="metrics">Test metrics: base vs fine-tuned</h2>',
         metrics_section(test, comparison),
         '<h2 id="curves">Loss and metric curves</h2>',
-        _img(plots.loss_curves(log), "loss curves"),
+        _img(plots.loss_curves(log, (best or {}).get("step")), "loss curves"),
         _img(plots.metric_curves(log), "validation metric curves"),
         _img(plots.training_curves(log), "learning rate, gradient norm and throughput"),
         '<h2 id="samples">Sample outputs side by side</h2>',
@@ -227,9 +216,33 @@ def build_report(run_dir: str | Path) -> str:
         _kv_table(environment(), "environment"),
         '<h2 id="config">Config</h2>',
         f"<pre>{escape(config)}</pre>",
+    ])
+
+
+def page(title: str, body: list[str]) -> str:
+    """A complete HTML page with the inline stylesheet."""
+    return "\n".join([
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{title}</title><style>{CSS}</style></head><body>",
+        *body,
         "</body></html>",
-    ]
-    return "\n".join(parts)
+    ])
+
+
+def comparison_page(result: dict) -> str:
+    """compare.html of `tailor compare`: metrics table with bootstrap intervals, outputs side by side."""
+    a, b = result["a"], result["b"]
+    test = {a: {k: r["a"] for k, r in result["metrics"].items()}, b: {k: r["b"] for k, r in result["metrics"].items()}}
+    return page(f"tailor compare {escape(a)} vs {escape(b)}", [
+        f"<h1>{escape(a)} vs {escape(b)}</h1>",
+        f'<p>{result["samples"]} prompts ({escape(result["prompts"])}), decoding: {escape(result["decoding"])}.</p>',
+        '<h2 id="metrics">Metrics</h2>',
+        metrics_section(test, result),
+        '<h2 id="samples">Outputs side by side</h2>',
+        samples_section(result["records"], {"a": a, "b": b}),
+    ])
 
 
 def write_report(run_dir: str | Path) -> Path:

@@ -34,8 +34,8 @@ def _series(log: list[dict], split: str, key: str) -> tuple[list[int], list[floa
     return [r["step"] for r in rows], [float(r[key]) for r in rows]
 
 
-def loss_curves(log: list[dict]) -> str | None:
-    """Training and validation loss against optimizer steps."""
+def loss_curves(log: list[dict], best_step: int | None = None) -> str | None:
+    """Training and validation loss against optimizer steps; a dashed line at the kept model's step."""
     train = _series(log, "train", "loss")
     val = _series(log, "validation", "loss")
     if not train[0] and not val[0]:
@@ -46,6 +46,8 @@ def loss_curves(log: list[dict]) -> str | None:
         ax.plot(*train, label="train loss", color="#4c72b0", linewidth=1.2)
     if val[0]:
         ax.plot(*val, label="validation loss", color="#dd8452", marker="o", linewidth=1.6)
+    if best_step:
+        ax.axvline(best_step, color="#777", linestyle="--", linewidth=1, label=f"kept model (step {best_step})")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss (nats / response token)")
     ax.grid(alpha=0.3)

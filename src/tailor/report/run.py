@@ -10,13 +10,23 @@ from tailor.fsutil import write_json
 
 
 def reference_of(record: dict) -> str | None:
-    """The reference output of a samples.json record, whatever the task family."""
-    if "messages" in record:
-        return record["messages"][-1]["content"]
+    """The reference output of a samples.json / compare.json record, whatever the task family."""
     for key in ("reference", "target"):
         if isinstance(record.get(key), str):
             return record[key]
+    messages = record.get("messages")
+    if messages and messages[-1]["role"] == "assistant":
+        return messages[-1]["content"]
     return None
+
+
+def input_of(record: dict) -> str:
+    """The input of a record as plain text: the conversation history, the source or the text."""
+    messages = record.get("messages")
+    if messages:
+        history = messages[:-1] if messages[-1]["role"] == "assistant" and "reference" not in record else messages
+        return "\n".join(f"{m['role']}: {m['content']}" for m in history if m["role"] != "system")
+    return str(record.get("source") or record.get("text") or record.get("prompt") or "")
 
 
 def measure_records(records: list[dict], side: str) -> dict:

@@ -1,0 +1,126 @@
+"""What `tailor generate` and `tailor compare` work on: a system (run or model) and prompts.
+
+A system is a run folder, a model folder, or a model name (`smollm2-135m-instruct`, a .gguf
+file, a hub id). Prompts come from the command line or a file:
+
+    prompts.txt     one user message per line
+    prompts.jsonl   {"prompt": "...", "reference": "..."} or {"messages": [...]} per line; with
+                    "messages", a final assistant turn is the reference and the rest the history
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from tailor.config import Config, config_from_dict, read_yaml
+from tailor.errors import TailorError
+
+
+@dataclass
+class System:
+    name: str
+    cfg: Config
+    model: object
+    tokenizer: object
+    is_run: bool  # a run folder or a model folder with tailor.yaml: its config is meaningful
+
+
+def load_system(spec: str, dtype: str = "float32") -> System:
+    """Load a run folder, model folder or model name."""
+    from tailor.models.load import load, load_model, load_tokenizer
+
+    path = Path(spec)
+    if path.exists():
+        folder = path / "model" if (path / "model" / "config.json").is_file() else path
+        if not (folder / "config.json").is_file():
+            raise TailorError(f"{spec} is neither a run folder with a model/ inside nor a model folder.")
+        cfg_file = folder / "tailor.yaml"
+        if not cfg_file.is_file() and (path / "config.yaml").is_file():
+            cfg_file = path / "config.yaml"
+        cfg = config_from_dict(read_yaml(cfg_file), str(cfg_file)) if cfg_file.is_file() else Config()
+        return System(spec, cfg, load_model(str(folder), dtype), load_tokenizer(str(folder)), cfg_file.is_file())
+    model, tokenizer = load(spec, dtype)
+    return System(spec, Config(), model, tokenizer, False)
+
+
+def _prompt_record(data, where: str) -> dict:
+    if isinstance(data, str):
+        return {"messages": [{"role": "user", "content": data}], "origin": where}
+    if not isinstance(data, dict):
+        raise TailorError(f"{where}: expected a JSON object with 'prompt' or 'messages', got {data!r}.")
+    if "messages" in data:
+        messages = data["messages"]
+        if (not isinstance(messages, list) or not messages
+                or not all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages)):
+            raise TailorError(f"{where}: 'messages' must be a non-empty list of {{\"role\", \"content\"}} objects.")
+        record = {"messages": messages, "origin": where}
+        if messages[-1]["role"] == "assistant":
+            record = {"messages": messages[:-1], "reference": messages[-1]["content"], "origin": where}
+        if not record["messages"]:
+            raise TailorError(f"{where}: 'messages' has no history before the assistant turn.")
+        return record
+    if "prompt" in data:
+        if not isinstance(data["prompt"], str):
+            raise TailorError(f"{where}: field 'prompt' must be a string.")
+        record = {"messages": [{"role": "user", "content": data["prompt"]}], "origin": where}
+        if "reference" in data:
+            if not isinstance(data["reference"], str):
+                raise TailorError(f"{where}: field 'reference' must be a string.")
+            record["reference"] = data["reference"]
+        return record
+    raise TailorError(f"{where}: expected a field 'prompt' or 'messages'; found {', '.join(map(repr, data)) or 'none'}.")
+
+
+def read_prompts(path: str | Path) -> list[dict]:
+    """Prompt records {"messages": history, "reference"?: str, "origin": "file:line"} from a file."""
+    path = Path(path)
+    if not path.is_file():
+        raise TailorError(f"prompt file {path} does not exist.")
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}, line {number}"
+        if path.suffix == ".jsonl":
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise TailorError(f"{where}: not valid JSON ({e.msg}).") from None
+        else:
+            data = line.strip()
+        records.append(_prompt_record(data, where))
+    if not records:
+        raise TailorError(f"prompt file {path} has no prompts.")
+    return records
+
+
+def with_system_prompt(records: list[dict], system: str | None) -> list[dict]:
+    if not system:
+        return records
+    return [r if r["messages"][0]["role"] == "system" else {**r, "messages": [{"role": "system", "content": system}] + r["messages"]}
+            for r in records]
+
+
+def prompt_tokens(tokenizer, messages: list[dict]) -> list[int]:
+    """Chat-template the history when the tokenizer has a template; otherwise the raw text of the turns."""
+    if getattr(tokenizer, "chat_template", None):
+        from tailor.data.tokenize import prompt_ids
+
+        return prompt_ids(tokenizer, messages)
+    text = "\n".join(m["content"] for m in messages)
+    return tokenizer(text)["input_ids"]
+
+
+def decode_with_overrides(cfg: Config, overrides: list[str]):
+    """cfg.decode with `decode.key=value` overrides applied (other sections are refused)."""
+    from tailor.config import apply_overrides
+    from tailor.config.base import build, to_dict
+    from tailor.config.decode import DecodeConfig
+
+    for item in overrides:
+        if not item.startswith("decode."):
+            raise TailorError(f"override '{item}': only decoding settings (decode.key=value) apply here.")
+    data = apply_overrides({"decode": to_dict(cfg.decode)}, overrides)
+    return build(DecodeConfig, data["decode"], "decode")
