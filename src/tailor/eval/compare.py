@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from tailor.eval import metrics as M
 
@@ -86,7 +87,7 @@ def aggregate(m: dict, idx: np.ndarray | None = None) -> dict[str, float]:
 
 
 def bootstrap_deltas(a: dict, b: dict, resamples: int = 1000, confidence: float = 0.95, seed: int = 0,
-                     progress=None) -> dict[str, dict]:
+                     progress: bool = True) -> dict[str, dict]:
     """Per metric: A's and B's values, B - A, and its percentile interval over paired resamples.
 
     `p_b_better` is the share of resamples where B beats A on the metric's own direction
@@ -98,7 +99,7 @@ def bootstrap_deltas(a: dict, b: dict, resamples: int = 1000, confidence: float 
     names = [k for k in va if k in vb]
     rng = np.random.default_rng(seed)
     deltas = {k: [] for k in names}
-    steps = range(resamples) if progress is None else progress(range(resamples))
+    steps = tqdm(range(resamples), desc="bootstrap", unit="resample", leave=False, dynamic_ncols=True, disable=not progress)
     for _ in steps:
         idx = rng.integers(0, a["n"], a["n"])
         ra, rb = aggregate(a, idx), aggregate(b, idx)
