@@ -45,6 +45,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--prompts", type=int, default=2, help="batches timed per batch size and mode")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    p.add_argument("--with-autocast", action="store_true",
+                   help="also time HF generate on the fp32 weights under bf16 autocast (tailor's path before generate.fast)")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -64,7 +66,7 @@ def main() -> None:
     for batch in (1, 8):
         chunks = [prompts[i * batch:(i + 1) * batch] for i in range(a.prompts)]
         for name, gen in (("greedy", greedy), ("sampling", sample)):
-            time_hf = time_ours = 0.0
+            time_hf = time_ours = time_autocast = 0.0
             tokens, same, rows = 0, 0, 0
             for chunk in chunks:
                 ids, mask = left_pad(chunk, tokenizer.pad_token_id)
@@ -77,12 +79,19 @@ def main() -> None:
                 tick = time.perf_counter()
                 got = decode(ours, ids, mask, gen)
                 time_ours += time.perf_counter() - tick
+                if a.with_autocast:
+                    tick = time.perf_counter()
+                    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+                        model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)
+                    time_autocast += time.perf_counter() - tick
                 assert want.shape == got.shape == (len(chunk), NEW), (want.shape, got.shape)
                 tokens += got.numel()
                 same += int((want == got).all(-1).sum())
                 rows += len(chunk)
             line = (f"batch {batch} {name:8s}  HF {tokens / time_hf:6.1f} new tok/s   tailor {tokens / time_ours:6.1f}"
                     f"   ratio {time_hf / time_ours:.2f}x")
+            if a.with_autocast:
+                line += f"   (HF under autocast on fp32 weights {tokens / time_autocast:6.1f})"
             if name == "greedy":
                 line += f"   identical rows {same}/{rows}"
             print(line, flush=True)

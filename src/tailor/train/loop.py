@@ -48,7 +48,9 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas
         if p.requires_grad:
             (decay if p.ndim >= 2 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), foreach=True)
+    # fused: one pass over param, grad and both moments per tensor; foreach makes several, which on CPU
+    # measured several times slower on 2 CPU cores (BENCHMARKS.md).
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=True)
 
 
 def micro_batches(lengths: list[int], batch_size: int, seed: int, start: int):
