@@ -1,4 +1,5 @@
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -8,13 +9,16 @@ import time
 import optuna
 import pytest
 
-from conftest import read_jsonl
 from tailor.config import load_config
 from tailor.errors import TailorError
 from tailor.search.space import baseline_params, check_space, grid_values, trial_config
 from tailor.search.study import open_study, prepare_folder, search_dir, search_job
 
 TRAIN = {"max_steps": 4, "eval_every": 2, "save_every": 2, "log_every": 1, "warmup_steps": 0}
+
+
+def read_jsonl(path) -> list[dict]:
+    return [json.loads(line) for line in open(path).read().splitlines() if line]
 
 
 def test_space_entries_are_checked_against_the_config(tiny_config):

@@ -10,7 +10,6 @@ import time
 import psutil
 import pytest
 
-from conftest import read_jsonl
 from tailor.config import load_config
 from tailor.train import distributed
 from tailor.workflow import train_job
@@ -19,6 +18,10 @@ from tailor.workflow import train_job
 # rank's share of it is empty (it runs a stand-in sample at weight 0).
 TRAIN = {"batch_size": 5, "grad_accum": 2, "max_steps": 6, "eval_every": 3, "save_every": 2, "log_every": 1,
          "learning_rate": 2e-3, "warmup_steps": 1}
+
+
+def read_jsonl(path) -> list[dict]:
+    return [json.loads(line) for line in open(path).read().splitlines() if line]
 
 
 def torchrun(cfg_path, *args, **popen):

@@ -284,7 +284,7 @@ def search_job(cfg: Config, trials: int | None = None, timeout: float | None = N
     if cfg.search.baseline and cfg.search.sampler != "grid" and not study.trials:
         params = baseline_params(cfg)
         if params is not None:
-            study.enqueue_trial(params, user_attrs={"baseline": True})
+            study.enqueue_trial(params, user_attrs={"baseline": True}, skip_if_exists=True)
         else:
             print("search.baseline: the config's own values are not all inside the space; no baseline trial")
 
