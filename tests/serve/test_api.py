@@ -135,6 +135,16 @@ def test_bad_requests_get_clear_errors(lively_model, serve, path, body, status, 
         assert error["param"].startswith(field.split(".")[0]), error
 
 
+@pytest.mark.parametrize("path, body", [
+    ("/v1/completions", {"prompt": "x" * 100_000}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x" * 100_000}]}),
+])
+def test_huge_prompts_are_refused_before_tokenizing(lively_model, serve, path, body):
+    base, _ = serve(lively_model, max_prompt_tokens=100)
+    r = httpx.post(base + path, json=body, timeout=60)
+    assert r.status_code == 400 and "100000 characters" in r.json()["error"]["message"]
+
+
 def test_prompt_plus_max_tokens_must_fit_the_context(lively_model, serve):
     base, _ = serve(lively_model, max_tokens=250, max_prompt_tokens=250)  # the tiny model's context is 256
     prompt = "hello " * 20

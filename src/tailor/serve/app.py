@@ -164,6 +164,12 @@ def create_app(loaded: Standalone, limits: Limits | None = None, api_key: str | 
             other = "POST /v1/classify" if loaded.kind == "classify" else "/v1/chat/completions or /v1/completions"
             raise ApiError(400, f"this server's model is a {'classifier' if loaded.kind == 'classify' else 'text generator'}; use {other}.")
 
+    def check_chars(count: int, param: str) -> None:
+        """Refuse a huge body before tokenizing it: no token is anywhere near 64 characters long."""
+        if count > 64 * max_prompt:
+            raise ApiError(400, f"the prompt is {count} characters, far above this server's limit of {max_prompt} tokens.",
+                           param=param, code="context_length_exceeded")
+
     def sampling_for(req: Decoding, prompt_len: int) -> Sampling:
         asked = req.max_completion_tokens or req.max_tokens
         if asked is not None and asked > limits.max_tokens:
@@ -278,6 +284,7 @@ def create_app(loaded: Standalone, limits: Limits | None = None, api_key: str | 
         need("generate")
         check_model(req.model)
         messages = [m.model_dump() for m in req.messages]
+        check_chars(sum(len(m["content"]) for m in messages), "messages")
         if system_prompt and messages[0]["role"] != "system":
             messages.insert(0, {"role": "system", "content": system_prompt})
         if not getattr(tokenizer, "chat_template", None):
@@ -305,6 +312,7 @@ def create_app(loaded: Standalone, limits: Limits | None = None, api_key: str | 
     async def completions(req: CompletionRequest, request: Request):
         need("generate")
         check_model(req.model)
+        check_chars(len(req.prompt), "prompt")
         prompt = tokenizer(req.prompt)["input_ids"]
         if not prompt:
             raise ApiError(400, "prompt: the prompt is empty.", param="prompt")
