@@ -1,4 +1,9 @@
-"""Helpers for the serve tests: a livelier tiny model, a gate on the engine, a server in a thread."""
+"""Helpers and fixtures for the serve tests: a livelier tiny model, a gate on the engine, a real server on
+127.0.0.1 (a free port) in a thread, shut down by the fixture.
+
+Not a conftest.py: a second module named `conftest` would shadow tests/conftest.py for `from conftest import`.
+Test modules import the fixtures they use from here.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ import socket
 import threading
 import time
 from pathlib import Path
+
+import pytest
 
 
 def lively(folder: Path, target: Path, std: float = 0.3, seed: int = 1) -> Path:
@@ -66,3 +73,22 @@ def running(app):
         server.should_exit = True
         thread.join(timeout=30)
         sock.close()
+
+
+@pytest.fixture(scope="session")
+def lively_model(tiny_model, tmp_path_factory) -> Path:
+    return lively(tiny_model, tmp_path_factory.mktemp("lively"))
+
+
+@pytest.fixture
+def serve():
+    """serve(folder, api_key=None, **limits) -> base URL of a running server for that model folder."""
+    from tailor.export.standalone import load_standalone
+    from tailor.serve.app import Limits, create_app
+
+    with contextlib.ExitStack() as stack:
+        def start(folder, api_key=None, **limits):
+            app = create_app(load_standalone(folder), Limits(**limits), api_key)
+            base = stack.enter_context(running(app))
+            return base, app
+        yield start

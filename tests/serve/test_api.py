@@ -17,7 +17,7 @@ from tailor.errors import TailorError
 from tailor.export.standalone import load_standalone
 from tailor.generate.replies import generate
 
-from serve_helpers import Gate
+from serve_helpers import Gate, lively_model, serve  # noqa: F401  (fixtures)
 
 HELLO = [{"role": "user", "content": "hello how are you"}]
 

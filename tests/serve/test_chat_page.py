@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from serve_helpers import Gate
+from serve_helpers import Gate, lively_model, serve  # noqa: F401  (fixtures)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"

@@ -10,6 +10,8 @@ import torch
 import yaml
 from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
 
+from serve_helpers import serve  # noqa: F401  (fixtures)
+
 
 @pytest.fixture(scope="module")
 def classifier_run(tiny_model, tmp_path_factory) -> Path:

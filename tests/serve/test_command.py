@@ -14,6 +14,8 @@ import httpx
 from tailor.cli import main
 from tailor.commands.serve import is_loopback
 
+from serve_helpers import lively_model  # noqa: F401  (fixtures)
+
 
 def free_port() -> int:
     with socket.socket() as s:

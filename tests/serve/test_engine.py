@@ -11,6 +11,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from tailor.generate.replies import stop_ids
 from tailor.serve.engine import Engine, QueueFull, Sampling, Sequence, pick
 
+from serve_helpers import lively_model  # noqa: F401  (fixtures)
+
 
 def hf_greedy(model, tokenizer, prompt, n):
     out = model.generate(torch.tensor([prompt]), max_new_tokens=n, do_sample=False,

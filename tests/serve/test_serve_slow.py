@@ -9,6 +9,8 @@ import pytest
 
 from tailor.models.load import resolve
 
+from serve_helpers import serve  # noqa: F401  (fixtures)
+
 pytestmark = pytest.mark.slow
 
 
