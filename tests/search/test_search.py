@@ -159,3 +159,29 @@ def test_two_workers_share_one_study(tiny_config):
     assert 3 <= len(complete) <= 4 and len(complete) == len(trials)
     assert sorted(t.number for t in trials) == list(range(len(trials)))
     assert len({t.user_attrs["run_dir"] for t in trials}) == len(trials)
+
+
+def test_cli_search_errors_are_one_paragraph(tiny_config, capsys):
+    from tailor.cli import main
+
+    assert main(["search", str(tiny_config())]) == 2
+    assert "search.space is empty" in capsys.readouterr().err
+    cfg_path = tiny_config(search={"space": {"train.learning_rate": [1e-3]}})
+    assert main(["search", str(cfg_path), "--trials", "0"]) == 2
+    assert main(["search", str(cfg_path), "--report"]) == 2
+    assert "holds no study yet" in capsys.readouterr().err
+
+
+def test_pruners_and_samplers_from_the_config(tiny_config):
+    from tailor.search.study import make_pruner, make_sampler
+
+    def cfg(**search):
+        return load_config(tiny_config(search={"space": {"train.batch_size": [2, 4]}, **search}))
+
+    assert isinstance(make_pruner(cfg(pruner="median")), optuna.pruners.MedianPruner)
+    assert isinstance(make_pruner(cfg(pruner="hyperband"), 6), optuna.pruners.HyperbandPruner)
+    assert isinstance(make_pruner(cfg(pruner="asha")), optuna.pruners.SuccessiveHalvingPruner)
+    assert isinstance(make_pruner(cfg(pruner="none")), optuna.pruners.NopPruner)
+    assert isinstance(make_sampler(cfg(sampler="grid")), optuna.samplers.GridSampler)
+    assert isinstance(make_sampler(cfg(sampler="random")), optuna.samplers.RandomSampler)
+    assert isinstance(make_sampler(cfg()), optuna.samplers.TPESampler)

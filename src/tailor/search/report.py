@@ -70,7 +70,8 @@ def format_table(rows: list[dict], metric: str) -> str:
         value = r["value"] if r["value"] is not None else r["last_reported"]
         cells = [
             f"{r['trial']}{'*' if r['baseline'] else ''}",
-            r["state"] + (f"@{r['last_step']}" if r["state"] == "pruned" and r["last_step"] is not None else ""),
+            r["state"] + (f"@{r['last_step']}" if r["state"] == "pruned" and r["last_step"] is not None else "")
+            + (f" (retry of {r['retry_of']})" if r["retry_of"] is not None else ""),
             _fmt(value), _fmt(r["val_loss"]), _fmt(r["steps"]), _fmt(r["seconds"]),
             *[_fmt(r.get(p)) for p in params],
         ]
@@ -222,7 +223,8 @@ def render_html(cfg: Config, summary: dict, table: str, best_yaml: str | None, p
             parts.append(f"<tr><td>{r['trial']}</td><td>{e(label)}</td><td>{_fmt(r['value'])}</td>"
                          f"<td>{_fmt(r['val_loss'])}</td><td style='text-align:left'>{e(values)}</td></tr>")
         parts.append("</table>")
-    parts.append("<h2>Trials</h2><p>* marks the baseline trial; pruned@N: stopped at step N.</p>"
+    parts.append("<h2>Trials</h2><p>* marks the baseline trial; pruned@N: stopped at step N; a retry resumes the "
+                 "run folder of a trial whose worker died.</p>"
                  f"<pre>{e(table)}</pre>")
     titles = {"optimization_history": "Optimization history", "intermediate_values": "Validation curves (what the pruner sees)",
               "param_importances": "Parameter importances"}
