@@ -15,6 +15,8 @@ the dead trial's run folder from its latest checkpoint.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
@@ -75,7 +77,23 @@ def make_pruner(cfg: Config, total_steps: int | None = None) -> optuna.pruners.B
     return optuna.pruners.NopPruner()
 
 
+@contextlib.contextmanager
+def folder_lock(folder: Path):
+    """Serialise study creation: workers starting together would race to create the SQLite tables."""
+    with open(folder / ".study.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def open_study(cfg: Config, folder: Path) -> optuna.Study:
+    with folder_lock(folder):
+        return _open_study(cfg, folder)
+
+
+def _open_study(cfg: Config, folder: Path) -> optuna.Study:
     storage = optuna.storages.RDBStorage(
         f"sqlite:///{folder.resolve() / 'study.db'}",
         engine_kwargs={"connect_args": {"timeout": 120}},  # several workers share the file
@@ -278,15 +296,16 @@ def search_job(cfg: Config, trials: int | None = None, timeout: float | None = N
     folder = prepare_folder(cfg, overwrite)
     study = open_study(cfg, folder)
     study.set_user_attr("metric", cfg.eval.metric)
-    reclaimed = reclaim_dead_trials(study)
-    if reclaimed:
-        print(f"trials {reclaimed} lost their worker; they are retried from their latest checkpoint")
-    if cfg.search.baseline and cfg.search.sampler != "grid" and not study.trials:
-        params = baseline_params(cfg)
-        if params is not None:
-            study.enqueue_trial(params, user_attrs={"baseline": True}, skip_if_exists=True)
-        else:
-            print("search.baseline: the config's own values are not all inside the space; no baseline trial")
+    with folder_lock(folder):  # one worker at a time queues retries and the baseline
+        reclaimed = reclaim_dead_trials(study)
+        if reclaimed:
+            print(f"trials {reclaimed} lost their worker; they are retried from their latest checkpoint")
+        if cfg.search.baseline and cfg.search.sampler != "grid" and not study.trials:
+            params = baseline_params(cfg)
+            if params is not None:
+                study.enqueue_trial(params, user_attrs={"baseline": True}, skip_if_exists=True)
+            else:
+                print("search.baseline: the config's own values are not all inside the space; no baseline trial")
 
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
     remaining = trials - done
