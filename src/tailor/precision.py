@@ -36,10 +36,13 @@ def bf16_copy(model: torch.nn.Module) -> torch.nn.Module:
     """An inference copy of `model` with bf16 parameters; buffers (e.g. rotary frequencies) keep their dtype.
 
     Floating parameters are cast straight into the copy (no transient fp32 duplicate), and tied
-    parameters stay tied because deepcopy meets the same object twice.
+    parameters stay tied because deepcopy meets the same object twice. requires_grad is kept: the
+    copy runs under inference_mode anyway, and torch.matmul picks its kernel by it (with False, the
+    LM head on a sliced hidden state went through a batched matmul that copied the whole
+    vocabulary matrix per row).
     """
     memo = {id(p): torch.nn.Parameter(p.detach().to(torch.bfloat16) if p.is_floating_point() else p.detach(),
-                                      requires_grad=False)
+                                      requires_grad=p.requires_grad)
             for p in model.parameters()}
     clone = copy.deepcopy(model, memo)
     return clone.eval()
