@@ -97,7 +97,7 @@ def train_job(cfg: Config, resume: bool = False, overwrite: bool = False, on_val
         summary = {"train": result.__dict__, "data": splits.stats, "world_size": distributed.world_size()}
         if main:
             write_json(run_dir / "train_summary.json", summary)
-            print(f"report: {write_report(run_dir)}")
+            print(f"report: {write_report(run_dir, finishing=True)}")
         return summary
 
     try:
@@ -155,7 +155,7 @@ def run_job(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
         if comparison:
             print(f"\nbase vs fine-tuned on the {comparison['samples']} generated test prompts:")
             print(comparison_table(comparison["metrics"], "base", "fine-tuned", comparison["confidence"]))
-        print(f"\nreport: {write_report(run_dir)}")
+        print(f"\nreport: {write_report(run_dir, finishing=True)}")
         print(f"run folder: {run_dir}  (chat with it: tailor chat {run_dir})")
         return summary
 

@@ -62,6 +62,7 @@ def test_report_is_self_contained_with_plots_and_tables(run_dir):
     assert "chrF" in html and "ROUGE-L F" in html and "95% bootstrap interval" in html
     assert "learning_rate: 0.003" in html  # the config
     assert "torch" in html and "transformers" in html
+    assert "status <b class=\"status-complete\">complete</b>" in html  # written as the last step of the job
 
 
 def test_comparison_agrees_with_the_test_metrics(run_dir):

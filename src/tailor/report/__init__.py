@@ -8,10 +8,10 @@
 from tailor.report.console import comparison_table, metrics_table, side_by_side  # noqa: F401
 
 
-def write_report(run_dir):
+def write_report(run_dir, finishing=False):
     from tailor.report.html import write_report as write
 
-    return write(run_dir)
+    return write(run_dir, finishing)
 
 
 def compare_run(run_dir, resamples=None, confidence=None, seed=None):

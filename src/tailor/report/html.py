@@ -168,10 +168,13 @@ def data_section(stats: dict | None) -> str:
     return _kv_table(flat, "data")
 
 
-def build_report(run_dir: str | Path) -> str:
+def build_report(run_dir: str | Path, finishing: bool = False) -> str:
+    """The page; `finishing`: written as the job's last step, just before status.json says complete."""
     run_dir = Path(run_dir)
     config = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else ""
     status = _read_json(run_dir / "status.json") or {}
+    if finishing and status.get("status") == "running":
+        status = {**status, "status": "complete", "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     stats = _read_json(run_dir / "data_stats.json")
     log = _read_log(run_dir / "log.jsonl")
     metrics = _read_json(run_dir / "metrics.json") or {}
@@ -245,8 +248,8 @@ def comparison_page(result: dict) -> str:
     ])
 
 
-def write_report(run_dir: str | Path) -> Path:
+def write_report(run_dir: str | Path, finishing: bool = False) -> Path:
     """Write <run_dir>/report.html (atomically) and return its path."""
     path = Path(run_dir) / "report.html"
-    write_text(path, build_report(run_dir))
+    write_text(path, build_report(run_dir, finishing))
     return path
