@@ -31,6 +31,11 @@ class TrainConfig:
     save_every: int = setting(50, help="Write a resumable checkpoint every N optimizer steps (0 = only at the end).")
     log_every: int = setting(10, help="Log to log.jsonl every N optimizer steps.")
     threads: int = setting(0, help="torch intra-op threads (0 = torch's default).")
+    strategy: Literal["ddp", "fsdp"] = setting(
+        "ddp", help="Under torchrun with several processes: 'ddp' keeps a full model copy per process; 'fsdp' "
+        "shards parameters, gradients and optimizer state over the processes (PyTorch FSDP2, per decoder "
+        "layer), for models that do not fit one device. No effect in a single process."
+    )
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "grad_accum"):

@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from tailor.errors import TailorError
+from tailor.train import distributed
 from tailor.fsutil import write_dir, write_json, write_text
 from tailor.models.lora import is_lora, load_adapter_state, merged_copy
 
@@ -27,7 +28,12 @@ def save_model_folder(path: Path, model, tokenizer, config_yaml: str, metrics: d
     """A folder `AutoModelForCausalLM.from_pretrained` loads, carrying the run's config and template.
 
     A LoRA model is saved twice: its adapter to the sibling folder adapter/ (peft's format), and
-    merged into the base weights here, so model/ stays a plain Hugging Face folder."""
+    merged into the base weights here, so model/ stays a plain Hugging Face folder.
+
+    An FSDP-sharded model is gathered first: every rank must call this, and rank 0 alone writes."""
+    full = distributed.full_model_state(model)  # None unless sharded by FSDP
+    if full is not None and not distributed.is_main():
+        return
     if is_lora(model):
         adapter = model
 
@@ -39,7 +45,7 @@ def save_model_folder(path: Path, model, tokenizer, config_yaml: str, metrics: d
         model = merged_copy(model)
 
     def fill(tmp: Path) -> None:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=full)
         tokenizer.save_pretrained(tmp)
         write_text(tmp / "tailor.yaml", config_yaml)
         if metrics is not None:
@@ -49,14 +55,20 @@ def save_model_folder(path: Path, model, tokenizer, config_yaml: str, metrics: d
 
 
 def save_checkpoint(run_dir: Path, step: int, model, tokenizer, optimizer, scheduler, state: dict, config_yaml: str, keep: int = 1) -> Path:
+    """Rank 0 writes; with an FSDP-sharded model every rank must call this (the states are gathered first)
+    and the optimizer state is saved keyed by parameter name."""
     root = run_dir / "checkpoints"
     name = f"step-{step:06d}"
+    full = distributed.full_model_state(model)  # None unless sharded by FSDP
+    optim_state = optimizer.state_dict() if full is None else distributed.full_optimizer_state(model, optimizer)
+    if full is not None and not distributed.is_main():
+        return root / name
 
     def fill(tmp: Path) -> None:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=full)
         tokenizer.save_pretrained(tmp)
         write_text(tmp / "tailor.yaml", config_yaml)
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(optim_state, tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save({"torch": torch.get_rng_state(), "python": random.getstate()}, tmp / "rng.pt")
         write_json(tmp / "state.json", {**state, "step": step})
@@ -83,7 +95,17 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
     weights = {}
     for f in sorted(path.glob("*.safetensors")):
         weights.update(load_file(f))
-    if is_lora(model):  # the checkpoint holds the adapter (and saved head) only, in peft's naming
+    optim_state = torch.load(path / "optimizer.pt", weights_only=True)
+    by_name = all(isinstance(k, str) for k in optim_state.get("state", {}))  # FSDP checkpoints key by name
+    if by_name != distributed.sharded(model) and optim_state.get("state"):
+        raise TailorError(f"checkpoint {path} was written with train.strategy {'fsdp' if by_name else 'ddp'} "
+                          "(or in one process); resume it with the same train.strategy.")
+    if distributed.sharded(model):
+        missing, unexpected = distributed.load_full_state(model, optimizer, weights, optim_state)
+        missing = [k for k in missing if "lm_head" not in k]
+        if missing or unexpected:
+            raise TailorError(f"checkpoint {path} does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]}).")
+    elif is_lora(model):  # the checkpoint holds the adapter (and saved head) only, in peft's naming
         load_adapter_state(model, weights)
     else:
         missing, unexpected = model.load_state_dict(weights, strict=False)
@@ -91,7 +113,8 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
         missing = [k for k in missing if k not in getattr(model, "_tied_weights_keys", {}) and "lm_head" not in k]
         if missing or unexpected:
             raise TailorError(f"checkpoint {path} does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]}).")
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    if not distributed.sharded(model):
+        optimizer.load_state_dict(optim_state)
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     rng = torch.load(path / "rng.pt", weights_only=False)  # our own file: a torch tensor and Python's tuple
     torch.set_rng_state(rng["torch"])

@@ -102,10 +102,88 @@ class LossModule(torch.nn.Module):
         return self.token_stats(self.model, batch)
 
 
+def sharded(model: torch.nn.Module) -> bool:
+    """True when the model's parameters are sharded by FSDP (see `shard_model`)."""
+    return active() and bool(getattr(model, "_tailor_fsdp", False))
+
+
+def shard_model(model: torch.nn.Module, strategy: str) -> bool:
+    """With train.strategy 'fsdp' under torchrun: shard the model in place with FSDP2. Each decoder layer
+    (the model's `_no_split_modules`) is one unit whose parameters are all-gathered just for its forward
+    and backward; the backbone (embeddings, final norm) is the root unit, which FSDP keeps gathered from
+    its forward to the end of backward, so a head tied to the embeddings and called after the backbone
+    (tailor.train.loss computes the head only on supervised positions) sees full weights. An untied head
+    is its own unit. Must run before the optimizer is built, since sharding replaces the parameters.
+    True if it sharded the model."""
+    if strategy != "fsdp" or not active():
+        return False
+    from torch.distributed.fsdp import fully_shard
+
+    from tailor.models.lora import is_lora
+
+    if is_lora(model):
+        raise TailorError("train.strategy 'fsdp' does not support LoRA models yet; use train.strategy 'ddp' "
+                          "(the base model is frozen, so each process holds it once plus a small adapter).")
+    unit_names = set(getattr(model, "_no_split_modules", None) or ())
+    units = [m for m in model.modules() if type(m).__name__ in unit_names]
+    if not units:
+        raise TailorError(f"train.strategy 'fsdp': found no decoder layers to shard in {type(model).__name__} "
+                          "(it names no _no_split_modules); use train.strategy 'ddp'.")
+    for unit in units:
+        fully_shard(unit)
+    backbone = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    root = backbone if isinstance(backbone, torch.nn.Module) else model
+    covered = {id(p) for p in root.parameters()}
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if root is not model and head is not None:
+        embeddings = model.get_input_embeddings()
+        tied = any(p is q for p in head.parameters() for q in embeddings.parameters())
+        fully_shard([embeddings, head] if tied else head)  # one unit for a head tied to the embeddings
+        covered |= {id(p) for p in head.parameters()}
+    fully_shard(root)
+    if any(id(p) not in covered for p in model.parameters()):  # e.g. a classifier's score layer
+        fully_shard(model)
+    model._tailor_fsdp = True
+    return True
+
+
+def full_model_state(model: torch.nn.Module) -> dict | None:
+    """The whole state dict of an FSDP-sharded model, gathered to CPU on rank 0 (other ranks get an
+    empty dict). Every rank must call it (it is a collective); None when the model is not sharded."""
+    if not sharded(model):
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    # A tied weight (lm_head = embeddings) is stored once, as save_pretrained does for an unsharded model.
+    tied = {n for n, _ in model.named_parameters(remove_duplicate=False)} - {n for n, _ in model.named_parameters()}
+    return {k: v for k, v in full.items() if k not in tied}
+
+
+def full_optimizer_state(model: torch.nn.Module, optimizer) -> dict:
+    """The optimizer's state keyed by parameter name, gathered to CPU on rank 0 (collective)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_full_state(model: torch.nn.Module, optimizer, weights: dict, optim_state: dict):
+    """Load full (unsharded) model and optimizer states into a sharded model: each rank keeps its shard."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=True, strict=False)
+    missing, unexpected = set_model_state_dict(model, weights, options=options)
+    set_optimizer_state_dict(model, optimizer, optim_state, options=options)
+    return missing, unexpected
+
+
 def wrap(model: torch.nn.Module, token_stats) -> torch.nn.Module | None:
-    """DDP over the model's loss when running distributed; None when single-process."""
+    """DDP over the model's loss when running distributed (FSDP when `shard_model` sharded it);
+    None when single-process."""
     if not active():
         return None
+    if sharded(model):  # FSDP2 hooks into the model itself; gradients are reduce-scattered per micro-batch
+        return LossModule(model, token_stats)
     from torch.nn.parallel import DistributedDataParallel
 
     return DistributedDataParallel(LossModule(model, token_stats), broadcast_buffers=False)
@@ -124,4 +202,11 @@ def sync_grads(ddp, last: bool):
     """Gradients are all-reduced only on the step's last micro-batch (accumulate locally before)."""
     import contextlib
 
-    return contextlib.nullcontext() if ddp is None or last else ddp.no_sync()
+    if ddp is None or last or not hasattr(ddp, "no_sync"):  # FSDP: sharded gradients accumulate as they come
+        return contextlib.nullcontext()
+    return ddp.no_sync()
+
+
+def full_value(value: torch.Tensor) -> torch.Tensor:
+    """A plain tensor from a possibly sharded one (FSDP's gradient norm is a DTensor); every rank calls it."""
+    return value.full_tensor() if hasattr(value, "full_tensor") else value

@@ -83,6 +83,7 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
     warmup = t.warmup_steps or int(t.warmup_ratio * total_steps)
 
     model.train()
+    sharded = distributed.shard_model(model, t.strategy)  # FSDP (train.strategy fsdp): before the optimizer
     optimizer = make_optimizer(model, t.learning_rate, t.weight_decay, t.betas)
     scheduler = get_scheduler(t.schedule, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
     log = JsonlLog(run_dir / "log.jsonl")
@@ -118,7 +119,7 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
             raise TailorError(f"eval.metric '{metric}' is not among the validation metrics: {', '.join(metrics)}.")
         if sign * metrics[metric] < state["best"]:
             state.update(best=sign * metrics[metric], best_val_loss=metrics["loss"], best_step=step, bad_evals=0)
-            if main:
+            if main or sharded:  # a sharded model is gathered by every rank; rank 0 writes
                 save_model_folder(run_dir / "model", model, tokenizer, config_yaml, {"validation": metrics, "step": step})
         else:
             state["bad_evals"] += 1
@@ -152,6 +153,8 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
         window_tokens += step_tokens
         all_tokens += step_tokens
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm or float("inf"))
+        if sharded:
+            grad_norm = distributed.full_value(grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -171,7 +174,7 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
 
         if (t.eval_every and step % t.eval_every == 0) or step == total_steps:
             stopped_early = validate()
-        if main and (stopped_early or step == total_steps or (t.save_every and step % t.save_every == 0)):
+        if (main or sharded) and (stopped_early or step == total_steps or (t.save_every and step % t.save_every == 0)):
             save_checkpoint(run_dir, step, model, tokenizer, optimizer, scheduler,
                             {k: state[k] for k in ("best", "best_val_loss", "best_step", "bad_evals")}, config_yaml)
         if stopped_early:

@@ -1,0 +1,101 @@
+"""`tailor train` with train.strategy fsdp under torchrun: 2 CPU processes (gloo) shard the tiny model
+with FSDP2 and must train like one process, write plain Hugging Face folders from rank 0, and resume."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tailor.config import load_config
+from tailor.errors import TailorError
+from tailor.train import distributed
+from tailor.workflow import train_job
+
+# 41 training samples in batches of 5: each epoch ends with a micro-batch of one sample, so one rank's
+# share of it is empty (it runs a stand-in sample at weight 0). A constant schedule makes a 3-step run
+# the first half of a 6-step run, so resuming it with max_steps=6 must give the 6-step run's losses.
+TRAIN = {"batch_size": 5, "grad_accum": 2, "max_steps": 6, "eval_every": 3, "save_every": 3, "log_every": 1,
+         "learning_rate": 2e-3, "warmup_steps": 0, "schedule": "constant", "weight_decay": 0.1}
+
+
+def read_jsonl(path) -> list[dict]:
+    return [json.loads(line) for line in open(path).read().splitlines() if line]
+
+
+def by_split(run_dir, split):
+    return [r for r in read_jsonl(run_dir / "log.jsonl") if r["split"] == split]
+
+
+def torchrun(cfg_path, *args):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "tailor.cli", "train", str(cfg_path), "train.strategy=fsdp", *map(str, args)]
+    return subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+
+
+def test_strategy_setting_is_validated_and_fsdp_is_a_no_op_in_one_process(tiny_config):
+    with pytest.raises(TailorError, match="strategy"):
+        load_config(tiny_config(train={"strategy": "zero3"}))
+    assert not distributed.shard_model(torch.nn.Linear(2, 2), "fsdp")  # no process group: nothing sharded
+
+
+def test_fsdp_two_processes_match_one_process_and_resume(tiny_config):
+    cfg_path = tiny_config(train=TRAIN)
+    single = load_config(cfg_path, ["name=single"])
+    train_job(single)
+    run = single.run_dir.parent / "fsdp"
+
+    first = torchrun(cfg_path, "name=fsdp", "train.max_steps=3")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert (run / "checkpoints" / "latest").read_text().strip() == "step-000003"
+    assert first.stdout.count("report:") == 1  # rank 0 alone writes the report
+    # The checkpoint is a plain Hugging Face folder with the whole (gathered) model, not a shard of it.
+    ckpt = run / "checkpoints" / "step-000003"
+    full = load_file(ckpt / "model.safetensors")
+    assert full["model.embed_tokens.weight"].shape[0] == json.loads((ckpt / "config.json").read_text())["vocab_size"]
+    optim = torch.load(ckpt / "optimizer.pt", weights_only=True)
+    assert "model.embed_tokens.weight" in optim["state"]  # full optimizer state, keyed by parameter name
+
+    resumed = torchrun(cfg_path, "name=fsdp", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    one, two = by_split(single.run_dir, "train"), by_split(run, "train")
+    # One log line per step: rank 1 wrote nothing (or every line would be there twice).
+    assert [r["step"] for r in two] == [r["step"] for r in one] == list(range(1, 7))
+    for a, b in zip(one, two):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
+        assert b["lr"] == pytest.approx(a["lr"])
+    val_one, val_two = by_split(single.run_dir, "validation"), by_split(run, "validation")
+    assert [r["step"] for r in val_two] == [3, 6]
+    for a, b in zip(val_one, val_two):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+
+    # The best model: same weights as one process's, in a folder transformers loads.
+    w_one, w_two = load_file(single.run_dir / "model" / "model.safetensors"), load_file(run / "model" / "model.safetensors")
+    assert w_one.keys() == w_two.keys()
+    for k in w_one:
+        torch.testing.assert_close(w_two[k], w_one[k], rtol=1e-4, atol=1e-6)
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(run / "model")
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["train"]["steps"] == 6
+    assert json.loads((run / "status.json").read_text())["status"] == "complete"
+    assert (run / "checkpoints" / "latest").read_text().strip() == "step-000006"
+
+
+def test_resuming_an_fsdp_checkpoint_without_fsdp_names_the_setting(tiny_config, tmp_path):
+    """A checkpoint whose optimizer state is keyed by name (FSDP) cannot go into a plain optimizer."""
+    from tailor.train.checkpoint import load_checkpoint
+
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    ckpt = tmp_path / "step-000001"
+    ckpt.mkdir()
+    torch.save({"state": {"weight": {"step": torch.tensor(1.0)}}, "param_groups": []}, ckpt / "optimizer.pt")
+    with pytest.raises(TailorError, match="train.strategy"):
+        load_checkpoint(ckpt, model, opt, None)
