@@ -94,3 +94,17 @@ def test_sequence_longer_than_context(tiny_config):
 def test_every_command_has_help(command):
     result = tailor(command, "--help", cwd=ROOT)
     assert result.returncode == 0 and "usage" in result.stdout
+
+
+def test_chat_refuses_pickled_weights(tiny_model, tmp_path):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_model, folder)
+    weights = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    torch.save(weights, folder / "pytorch_model.bin")
+    assert_clean_error(tailor("eval", folder), "no .safetensors weights")

@@ -18,8 +18,15 @@ def model_folder(path: str | Path) -> Path:
     raise TailorError(f"{path} is neither a run folder with a model/ inside nor a model folder.")
 
 
+def require_safetensors(folder: Path) -> None:
+    """Run folders hold safetensors only; a pickled checkpoint can run code when loaded, so refuse it."""
+    if not any(folder.glob("*.safetensors")):
+        raise TailorError(f"{folder} holds no .safetensors weights; tailor does not load pickled (.bin/.pt) weights.")
+
+
 def load_run(path: str | Path, dtype: str = "float32") -> tuple[Config, object, object]:
     folder = model_folder(path)
+    require_safetensors(folder)
     cfg_file = folder / "tailor.yaml"
     cfg = config_from_dict(read_yaml(cfg_file), str(cfg_file)) if cfg_file.is_file() else Config()
     if cfg.task != "dialogue":
