@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass, field
-
 from transformers import PreTrainedTokenizerBase
 
 from tailor.config import Config
@@ -20,28 +17,8 @@ from tailor.models.adapt import adapt
 from tailor.models.load import load as load_pretrained
 from tailor.models.load import load_model
 from tailor.report import metrics_table, side_by_side  # noqa: F401  (the task's console tables)
+from tailor.tasks.splits import SPLITS, Splits, cap
 from tailor.train.loss import token_stats  # noqa: F401  (the task's training loss)
-
-SPLITS = ("train", "validation", "test")
-
-
-@dataclass
-class Splits:
-    train: list[dict]
-    validation: list[dict]
-    test: list[dict]
-    stats: dict = field(default_factory=dict)
-
-    def __getitem__(self, name: str) -> list[dict]:
-        return getattr(self, name)
-
-
-def _cap(samples: list[dict], limit: int, salt: str) -> list[dict]:
-    if not limit or len(samples) <= limit:
-        return samples
-    picked = list(samples)
-    random.Random(salt).shuffle(picked)
-    return picked[:limit]
 
 
 def prepare(cfg: Config, tokenizer: PreTrainedTokenizerBase, context: int) -> Splits:
@@ -69,7 +46,7 @@ def prepare(cfg: Config, tokenizer: PreTrainedTokenizerBase, context: int) -> Sp
                 "data.val_fraction / data.test_fraction."
             )
         encoded = []
-        for sample in _cap(by_split[split], limits[split], f"{split}-cap"):
+        for sample in cap(by_split[split], limits[split], f"{split}-cap"):
             enc = encode_fitting(tokenizer, sample, max_length)
             if enc is None:
                 if d.overlong == "error":
