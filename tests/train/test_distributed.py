@@ -1,15 +1,14 @@
 """`tailor train` under torchrun: 2 CPU processes (gloo) must train exactly like one process."""
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 
 import psutil
 import pytest
 
+from multiprocess_helpers import assert_matches_one_process, by_split, torchrun
 from tailor.config import load_config
 from tailor.train import distributed
 from tailor.workflow import train_job
@@ -18,23 +17,6 @@ from tailor.workflow import train_job
 # rank's share of it is empty (it runs a stand-in sample at weight 0).
 TRAIN = {"batch_size": 5, "grad_accum": 2, "max_steps": 6, "eval_every": 3, "save_every": 2, "log_every": 1,
          "learning_rate": 2e-3, "warmup_steps": 1}
-
-
-def read_jsonl(path) -> list[dict]:
-    return [json.loads(line) for line in open(path).read().splitlines() if line]
-
-
-def torchrun(cfg_path, *args, **popen):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "tailor.cli", "train", str(cfg_path), *map(str, args)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    if popen:
-        return subprocess.Popen(cmd, env=env, **popen)
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-
-
-def by_split(run_dir, split):
-    return [r for r in read_jsonl(run_dir / "log.jsonl") if r["split"] == split]
 
 
 def test_shard_and_local_batches_without_a_process_group():
@@ -52,17 +34,7 @@ def test_two_processes_match_one_process_and_only_rank0_writes(tiny_config):
     result = torchrun(cfg_path, "name=ddp")
     assert result.returncode == 0, result.stderr[-3000:]
     run = single.run_dir.parent / "ddp"
-    one, two = by_split(single.run_dir, "train"), by_split(run, "train")
-    # One log line per step: rank 1 wrote nothing (or every line would be there twice).
-    assert [r["step"] for r in two] == [r["step"] for r in one] == list(range(1, 7))
-    for a, b in zip(one, two):
-        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
-        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
-        assert b["lr"] == pytest.approx(a["lr"])
-    val_one, val_two = by_split(single.run_dir, "validation"), by_split(run, "validation")
-    assert [r["step"] for r in val_two] == [3, 6]
-    for a, b in zip(val_one, val_two):
-        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+    assert_matches_one_process(single.run_dir, run)
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["world_size"] == 2 and summary["train"]["steps"] == 6
     assert json.loads((run / "status.json").read_text())["status"] == "complete"

@@ -2,14 +2,12 @@
 with FSDP2 and must train like one process, write plain Hugging Face folders from rank 0, and resume."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from multiprocess_helpers import assert_matches_one_process, torchrun
 from tailor.config import load_config
 from tailor.errors import TailorError
 from tailor.train import distributed
@@ -20,20 +18,6 @@ from tailor.workflow import train_job
 # the first half of a 6-step run, so resuming it with max_steps=6 must give the 6-step run's losses.
 TRAIN = {"batch_size": 5, "grad_accum": 2, "max_steps": 6, "eval_every": 3, "save_every": 3, "log_every": 1,
          "learning_rate": 2e-3, "warmup_steps": 0, "schedule": "constant", "weight_decay": 0.1}
-
-
-def read_jsonl(path) -> list[dict]:
-    return [json.loads(line) for line in open(path).read().splitlines() if line]
-
-
-def by_split(run_dir, split):
-    return [r for r in read_jsonl(run_dir / "log.jsonl") if r["split"] == split]
-
-
-def torchrun(cfg_path, *args):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "tailor.cli", "train", str(cfg_path), "train.strategy=fsdp", *map(str, args)]
-    return subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
 
 
 def test_strategy_setting_is_validated_and_fsdp_is_a_no_op_in_one_process(tiny_config):
@@ -48,7 +32,7 @@ def test_fsdp_two_processes_match_one_process_and_resume(tiny_config):
     train_job(single)
     run = single.run_dir.parent / "fsdp"
 
-    first = torchrun(cfg_path, "name=fsdp", "train.max_steps=3")
+    first = torchrun(cfg_path, "train.strategy=fsdp", "name=fsdp", "train.max_steps=3")
     assert first.returncode == 0, first.stderr[-3000:]
     assert (run / "checkpoints" / "latest").read_text().strip() == "step-000003"
     assert first.stdout.count("report:") == 1  # rank 0 alone writes the report
@@ -59,20 +43,10 @@ def test_fsdp_two_processes_match_one_process_and_resume(tiny_config):
     optim = torch.load(ckpt / "optimizer.pt", weights_only=True)
     assert "model.embed_tokens.weight" in optim["state"]  # full optimizer state, keyed by parameter name
 
-    resumed = torchrun(cfg_path, "name=fsdp", "--resume")
+    resumed = torchrun(cfg_path, "train.strategy=fsdp", "name=fsdp", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
-    one, two = by_split(single.run_dir, "train"), by_split(run, "train")
-    # One log line per step: rank 1 wrote nothing (or every line would be there twice).
-    assert [r["step"] for r in two] == [r["step"] for r in one] == list(range(1, 7))
-    for a, b in zip(one, two):
-        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
-        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
-        assert b["lr"] == pytest.approx(a["lr"])
-    val_one, val_two = by_split(single.run_dir, "validation"), by_split(run, "validation")
-    assert [r["step"] for r in val_two] == [3, 6]
-    for a, b in zip(val_one, val_two):
-        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+    assert_matches_one_process(single.run_dir, run)
 
     # The best model: same weights as one process's, in a folder transformers loads.
     w_one, w_two = load_file(single.run_dir / "model" / "model.safetensors"), load_file(run / "model" / "model.safetensors")
