@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from tailor.config.base import setting
 from tailor.errors import TailorError
@@ -31,10 +32,17 @@ class TrainConfig:
     save_every: int = setting(50, help="Write a resumable checkpoint every N optimizer steps (0 = only at the end).")
     log_every: int = setting(10, help="Log to log.jsonl every N optimizer steps.")
     threads: int = setting(0, help="torch intra-op threads (0 = torch's default).")
-    strategy: Literal["ddp", "fsdp"] = setting(
+    strategy: Literal["ddp", "fsdp", "deepspeed"] = setting(
         "ddp", help="Under torchrun with several processes: 'ddp' keeps a full model copy per process; 'fsdp' "
         "shards parameters, gradients and optimizer state over the processes (PyTorch FSDP2, per decoder "
-        "layer), for models that do not fit one device. No effect in a single process."
+        "layer), for models that do not fit one device; 'deepspeed' trains through deepspeed.initialize with "
+        "the config in train.deepspeed (ZeRO stage 0-2). ddp and fsdp have no effect in a single process; "
+        "deepspeed runs through DeepSpeed there too."
+    )
+    deepspeed: str | dict[str, Any] | None = setting(
+        None, help="With train.strategy deepspeed: a DeepSpeed JSON config file, or the same as a mapping. "
+        "\"auto\" values (batch sizes, gradient_accumulation_steps, gradient_clipping, optimizer lr, betas, "
+        "weight_decay) are filled from these train settings; an explicit value that disagrees is an error."
     )
 
     def __post_init__(self) -> None:
@@ -45,3 +53,11 @@ class TrainConfig:
             raise TailorError(f"learning_rate must be positive, got {self.learning_rate}.")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise TailorError("set epochs > 0 or max_steps > 0.")
+        if self.strategy == "deepspeed":
+            from tailor.config import deepspeed
+
+            # torchrun sets WORLD_SIZE before any process starts, so the batch sizes can be checked now
+            deepspeed.check(self, int(os.environ.get("WORLD_SIZE", "1")))
+        elif self.deepspeed is not None:
+            raise TailorError(f"train.deepspeed is set but train.strategy is '{self.strategy}'; "
+                              "set train.strategy=deepspeed to use it.")

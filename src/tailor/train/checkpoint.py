@@ -6,6 +6,8 @@ runs/<name>/model/                     the best model: a plain Hugging Face fold
 
 A checkpoint folder is built under a temporary name and renamed into place; `latest` is
 replaced only after that, so a crash at any moment leaves the previous checkpoint usable.
+With train.strategy deepspeed the optimizer state is DeepSpeed's own (sub-folder deepspeed/, one ZeRO
+shard per process) instead of optimizer.pt; the rest is the same.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 from tailor.errors import TailorError
-from tailor.train import distributed
+from tailor.train import deepspeed_engine, distributed
 from tailor.fsutil import write_dir, write_json, write_text
 from tailor.models.lora import is_lora, load_adapter_state, merged_copy
 
@@ -54,13 +56,18 @@ def save_model_folder(path: Path, model, tokenizer, config_yaml: str, metrics: d
     write_dir(path, fill)
 
 
-def save_checkpoint(run_dir: Path, step: int, model, tokenizer, optimizer, scheduler, state: dict, config_yaml: str, keep: int = 1) -> Path:
+def save_checkpoint(run_dir: Path, step: int, model, tokenizer, optimizer, scheduler, state: dict, config_yaml: str,
+                    keep: int = 1, engine=None) -> Path:
     """Rank 0 writes; with an FSDP-sharded model every rank must call this (the states are gathered first)
-    and the optimizer state is saved keyed by parameter name."""
+    and the optimizer state is saved keyed by parameter name. With a DeepSpeed `engine` every rank must call
+    it too: each writes its own part of DeepSpeed's checkpoint."""
     root = run_dir / "checkpoints"
     name = f"step-{step:06d}"
     full = distributed.full_model_state(model)  # None unless sharded by FSDP
-    optim_state = optimizer.state_dict() if full is None else distributed.full_optimizer_state(model, optimizer)
+    if engine is not None:
+        optim_state = None
+    else:
+        optim_state = optimizer.state_dict() if full is None else distributed.full_optimizer_state(model, optimizer)
     if full is not None and not distributed.is_main():
         return root / name
 
@@ -68,12 +75,18 @@ def save_checkpoint(run_dir: Path, step: int, model, tokenizer, optimizer, sched
         model.save_pretrained(tmp, safe_serialization=True, state_dict=full)
         tokenizer.save_pretrained(tmp)
         write_text(tmp / "tailor.yaml", config_yaml)
-        torch.save(optim_state, tmp / "optimizer.pt")
+        if optim_state is not None:
+            torch.save(optim_state, tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save({"torch": torch.get_rng_state(), "python": random.getstate()}, tmp / "rng.pt")
         write_json(tmp / "state.json", {**state, "step": step})
 
-    path = write_dir(root / name, fill)
+    if engine is not None:
+        path = deepspeed_engine.write_checkpoint(root / name, engine, fill)
+        if not distributed.is_main():
+            return path
+    else:
+        path = write_dir(root / name, fill)
     write_text(root / "latest", name + "\n")
     done = sorted(p for p in root.glob("step-*") if p.is_dir())
     for old in done[:-keep]:
@@ -91,7 +104,22 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return path
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
+def load_checkpoint(path: Path, model, optimizer, scheduler, engine=None) -> dict:
+    if engine is not None:  # DeepSpeed restores the weights and its optimizer state itself
+        deepspeed_engine.load_checkpoint(path, engine)
+    else:
+        _load_weights_and_optimizer(path, model, optimizer)
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    rng = torch.load(path / "rng.pt", weights_only=False)  # our own file: a torch tensor and Python's tuple
+    torch.set_rng_state(rng["torch"])
+    random.setstate(rng["python"])
+    return json.loads((path / "state.json").read_text())
+
+
+def _load_weights_and_optimizer(path: Path, model, optimizer) -> None:
+    if (path / deepspeed_engine.TAG).is_dir():
+        raise TailorError(f"checkpoint {path} was written with train.strategy deepspeed; resume it with the same "
+                          "train.strategy.")
     weights = {}
     for f in sorted(path.glob("*.safetensors")):
         weights.update(load_file(f))
@@ -115,8 +143,3 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
             raise TailorError(f"checkpoint {path} does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]}).")
     if not distributed.sharded(model):
         optimizer.load_state_dict(optim_state)
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    rng = torch.load(path / "rng.pt", weights_only=False)  # our own file: a torch tensor and Python's tuple
-    torch.set_rng_state(rng["torch"])
-    random.setstate(rng["python"])
-    return json.loads((path / "state.json").read_text())

@@ -26,7 +26,7 @@ from tailor.errors import TailorError
 from tailor.data.batches import length_grouped
 from tailor.precision import autocast, use_bf16
 from tailor.tasks import get_task
-from tailor.train import distributed
+from tailor.train import deepspeed_engine, distributed
 from tailor.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_model_folder
 from tailor.train.log import JsonlLog
 
@@ -85,6 +85,10 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
     model.train()
     sharded = distributed.shard_model(model, t.strategy)  # FSDP (train.strategy fsdp): before the optimizer
     optimizer = make_optimizer(model, t.learning_rate, t.weight_decay, t.betas)
+    engine = None  # DeepSpeed's engine (train.strategy deepspeed): it steps the optimizer it returns
+    if t.strategy == "deepspeed":
+        engine, optimizer = deepspeed_engine.initialize(t, model, task.token_stats, optimizer,
+                                                        run_dir if distributed.is_main() else None)
     scheduler = get_scheduler(t.schedule, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
     log = JsonlLog(run_dir / "log.jsonl")
     main = distributed.is_main()  # only rank 0 writes logs, checkpoints and the model folder
@@ -94,13 +98,15 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
     step = 0
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if checkpoint is not None:
-        state = load_checkpoint(checkpoint, model, optimizer, scheduler)  # every rank loads the same one
+        state = load_checkpoint(checkpoint, model, optimizer, scheduler, engine)  # every rank loads the same one
         step = state["step"]
         if main:
             log.truncate_after(step)
     elif not resume and main:
         log.path.unlink(missing_ok=True)
-    ddp = distributed.wrap(model, task.token_stats)  # None unless launched by torchrun with several processes
+    # The wrapped loss: DeepSpeed's engine, or DDP/FSDP when launched by torchrun with several processes, else None.
+    ddp = None if engine is not None else distributed.wrap(model, task.token_stats)
+    wrapped = engine if engine is not None else ddp
 
     data = micro_batches(lengths, t.batch_size, t.seed, step * t.grad_accum)
     bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True, disable=not main)
@@ -129,35 +135,42 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
     while step < total_steps:
         tick = time.perf_counter()
         parts = [next(data) for _ in range(t.grad_accum)]
-        if ddp is None:
+        if wrapped is None:
             batches = [task.collate([train_set[i] for i in idx], pad_id) for _, idx in parts]
             weights = [1.0] * len(batches)
         else:  # this rank's share of each micro-batch; the global batch is the single-process one
             batches, weights = distributed.local_batches([idx for _, idx in parts],
                                                          lambda ids: task.collate([train_set[i] for i in ids], pad_id))
         step_targets = sum(task.count_targets(b) for b, w in zip(batches, weights) if w)
-        if ddp is not None:
+        if wrapped is not None:
             step_targets = int(distributed.all_reduce_sum(step_targets)[0])  # the GLOBAL supervised-token count
         loss_sum, step_tokens = 0.0, 0
         for n, (batch, weight) in enumerate(zip(batches, weights)):
             with autocast(bf16), distributed.sync_grads(ddp, last=n == len(batches) - 1):
-                nll, _, _ = task.token_stats(model, batch) if ddp is None else ddp(batch)
-            # DDP averages gradients over ranks; scaling by the world size makes that average a sum.
-            (nll * (weight * distributed.world_size()) / max(step_targets, 1)).backward()
+                nll, _, _ = task.token_stats(model, batch) if wrapped is None else wrapped(batch)
+            # DDP and DeepSpeed average gradients over ranks; scaling by the world size makes that average a sum.
+            scaled = nll * (weight * distributed.world_size()) / max(step_targets, 1)
+            if engine is None:
+                scaled.backward()
+            else:
+                deepspeed_engine.backward(engine, scaled)  # on the last micro-batch this also steps the optimizer
             loss_sum += float(nll.detach()) * weight
             real = int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
             step_tokens += int(real * weight)
-        if ddp is not None:
+        if wrapped is not None:
             loss_sum, step_tokens = distributed.all_reduce_sum(loss_sum, step_tokens)
             step_tokens = int(step_tokens)
         window_tokens += step_tokens
         all_tokens += step_tokens
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm or float("inf"))
-        if sharded:
-            grad_norm = distributed.full_value(grad_norm)
-        optimizer.step()
+        if engine is None:
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm or float("inf"))
+            if sharded:
+                grad_norm = distributed.full_value(grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        else:  # DeepSpeed clipped (gradient_clipping), stepped and zeroed the gradients in its step()
+            grad_norm = deepspeed_engine.grad_norm(engine)
         scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
         step += 1
         loss = loss_sum / max(step_targets, 1)
         spent = time.perf_counter() - tick  # training compute only: validation and saving excluded
@@ -174,9 +187,10 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
 
         if (t.eval_every and step % t.eval_every == 0) or step == total_steps:
             stopped_early = validate()
-        if (main or sharded) and (stopped_early or step == total_steps or (t.save_every and step % t.save_every == 0)):
+        if (main or sharded or engine is not None) and (stopped_early or step == total_steps or (t.save_every and step % t.save_every == 0)):
             save_checkpoint(run_dir, step, model, tokenizer, optimizer, scheduler,
-                            {k: state[k] for k in ("best", "best_val_loss", "best_step", "bad_evals")}, config_yaml)
+                            {k: state[k] for k in ("best", "best_val_loss", "best_step", "bad_evals")}, config_yaml,
+                            engine=engine)
         if stopped_early:
             if main:
                 patience_ran_out = bool(t.patience) and state["bad_evals"] >= t.patience
