@@ -56,6 +56,7 @@ def initialize(train, model: torch.nn.Module, token_stats, optimizer: torch.opti
         # One process (no torchrun): DeepSpeed still needs a process group; one of size 1 needs no network.
         # It is left in place, as DeepSpeed keeps its own handle on it for the life of the process.
         dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+        os.environ.setdefault("LOCAL_RANK", "0")  # DeepSpeed asserts a launcher set it
     hidden = getattr(getattr(model, "config", None), "hidden_size", None)
     config = ds_config.resolve(train.deepspeed, train, distributed.world_size(), hidden)
     if "optimizer" in config and not torch.cuda.is_available():
