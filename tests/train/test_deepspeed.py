@@ -9,12 +9,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from multiprocess_helpers import assert_matches_one_process, by_split, torchrun
 from tailor.cli import main
+from tailor.errors import TailorError
 from tailor.config import deepspeed as ds_config
-from tailor.config import load_config
+from tailor.config import config_from_dict, dump_config, load_config
 from tailor.workflow import train_job
 
 # As in the FSDP test: 41 samples in micro-batches of 5 (one rank's share of the last one is empty), and a
@@ -46,6 +48,12 @@ def test_auto_values_come_from_the_train_settings():
     # Absent keys get tailor's values too, and an explicit value that agrees is kept.
     ds = ds_config.resolve({"gradient_accumulation_steps": 3}, train, world_size=1)
     assert ds["gradient_accumulation_steps"] == 3 and ds["gradient_clipping"] == 0.5 and ds["train_batch_size"] == 18
+    # The per-process micro-batch is checked once the number of processes is known (at train time).
+    explicit = {"train_micro_batch_size_per_gpu": 3}
+    assert ds_config.resolve(explicit, train, world_size=2)["train_micro_batch_size_per_gpu"] == 3
+    ds_config.resolve(explicit, train, world_size=None)
+    with pytest.raises(TailorError, match="train_micro_batch_size_per_gpu\" is 3 but train.batch_size is 6"):
+        ds_config.resolve(explicit, train, world_size=1)
 
 
 @pytest.mark.parametrize("content, message", [
@@ -76,10 +84,22 @@ def test_deepspeed_settings_without_the_strategy_or_the_package_exit_2(tiny_conf
     assert "set train.strategy=deepspeed" in capsys.readouterr().err
     assert main(["train", str(cfg_path), "train.strategy=deepspeed"]) == 2
     assert "needs train.deepspeed" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "tiny").exists()
+    # The package is needed to train only (evaluating or serving the run reads its config without it).
     monkeypatch.setitem(sys.modules, "deepspeed", None)  # as if it were not installed
     assert main(["train", str(cfg_path), "train.strategy=deepspeed", f"train.deepspeed={ds_path}"]) == 2
     assert "pip install --no-deps deepspeed==0.19.8" in capsys.readouterr().err
-    assert not (tmp_path / "runs" / "tiny").exists()
+    assert json.loads((tmp_path / "runs" / "tiny" / "status.json").read_text())["status"] == "failed"
+
+
+def test_the_run_config_keeps_the_json_content(tiny_config, tmp_path):
+    """A run folder's config.yaml must load where the JSON file is gone (eval, serve, another machine)."""
+    ds_path = write_json(tmp_path / "ds.json", {**AUTO, "zero_optimization": {"stage": 2}})
+    cfg = load_config(tiny_config(train=TRAIN), ["train.strategy=deepspeed", f"train.deepspeed={ds_path}"])
+    assert cfg.train.deepspeed == {**AUTO, "zero_optimization": {"stage": 2}}
+    ds_path.unlink()
+    again = config_from_dict(yaml.safe_load(dump_config(cfg)))
+    assert again.train.deepspeed == cfg.train.deepspeed
 
 
 def test_zero2_two_processes_match_one_process_and_resume(tiny_config, tmp_path):
@@ -152,6 +172,7 @@ def test_zero0_in_one_process_matches_plain_and_checkpoints_keep_their_strategy(
     assert [r["step"] for r in ds] == [1, 2, 3]
     for a, b in zip(one, ds):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)  # taken by tailor: stage 0 keeps none
     # A DeepSpeed checkpoint cannot be resumed without DeepSpeed, nor a plain one with it.
     assert main(["train", str(cfg_path), "name=zero0", "--resume", "train.max_steps=4"]) == 2
     assert "written with train.strategy deepspeed" in capsys.readouterr().err

@@ -2,7 +2,8 @@
 
 As in Hugging Face's Trainer, tailor's settings win: a key that is absent or "auto" takes tailor's value,
 and an explicit value that disagrees with tailor's setting is an error naming both. Reading and checking
-the JSON needs no deepspeed import, so a bad file stops at config time, before a run folder exists.
+the JSON needs no deepspeed import, so a bad file stops at config time, before a run folder exists; the
+config then keeps the file's content, so a run folder's config.yaml does not depend on the file.
 
 tailor's train.batch_size is the GLOBAL micro-batch (each process takes its share of it), so
 DeepSpeed's per-process micro-batch is train.batch_size / processes.
@@ -11,7 +12,6 @@ DeepSpeed's per-process micro-batch is train.batch_size / processes.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -22,13 +22,6 @@ from tailor.errors import TailorError
 AUTO = "auto"
 INSTALL = ("pip install --no-deps deepspeed==0.19.8 einops==0.8.2 hjson==3.1.0 msgpack==1.2.4 ninja==1.13.2 "
            "py-cpuinfo==9.0.0 (`make install` does this)")
-
-
-def installed() -> bool:
-    try:
-        return importlib.util.find_spec("deepspeed") is not None
-    except ValueError:  # sys.modules["deepspeed"] is None: import blocked
-        return False
 
 
 def read(source: str | dict) -> tuple[dict, str]:
@@ -67,19 +60,22 @@ def _autos(node: Any, path: str = "") -> list[str]:
     return []
 
 
-def resolve(source: str | dict, train, world_size: int, hidden_size: int | None = None) -> dict:
-    """The DeepSpeed config to hand to deepspeed.initialize. `train` is the TrainConfig. Without
-    `hidden_size` (at config time) the bucket sizes DeepSpeed derives from the model may stay "auto"."""
+def resolve(source: str | dict, train, world_size: int | None, hidden_size: int | None = None) -> dict:
+    """The DeepSpeed config to hand to deepspeed.initialize. `train` is the TrainConfig. At config time the
+    number of processes and the model are not known yet (world_size and hidden_size None): the per-process
+    micro-batch is not checked then, and the bucket sizes DeepSpeed derives from the model may stay "auto"."""
     ds, where = read(source)
     if "scheduler" in ds:
         raise TailorError(f"{where}: remove the \"scheduler\" section; tailor's train.schedule, train.warmup_steps "
                           "and train.warmup_ratio drive the learning rate.")
-    micro = math.ceil(train.batch_size / world_size)
     explicit_micro = ds.get("train_micro_batch_size_per_gpu", AUTO)
-    if explicit_micro != AUTO and explicit_micro * world_size != train.batch_size:
+    if world_size is None:
+        world_size = 1
+    elif explicit_micro != AUTO and explicit_micro * world_size != train.batch_size:
         raise TailorError(f"{where}: \"train_micro_batch_size_per_gpu\" is {explicit_micro} but train.batch_size is "
                           f"{train.batch_size}, the global micro-batch that {world_size} process(es) share. "
                           "Set it to \"auto\" or to train.batch_size / processes.")
+    micro = math.ceil(train.batch_size / world_size)
     ds["train_micro_batch_size_per_gpu"] = micro
     _fill(ds, "gradient_accumulation_steps", train.grad_accum, "train.grad_accum", where, "gradient_accumulation_steps")
     _fill(ds, "train_batch_size", train.batch_size * train.grad_accum, "train.batch_size x train.grad_accum",
@@ -127,11 +123,10 @@ def resolve(source: str | dict, train, world_size: int, hidden_size: int | None 
     return ds
 
 
-def check(train, world_size: int) -> None:
-    """Config-time checks for train.strategy deepspeed: the package is there and the JSON resolves."""
+def load(train) -> dict:
+    """Config-time check for train.strategy deepspeed: the JSON's content, once it is known to resolve."""
     if train.deepspeed is None:
         raise TailorError("train.strategy 'deepspeed' needs train.deepspeed: the path of a DeepSpeed JSON config "
                           "(or an inline mapping), e.g. {\"zero_optimization\": {\"stage\": 2}}.")
-    if not installed():
-        raise TailorError(f"train.strategy 'deepspeed' needs the deepspeed package, which is not installed: {INSTALL}.")
-    resolve(train.deepspeed, train, world_size)
+    resolve(train.deepspeed, train, None)
+    return read(train.deepspeed)[0]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -40,9 +39,10 @@ class TrainConfig:
         "deepspeed runs through DeepSpeed there too."
     )
     deepspeed: str | dict[str, Any] | None = setting(
-        None, help="With train.strategy deepspeed: a DeepSpeed JSON config file, or the same as a mapping. "
-        "\"auto\" values (batch sizes, gradient_accumulation_steps, gradient_clipping, optimizer lr, betas, "
-        "weight_decay) are filled from these train settings; an explicit value that disagrees is an error."
+        None, help="With train.strategy deepspeed: a DeepSpeed JSON config file, or the same as a mapping (a file "
+        "is read when the config is loaded and the run's config.yaml keeps its content). \"auto\" values "
+        "(batch sizes, gradient_accumulation_steps, gradient_clipping, optimizer lr, betas, weight_decay) are "
+        "filled from these train settings; an explicit value that disagrees is an error."
     )
 
     def __post_init__(self) -> None:
@@ -56,8 +56,7 @@ class TrainConfig:
         if self.strategy == "deepspeed":
             from tailor.config import deepspeed
 
-            # torchrun sets WORLD_SIZE before any process starts, so the batch sizes can be checked now
-            deepspeed.check(self, int(os.environ.get("WORLD_SIZE", "1")))
+            self.deepspeed = deepspeed.load(self)  # a file's content: the run's config.yaml stands alone
         elif self.deepspeed is not None:
             raise TailorError(f"train.deepspeed is set but train.strategy is '{self.strategy}'; "
                               "set train.strategy=deepspeed to use it.")

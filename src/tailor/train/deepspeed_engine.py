@@ -47,7 +47,7 @@ def _import():
     return deepspeed
 
 
-def initialize(train, model: torch.nn.Module, token_stats, optimizer: torch.optim.Optimizer, run_dir: Path | None):
+def initialize(train, model: torch.nn.Module, token_stats, optimizer: torch.optim.Optimizer, run_dir: Path):
     """(engine, torch optimizer): the engine runs the task's loss as its forward pass; the optimizer returned
     is the one DeepSpeed steps, for tailor's scheduler. `optimizer` is tailor's AdamW, used unless the JSON has
     an "optimizer" section (then DeepSpeed builds one over the same parameter groups)."""
@@ -61,7 +61,7 @@ def initialize(train, model: torch.nn.Module, token_stats, optimizer: torch.opti
     config = ds_config.resolve(train.deepspeed, train, distributed.world_size(), hidden)
     if "optimizer" in config and not torch.cuda.is_available():
         config["optimizer"]["params"].setdefault("torch_adam", True)  # DeepSpeed's fused Adam compiles C++ on CPU
-    if run_dir is not None and distributed.is_main():
+    if distributed.is_main():
         write_json(run_dir / "deepspeed.json", config)  # what DeepSpeed was given, "auto" values filled
     groups = [{k: v for k, v in g.items() if k in ("params", "weight_decay")} for g in optimizer.param_groups]
     client = None if "optimizer" in config else optimizer
@@ -75,13 +75,18 @@ def backward(engine, loss: torch.Tensor) -> None:
     """One micro-batch. tailor's loss is already divided by the step's token count, so DeepSpeed must not also
     divide it by the accumulation steps; engine.step() updates only on the step's last micro-batch."""
     engine.backward(loss, scale_wrt_gas=False)
+    if engine.is_gradient_accumulation_boundary() and not hasattr(engine.optimizer, "_global_grad_norm"):
+        # Without ZeRO or bf16 (stage 0, fp32) DeepSpeed keeps no gradient norm; at the boundary the gradients
+        # are all-reduced by now and step() has not clipped them yet, so this is the norm it clips by.
+        grads = [p.grad for p in engine.module.parameters() if p.grad is not None]
+        engine._tailor_grad_norm = float(torch.nn.utils.get_total_norm(grads))
     engine.step()
 
 
 def grad_norm(engine) -> float:
-    """The global gradient norm before clipping, of the optimizer step just taken (NaN if DeepSpeed kept none)."""
+    """The global gradient norm before clipping, of the optimizer step just taken."""
     norm = engine.get_global_grad_norm()
-    return float("nan") if norm is None else float(norm)
+    return float(getattr(engine, "_tailor_grad_norm", "nan") if norm is None else norm)
 
 
 def _share(text: str | None) -> str:

@@ -87,8 +87,7 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
     optimizer = make_optimizer(model, t.learning_rate, t.weight_decay, t.betas)
     engine = None  # DeepSpeed's engine (train.strategy deepspeed): it steps the optimizer it returns
     if t.strategy == "deepspeed":
-        engine, optimizer = deepspeed_engine.initialize(t, model, task.token_stats, optimizer,
-                                                        run_dir if distributed.is_main() else None)
+        engine, optimizer = deepspeed_engine.initialize(t, model, task.token_stats, optimizer, run_dir)
     scheduler = get_scheduler(t.schedule, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
     log = JsonlLog(run_dir / "log.jsonl")
     main = distributed.is_main()  # only rank 0 writes logs, checkpoints and the model folder
