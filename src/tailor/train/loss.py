@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from tailor.data.tokenize import IGNORE
+from tailor.models.attention import grouped
 
 CHUNK = 1024  # supervised positions per head+softmax chunk: bounds logits memory to CHUNK x vocab
 
@@ -23,9 +24,10 @@ def backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn
 def token_stats(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int, int]:
     """(summed NLL over supervised tokens, number of them, how many the argmax got right)."""
     backbone, head = backbone_and_head(model)
-    hidden = backbone(
-        input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False
-    ).last_hidden_state  # (B, T, H)
+    with grouped(backbone):
+        hidden = backbone(
+            input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False
+        ).last_hidden_state  # (B, T, H)
     targets = batch["labels"][:, 1:]  # position t predicts token t+1
     keep = targets != IGNORE  # (B, T-1)
     h = hidden[:, :-1][keep]  # (N, H)

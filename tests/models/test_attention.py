@@ -1,0 +1,72 @@
+"""The grouped attention used for training and scoring equals transformers' SDPA attention."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from tailor.models.attention import NAME, grouped
+from tailor.train.loss import token_stats
+
+
+def batch_of(padded: bool) -> dict[str, torch.Tensor]:
+    torch.manual_seed(1)
+    ids = torch.randint(5, 500, (3, 12))
+    labels = ids.clone()
+    labels[:, :4] = -100
+    batch = {"input_ids": ids, "labels": labels}
+    if padded:  # right padding, as tailor's collate makes it
+        mask = torch.ones_like(ids)
+        mask[1, 9:] = 0
+        mask[2, 6:] = 0
+        batch["attention_mask"] = mask
+        batch["labels"] = labels.masked_fill(mask == 0, -100)
+    return batch
+
+
+def loss_and_grads(model, batch, use_grouped: bool):
+    model.zero_grad(set_to_none=True)
+    if use_grouped:
+        nll, n, _ = token_stats(model, batch)
+    else:
+        # token_stats switches to grouped attention; the reference is the same loss under plain SDPA.
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
+        targets = batch["labels"][:, 1:]
+        nll = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                                ignore_index=-100, reduction="sum")
+        n = int((targets != -100).sum())
+    (nll / n).backward()
+    return float(nll) / n, {k: p.grad.clone() for k, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_grouped_attention_matches_sdpa_loss_and_gradients(tiny_model, padded):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation="sdpa")
+    assert model.config.num_attention_heads != model.config.num_key_value_heads  # grouped-query heads
+    batch = batch_of(padded)
+    want_loss, want_grads = loss_and_grads(model, batch, use_grouped=False)
+    got_loss, got_grads = loss_and_grads(model, batch, use_grouped=True)
+    assert got_loss == pytest.approx(want_loss, rel=1e-5)
+    for name, grad in want_grads.items():
+        torch.testing.assert_close(got_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_grouped_attention_routes_through_the_new_function_and_restores_sdpa(tiny_model, monkeypatch):
+    import tailor.models.attention as attention
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation="sdpa")
+    seen = []
+    original = attention.grouped_attention
+
+    def spy(*args, **kwargs):
+        seen.append(model.config._attn_implementation)
+        return original(*args, **kwargs)
+
+    monkeypatch.setitem(attention.AttentionInterface._global_mapping, NAME, spy)
+    with pytest.raises(RuntimeError):
+        with grouped(model):
+            model(input_ids=torch.tensor([[5, 6, 7]]))
+            raise RuntimeError("boom")
+    assert seen == [NAME] * model.config.num_hidden_layers
+    assert model.config._attn_implementation == "sdpa"  # generation after training keeps SDPA
+    model(input_ids=torch.tensor([[5, 6, 7]]))
+    assert len(seen) == model.config.num_hidden_layers
