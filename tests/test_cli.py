@@ -108,3 +108,17 @@ def test_chat_refuses_pickled_weights(tiny_model, tmp_path):
     (folder / "model.safetensors").unlink()
     torch.save(weights, folder / "pytorch_model.bin")
     assert_clean_error(tailor("eval", folder), "no .safetensors weights")
+
+
+def test_threads_option_sets_torch_threads_for_any_command(tiny_config):
+    import torch
+
+    from tailor.cli import main
+
+    before = torch.get_num_threads()
+    want = before + 1
+    try:
+        assert main(["--threads", str(want), "data", "check", str(tiny_config())]) == 0
+        assert torch.get_num_threads() == want
+    finally:
+        torch.set_num_threads(before)

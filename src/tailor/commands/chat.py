@@ -51,7 +51,7 @@ def main(args) -> int:
         if not text:
             continue
         history.append({"role": "user", "content": text})
-        reply = generate(model, tokenizer, [prompt_ids(tokenizer, history)], decode, bf16, seed=len(history), desc="reply")[0]
+        reply = generate(model, tokenizer, [prompt_ids(tokenizer, history)], decode, bf16, seed=decode.seed + len(history), desc="reply")[0]
         history.append({"role": "assistant", "content": reply["text"]})
         print(f"model> {reply['text']}", flush=True)
         sys.stdout.flush()

@@ -136,7 +136,7 @@ def validate(model, tokenizer, samples: list[dict], cfg: Config, bf16: bool) -> 
 def evaluate(model, tokenizer, samples: list[dict], cfg: Config, bf16: bool, label: str = "") -> tuple[dict, list[dict]]:
     metrics = score(model, samples, tokenizer.pad_token_id, cfg.eval.batch_size, bf16, desc=f"score {label}".strip())
     prompts = samples[: cfg.eval.generate_samples]
-    outputs = generate(model, tokenizer, [s["prompt_ids"] for s in prompts], cfg.decode, bf16, seed=cfg.train.seed,
+    outputs = generate(model, tokenizer, [s["prompt_ids"] for s in prompts], cfg.decode, bf16, seed=cfg.decode.seed,
                        desc=f"generate {label}".strip())
     if outputs:
         metrics["response_tokens"] = mean(o["tokens"] for o in outputs)
