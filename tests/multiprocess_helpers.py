@@ -38,3 +38,20 @@ def assert_matches_one_process(single_dir, run_dir) -> None:
     assert [r["step"] for r in val_two] == [3, 6]
     for a, b in zip(val_one, val_two):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+
+
+def assert_same_final_model(single_dir, run_dir) -> None:
+    """The 2-process run's best model equals one process's, loads with transformers, and the run completed 6 steps."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    w_one, w_two = load_file(single_dir / "model" / "model.safetensors"), load_file(run_dir / "model" / "model.safetensors")
+    assert w_one.keys() == w_two.keys()
+    for k in w_one:
+        torch.testing.assert_close(w_two[k], w_one[k], rtol=1e-4, atol=1e-6)
+    AutoModelForCausalLM.from_pretrained(run_dir / "model")
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["train"]["steps"] == 6
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "complete"
+    assert (run_dir / "checkpoints" / "latest").read_text().strip() == "step-000006"

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from multiprocess_helpers import assert_matches_one_process, torchrun
+from multiprocess_helpers import assert_matches_one_process, assert_same_final_model, torchrun
 from tailor.config import load_config
 from tailor.errors import TailorError
 from tailor.train import distributed
@@ -48,18 +48,7 @@ def test_fsdp_two_processes_match_one_process_and_resume(tiny_config):
 
     assert_matches_one_process(single.run_dir, run)
 
-    # The best model: same weights as one process's, in a folder transformers loads.
-    w_one, w_two = load_file(single.run_dir / "model" / "model.safetensors"), load_file(run / "model" / "model.safetensors")
-    assert w_one.keys() == w_two.keys()
-    for k in w_one:
-        torch.testing.assert_close(w_two[k], w_one[k], rtol=1e-4, atol=1e-6)
-    from transformers import AutoModelForCausalLM
-
-    AutoModelForCausalLM.from_pretrained(run / "model")
-    summary = json.loads((run / "train_summary.json").read_text())
-    assert summary["world_size"] == 2 and summary["train"]["steps"] == 6
-    assert json.loads((run / "status.json").read_text())["status"] == "complete"
-    assert (run / "checkpoints" / "latest").read_text().strip() == "step-000006"
+    assert_same_final_model(single.run_dir, run)  # same weights as one process's, loadable, complete
 
 
 def test_resuming_an_fsdp_checkpoint_without_fsdp_names_the_setting(tiny_config, tmp_path):
