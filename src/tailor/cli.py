@@ -28,7 +28,13 @@ def commands() -> dict:
 def quiet_libraries() -> None:
     """Keep the console for tailor's own progress bars and results."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
     import transformers
+
+    if not torch.cuda.is_available():
+        # transformers and accelerate import DeepSpeed when it is installed; without this it probes for
+        # accelerators and prints a warning in the middle of a training run's progress bar.
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
