@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tailor.eval import metrics as M
-from tailor.eval.compare import aggregate, bootstrap_deltas, format_interval, measure
+from tailor.eval.compare import aggregate, bootstrap_deltas, format_interval, leave_one_out_distinct, measure
 
 REFS = [f"the answer number {i} is a nice and friendly reply" for i in range(40)]
 
@@ -38,6 +38,26 @@ def test_better_system_gets_an_interval_above_zero_and_equal_systems_straddle_it
     same = bootstrap_deltas(measure(mixed, REFS), measure(mixed, REFS), resamples=100, seed=0)
     assert same["chrf"]["delta"] == 0 and same["chrf"]["low"] == 0 == same["chrf"]["high"]
 
+
+def test_leave_one_out_distinct_equals_recomputing_without_each_sample():
+    texts = ["a b c a", "a b", "d e f", "c c c", ""]
+    m = measure(replies(texts))
+    for key, metric in (("grams1", "distinct_1"), ("grams2", "distinct_2")):
+        want = [aggregate(m, np.array([j for j in range(len(texts)) if j != i]))[metric] for i in range(len(texts))]
+        assert leave_one_out_distinct(m[key]) == pytest.approx(want)
+
+
+def test_distinct_interval_contains_the_corpus_delta():
+    """Resampling with repeats lowers corpus distinct-n; the bootstrap's percentile interval missed B - A."""
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(300)]
+    varied = [" ".join(rng.choice(words, 8)) for _ in range(60)]
+    narrow = [" ".join(rng.choice(words[:40], 8)) for _ in range(60)]
+    table = bootstrap_deltas(measure(replies(varied)), measure(replies(narrow)), resamples=300, seed=0)
+    for k in ("distinct_1", "distinct_2"):
+        row = table[k]
+        assert row["delta"] < 0 and row["low"] <= row["delta"] <= row["high"] < 0, (k, row)
+        assert row["p_b_better"] < 0.01
 
 
 def test_bootstrap_is_seeded_and_rejects_unpaired_inputs():

@@ -14,6 +14,8 @@ the same resample, B minus A, without touching the texts again.
 
 from __future__ import annotations
 
+from collections import Counter
+from statistics import NormalDist
 from typing import Sequence
 
 import numpy as np
@@ -62,6 +64,36 @@ def _distinct(grams: list[list[tuple]], idx: np.ndarray) -> float:
     return len(seen) / total if total else 0.0
 
 
+def leave_one_out_distinct(grams: list[list[tuple]]) -> np.ndarray:
+    """distinct-n of the corpus without sample i, for every i, in one pass over the n-grams."""
+    counts = Counter(g for sample in grams for g in sample)
+    types, total = len(counts), sum(counts.values())
+    out = np.zeros(len(grams))
+    for i, sample in enumerate(grams):
+        own = Counter(sample)
+        lost = sum(1 for g, c in own.items() if counts[g] == c)  # types only this sample has
+        rest = total - len(sample)
+        out[i] = (types - lost) / rest if rest else 0.0
+    return out
+
+
+# distinct-n counts types over the whole corpus, so a bootstrap resample (which repeats samples) lowers it by
+# construction, and the percentile interval of B - A can miss B - A itself (seen: -0.118 [-0.10, -0.07]).
+# These get a jackknife (leave-one-out) normal interval instead.
+JACKKNIFE = {"distinct_1": "grams1", "distinct_2": "grams2"}
+
+
+def _jackknife_row(row: dict, a: dict, b: dict, metric: str, confidence: float) -> None:
+    n, key = a["n"], JACKKNIFE[metric]
+    d = leave_one_out_distinct(b[key]) - leave_one_out_distinct(a[key])
+    se = float(np.sqrt((n - 1) / n * ((d - d.mean()) ** 2).sum())) if n > 1 else 0.0
+    z = NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+    row["low"], row["high"] = row["delta"] - z * se, row["delta"] + z * se
+    up = M.HIGHER_IS_BETTER.get(metric)
+    if up is not None and se > 0:
+        row["p_b_better"] = NormalDist().cdf((row["delta"] if up else -row["delta"]) / se)
+
+
 def aggregate(m: dict, idx: np.ndarray | None = None) -> dict[str, float]:
     """Corpus metrics of the samples `idx` (all when None); the same formulas as `metrics`."""
     idx = np.arange(m["n"]) if idx is None else idx
@@ -88,7 +120,8 @@ def aggregate(m: dict, idx: np.ndarray | None = None) -> dict[str, float]:
 
 def bootstrap_deltas(a: dict, b: dict, resamples: int = 1000, confidence: float = 0.95, seed: int = 0,
                      progress: bool = True) -> dict[str, dict]:
-    """Per metric: A's and B's values, B - A, and its percentile interval over paired resamples.
+    """Per metric: A's and B's values, B - A, and its percentile interval over paired resamples
+    (distinct-n: a jackknife interval, see JACKKNIFE).
 
     `p_b_better` is the share of resamples where B beats A on the metric's own direction
     (None for metrics without one), a one-sided paired bootstrap test.
@@ -109,7 +142,9 @@ def bootstrap_deltas(a: dict, b: dict, resamples: int = 1000, confidence: float 
     tail = (1 - confidence) / 2 * 100
     for k in names:
         row = {"a": va[k], "b": vb[k], "delta": vb[k] - va[k], "low": None, "high": None, "p_b_better": None}
-        if resamples and deltas[k]:
+        if resamples and k in JACKKNIFE:
+            _jackknife_row(row, a, b, k, confidence)
+        elif resamples and deltas[k]:
             d = np.array(deltas[k])
             row["low"], row["high"] = float(np.percentile(d, tail)), float(np.percentile(d, 100 - tail))
             up = M.HIGHER_IS_BETTER.get(k)
