@@ -145,7 +145,8 @@ def run_job(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
             for s, b, f in zip(splits.test, base["replies"], tuned["replies"])
         ])
         print()
-        print(f"test split, {len(splits.test)} samples ({cfg.eval.generate_samples} generated):")
+        made = getattr(get_task(cfg.task), "OUTPUTS", "generated")  # what the task's replies are
+        print(f"test split, {len(splits.test)} samples ({len(tuned['replies'])} {made}):")
         print(get_task(cfg.task).metrics_table({"base": base["metrics"], "fine-tuned": tuned["metrics"]}))
         print(f"\ntraining: {result.steps} steps, best validation loss {result.best_val_loss:.4f} at step "
               f"{result.best_step}, {result.tokens_per_second:.0f} tokens/s, {result.seconds:.0f} s")
@@ -153,7 +154,7 @@ def run_job(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
         print(get_task(cfg.task).side_by_side(splits.test, {"base": base["replies"], "fine-tuned": tuned["replies"]}, cfg.eval.show_samples))
         comparison = compare_run(run_dir)  # paired bootstrap over the generated test prompts
         if comparison:
-            print(f"\nbase vs fine-tuned on the {comparison['samples']} generated test prompts:")
+            print(f"\nbase vs fine-tuned on the {comparison['samples']} {made} test samples:")
             print(comparison_table(comparison["metrics"], "base", "fine-tuned", comparison["confidence"]))
         print(f"\nreport: {write_report(run_dir, finishing=True)}")
         print(f"run folder: {run_dir}  (chat with it: tailor chat {run_dir})")

@@ -34,6 +34,8 @@ from tailor.data.tables import pick, read_rows
 
 FIELDS = ["text", "label"]
 
+OUTPUTS = "classified"  # the run summary says what the replies are: predicted labels, not generations
+
 
 @lru_cache(maxsize=8)
 def _data_labels(source: str | tuple, columns: tuple) -> tuple[str, ...]:
