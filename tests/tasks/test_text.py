@@ -49,3 +49,20 @@ def test_prompt_completion_masks_the_prompt(task_config, tiny_model):
     assert tok.decode(s["input_ids"]).startswith("Task: Write a sentence about")
     result = tailor("train", task_config("text", {"name": str(tiny_model)}, {"source": str(TASK_ASSETS / "prompts.jsonl")}, name="pairs"))
     assert result.returncode == 0, result.stderr
+
+
+def test_packed_reference_stops_at_the_end_of_its_document(task_config, tiny_model):
+    cfg = load_config(task_config("text", {"name": str(tiny_model), "max_length": 64}, {"source": str(TASK_ASSETS / "corpus.txt")}))
+    task = get_task("text")
+    _, tok = task.load(cfg)
+    splits = task.prepare(cfg, tok, 1 << 20)
+    samples = [s for split in (splits.train, splits.validation, splits.test) for s in split]
+    crossing = 0
+    for s in samples:
+        rest = s["input_ids"][len(s["prompt_ids"]):]
+        if tok.eos_token_id in rest:
+            crossing += 1
+            assert s["reference"] == tok.decode(rest[:rest.index(tok.eos_token_id)], skip_special_tokens=True)
+        else:
+            assert s["reference"] == tok.decode(rest, skip_special_tokens=True)
+    assert crossing  # windows of 64 tokens over one-line documents do run into the next document

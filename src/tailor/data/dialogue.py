@@ -6,13 +6,14 @@ import hashlib
 
 
 def windows(conversation: dict, history_turns: int, system_prompt: str | None = None) -> list[dict]:
-    """One sample per assistant turn: the last K turns before it as history, then the turn itself.
+    """One sample per assistant turn: the last K turns before it as history, then the turn itself
+    (a history that would open with an assistant turn loses that turn: chat templates expect the user first).
 
     >>> conv = {"id": "c", "origin": "f:1", "messages": [
     ...     {"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
     ...     {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]}
     >>> [[m["content"] for m in s["messages"]] for s in windows(conv, 2)]
-    [['a', 'b'], ['b', 'c', 'd']]
+    [['a', 'b'], ['c', 'd']]
     """
     messages = conversation["messages"]
     system = [m for m in messages[:1] if m["role"] == "system"]

@@ -9,7 +9,7 @@
 
 Test metrics: teacher-forced loss / perplexity / token accuracy, and generations for the first
 `eval.generate_samples` prompts (for raw text: the first `PROMPT_TOKENS` tokens of a sequence), with
-ROUGE-L against the reference continuation.
+ROUGE-L against the reference continuation (for raw text: up to the end of the current document).
 """
 
 from __future__ import annotations
@@ -54,10 +54,11 @@ def load_trained(folder, cfg: Config):
 
 
 def pack(docs: list[list[int]], length: int, origins: list[str]) -> list[dict]:
-    """Concatenate token lists and cut them into blocks of `length` (the last block may be shorter).
+    """Concatenate token lists and cut them into blocks of `length` (the last block may be shorter; a
+    last block of one token, which has nothing to predict, is dropped).
 
     >>> [b["input_ids"] for b in pack([[1, 2, 3], [4, 5]], 2, ["a", "b"])]
-    [[1, 2], [3, 4], [5]]
+    [[1, 2], [3, 4]]
     """
     stream, where = [], []
     for doc, origin in zip(docs, origins):
@@ -69,6 +70,16 @@ def pack(docs: list[list[int]], length: int, origins: list[str]) -> list[dict]:
         if len(ids) >= 2:
             blocks.append({"input_ids": ids, "labels": list(ids), "origin": where[start], "text": None})
     return blocks
+
+
+def continuation(ids: list[int], eos: int) -> list[int]:
+    """The reference for a generation after a packed prompt: the rest of the current document only
+    (a packed window runs on into the next documents, which no model could be expected to write).
+
+    >>> continuation([5, 6, 2, 7, 8], 2)
+    [5, 6]
+    """
+    return ids[: ids.index(eos)] if eos in ids else ids
 
 
 def prepare_raw(cfg: Config, tokenizer, records: dict[str, list[dict]]) -> tuple[dict, dict]:
@@ -83,7 +94,8 @@ def prepare_raw(cfg: Config, tokenizer, records: dict[str, list[dict]]) -> tuple
             truncated += sum(1 for d, _ in docs if len(d) > n)
             samples = [{"input_ids": d[:n], "labels": d[:n], "origin": o, "text": None} for d, o in docs if len(d[:n]) >= 2]
         for s in samples:
-            s["prompt_ids"], s["reference"] = s["input_ids"][:PROMPT_TOKENS], tokenizer.decode(s["input_ids"][PROMPT_TOKENS:], skip_special_tokens=True)
+            s["prompt_ids"] = s["input_ids"][:PROMPT_TOKENS]
+            s["reference"] = tokenizer.decode(continuation(s["input_ids"][PROMPT_TOKENS:], eos), skip_special_tokens=True)
             s["prompt"] = tokenizer.decode(s["prompt_ids"], skip_special_tokens=True)
         out[split] = cap(samples, limits(cfg)[split], f"{split}-cap")
     return out, {"mode": "raw text, packed" if cfg.data.pack else "raw text", "truncated_documents": truncated}
