@@ -99,3 +99,25 @@ def test_pick_repetition_penalty_discourages_seen_tokens():
     logits[0, 5] = 1.5
     assert pick(logits, [seq_with()])[0] == 1
     assert pick(logits, [seq_with(repetition_penalty=2.0)])[0] == 5  # ... until it is penalised: 2.0/2 < 1.5
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_no_repeat_ngram_size_matches_hf_generate(lively_model, n):
+    """The run's decode.no_repeat_ngram_size reaches served replies, with transformers' semantics."""
+    model = AutoModelForCausalLM.from_pretrained(lively_model)
+    tokenizer = AutoTokenizer.from_pretrained(lively_model)
+    prompts = [tokenizer(t)["input_ids"] for t in ["hello how are you", "the a of", "a", "in is you"]]
+    # Each prompt, its greedy reply, the prompt again: the model wants to repeat what it said.
+    prompts = [p + hf_greedy(model, tokenizer, p, 8) + p for p in prompts]
+    kwargs = dict(max_new_tokens=48, do_sample=False, eos_token_id=stop_ids(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    want = [model.generate(torch.tensor([p]), no_repeat_ngram_size=n, **kwargs)[0, len(p):].tolist() for p in prompts]
+    assert want != [hf_greedy(model, tokenizer, p, 48) for p in prompts]  # the constraint changes these replies
+    engine = Engine(model, tokenizer, stop_ids(tokenizer), max_batch=3, max_queue=16)
+    engine.start()
+    try:
+        seqs = [Sequence(p, Sampling(max_tokens=48, no_repeat_ngram_size=n), lambda e: None, time.monotonic() + 60)
+                for p in prompts]
+        run(engine, seqs)
+    finally:
+        engine.stop()
+    assert [s.generated for s in seqs] == want

@@ -190,6 +190,7 @@ def create_app(loaded: Standalone, limits: Limits | None = None, api_key: str | 
             top_k=(req.top_k if req.top_k is not None else decode.top_k) if sample else 0,
             top_p=(req.top_p if req.top_p is not None else decode.top_p) if sample else 1.0,
             repetition_penalty=req.repetition_penalty if req.repetition_penalty is not None else decode.repetition_penalty,
+            no_repeat_ngram_size=decode.no_repeat_ngram_size,  # the run's setting (no OpenAI field for it)
             stop=req.stop or list(getattr(decode, "stop_strings", []) or []),
             seed=req.seed,
         )

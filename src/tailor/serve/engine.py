@@ -41,6 +41,7 @@ class Sampling:
     top_k: int = 0  # 0 = off
     top_p: float = 1.0  # 1.0 = off
     repetition_penalty: float = 1.0  # 1.0 = off
+    no_repeat_ngram_size: int = 0  # 0 = off
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
 
@@ -301,6 +302,18 @@ def _left_pad(x: torch.Tensor, width: int, dim: int = 2) -> torch.Tensor:
     return torch.cat([x.new_zeros(shape), x], dim=dim)
 
 
+def repeated_ngram_bans(tokens: list[int], n: int) -> list[int]:
+    """The tokens that would complete an n-gram already in `tokens`, as transformers' no_repeat_ngram_size.
+
+    >>> repeated_ngram_bans([1, 2, 3, 1, 2], 3)
+    [3]
+    """
+    if n <= 0 or len(tokens) < n:
+        return []
+    prefix = tokens[len(tokens) - n + 1:]
+    return sorted({tokens[i + n - 1] for i in range(len(tokens) - n + 1) if tokens[i:i + n - 1] == prefix})
+
+
 def pick(logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
     """Next token per row [B] from logits [B, V], each row with its own penalty, temperature, top-k, top-p."""
     logits = logits.clone()
@@ -310,6 +323,9 @@ def pick(logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
             seen = torch.tensor(sorted(set(seq.prompt) | set(seq.generated)), dtype=torch.long)
             scores = logits[row, seen]
             logits[row, seen] = torch.where(scores > 0, scores / s.repetition_penalty, scores * s.repetition_penalty)
+        banned = repeated_ngram_bans(seq.prompt + seq.generated, s.no_repeat_ngram_size)
+        if banned:
+            logits[row, banned] = float("-inf")
     out = logits.argmax(dim=-1)  # [B]: greedy unless the row samples
     for row, seq in enumerate(seqs):
         s = seq.sampling
