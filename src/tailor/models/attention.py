@@ -30,7 +30,11 @@ def grouped_attention(module, query, key, value, attention_mask, dropout: float 
     """query (B, H, T, D); key, value (B, KV, S, D); attention_mask None or bool (B, 1, T, S), True = attend."""
     batch, heads, length, size = query.shape
     kv_heads = key.shape[1]
-    if key.shape[2] != length or heads % kv_heads or (attention_mask is not None and attention_mask.dtype != torch.bool):
+    # Anything beyond plain causal/padded attention (a KV cache, float masks, logit soft-capping, attention
+    # sinks) goes to transformers' own path.
+    unusual = kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None
+    if (key.shape[2] != length or heads % kv_heads or unusual
+            or (attention_mask is not None and attention_mask.dtype != torch.bool)):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
     group = heads // kv_heads
