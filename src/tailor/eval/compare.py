@@ -94,8 +94,9 @@ def _jackknife_row(row: dict, a: dict, b: dict, metric: str, confidence: float) 
         row["p_b_better"] = NormalDist().cdf((row["delta"] if up else -row["delta"]) / se)
 
 
-def aggregate(m: dict, idx: np.ndarray | None = None) -> dict[str, float]:
-    """Corpus metrics of the samples `idx` (all when None); the same formulas as `metrics`."""
+def aggregate(m: dict, idx: np.ndarray | None = None, distinct: bool = True) -> dict[str, float]:
+    """Corpus metrics of the samples `idx` (all when None); the same formulas as `metrics`. `distinct=False`
+    leaves out distinct-n (the bootstrap does not use it, see JACKKNIFE)."""
     idx = np.arange(m["n"]) if idx is None else idx
     if not len(idx):
         return {}
@@ -106,8 +107,9 @@ def aggregate(m: dict, idx: np.ndarray | None = None) -> dict[str, float]:
     if "tokens" in m:
         out["response_tokens"] = float(m["tokens"][idx].mean())
         out["stop_rate"] = float(m["stopped"][idx].mean())
-    out.update(distinct_1=_distinct(m["grams1"], idx), distinct_2=_distinct(m["grams2"], idx),
-               repetition_rate=float(m["repetition"][idx].mean()))
+    if distinct:
+        out.update(distinct_1=_distinct(m["grams1"], idx), distinct_2=_distinct(m["grams2"], idx))
+    out["repetition_rate"] = float(m["repetition"][idx].mean())
     if "bleu" in m:
         out["bleu"] = M.bleu_from_stats(m["bleu"][idx])
         out["chrf"] = M.chrf_from_stats(m["chrf"][idx])
@@ -135,9 +137,10 @@ def bootstrap_deltas(a: dict, b: dict, resamples: int = 1000, confidence: float 
     steps = tqdm(range(resamples), desc="bootstrap", unit="resample", leave=False, dynamic_ncols=True, disable=not progress)
     for _ in steps:
         idx = rng.integers(0, a["n"], a["n"])
-        ra, rb = aggregate(a, idx), aggregate(b, idx)
+        ra, rb = aggregate(a, idx, distinct=False), aggregate(b, idx, distinct=False)
         for k in names:
-            deltas[k].append(rb[k] - ra[k])
+            if k not in JACKKNIFE:
+                deltas[k].append(rb[k] - ra[k])
     out = {}
     tail = (1 - confidence) / 2 * 100
     for k in names:

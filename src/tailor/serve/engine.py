@@ -323,9 +323,10 @@ def pick(logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
             seen = torch.tensor(sorted(set(seq.prompt) | set(seq.generated)), dtype=torch.long)
             scores = logits[row, seen]
             logits[row, seen] = torch.where(scores > 0, scores / s.repetition_penalty, scores * s.repetition_penalty)
-        banned = repeated_ngram_bans(seq.prompt + seq.generated, s.no_repeat_ngram_size)
-        if banned:
-            logits[row, banned] = float("-inf")
+        if s.no_repeat_ngram_size:  # the scan is over the whole history: only for rows that ask for it
+            banned = repeated_ngram_bans(seq.prompt + seq.generated, s.no_repeat_ngram_size)
+            if banned:
+                logits[row, banned] = float("-inf")
     out = logits.argmax(dim=-1)  # [B]: greedy unless the row samples
     for row, seq in enumerate(seqs):
         s = seq.sampling
