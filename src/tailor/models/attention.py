@@ -8,9 +8,9 @@ group are stacked along the rows, so attention is two large batched matmuls agai
 key/value heads, with no copies, and the softmax runs in fp32 as in transformers' eager path.
 It halved the attention time of a SmolLM2 training step (BENCHMARKS.md).
 
-Generation keeps transformers' SDPA path: with a KV cache (query length != key length) this
-falls through to it, and `grouped` is only switched on around teacher-forced forwards, so decoding
-gives the tokens `model.generate` gives.
+Keys may be longer than the queries when a shared prefix ran first (`models/prefix.py`): the
+queries are then the last positions. Generation keeps transformers' SDPA path: `grouped` is only
+switched on around teacher-forced forwards, so decoding gives the tokens `model.generate` gives.
 """
 
 from __future__ import annotations
@@ -27,13 +27,14 @@ NAME = "tailor_grouped"
 
 def grouped_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
                       is_causal=None, **kwargs):
-    """query (B, H, T, D); key, value (B, KV, S, D); attention_mask None or bool (B, 1, T, S), True = attend."""
+    """query (B, H, T, D); key, value (B, KV, S, D) with S >= T, the queries being the last T positions;
+    attention_mask None or bool (B, 1, T, S), True = attend."""
     batch, heads, length, size = query.shape
-    kv_heads = key.shape[1]
-    # Anything beyond plain causal/padded attention (a KV cache, float masks, logit soft-capping, attention
-    # sinks) goes to transformers' own path.
+    kv_heads, keys = key.shape[1], key.shape[2]
+    # Anything beyond plain causal/padded attention (float masks, logit soft-capping, attention sinks)
+    # goes to transformers' own path.
     unusual = kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None
-    if (key.shape[2] != length or heads % kv_heads or unusual
+    if (keys < length or heads % kv_heads or unusual
             or (attention_mask is not None and attention_mask.dtype != torch.bool)):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
@@ -41,16 +42,17 @@ def grouped_attention(module, query, key, value, attention_mask, dropout: float 
     scale = size ** -0.5 if scaling is None else scaling
     # Scaling the (T x D) queries costs less than scaling the (T x T) scores.
     scores = torch.matmul((query * scale).reshape(batch, kv_heads, group * length, size), key.transpose(-1, -2))
-    scores = scores.view(batch, kv_heads, group, length, length)  # (B, KV, G, T, T)
+    scores = scores.view(batch, kv_heads, group, length, keys)  # (B, KV, G, T, S)
     if attention_mask is None and (is_causal if is_causal is not None else getattr(module, "is_causal", True)):
-        attention_mask = torch.ones(length, length, dtype=torch.bool, device=query.device).tril()[None, None]
+        causal = torch.ones(length, keys, dtype=torch.bool, device=query.device).tril(keys - length)
+        attention_mask = causal[None, None]
     if attention_mask is not None:
         # finfo.min, not -inf: a query row with no key to attend (padding) gets a uniform row, not NaN.
         scores = scores.masked_fill(~attention_mask[:, :, None], torch.finfo(scores.dtype).min)
     probs = torch.softmax(scores, -1, dtype=torch.float32).to(value.dtype)  # fp32 softmax, as eager attention
     if dropout and module.training:
         probs = torch.nn.functional.dropout(probs, p=dropout)
-    out = torch.matmul(probs.view(batch, kv_heads, group * length, length), value)  # (B, KV, G*T, D)
+    out = torch.matmul(probs.view(batch, kv_heads, group * length, keys), value)  # (B, KV, G*T, D)
     return out.view(batch, heads, length, size).transpose(1, 2).contiguous(), None
 
 

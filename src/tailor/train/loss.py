@@ -12,6 +12,7 @@ from transformers import PreTrainedModel
 
 from tailor.data.tokenize import IGNORE
 from tailor.models.attention import grouped
+from tailor.models.prefix import hidden_states
 
 CHUNK = 1024  # supervised positions per head+softmax chunk: bounds logits memory to CHUNK x vocab
 
@@ -25,9 +26,7 @@ def token_stats(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple
     """(summed NLL over supervised tokens, number of them, how many the argmax got right)."""
     backbone, head = backbone_and_head(model)
     with grouped(backbone):
-        hidden = backbone(
-            input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False
-        ).last_hidden_state  # (B, T, H)
+        hidden = hidden_states(backbone, batch)  # (B, T, H); a prefix all rows share runs once
     targets = batch["labels"][:, 1:]  # position t predicts token t+1
     keep = targets != IGNORE  # (B, T-1)
     h = hidden[:, :-1][keep]  # (N, H)
