@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 from transformers import get_scheduler
 
+from tailor.allocator import retain_freed_memory
 from tailor.config import Config, dump_config
 from tailor.errors import TailorError
 from tailor.data.batches import length_grouped
@@ -71,6 +72,8 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
     task = get_task(cfg.task)
     if t.threads:
         torch.set_num_threads(t.threads)
+    if t.retain_memory:
+        retain_freed_memory()
     torch.manual_seed(t.seed)
     random.seed(t.seed)
     bf16 = use_bf16(t.precision)
