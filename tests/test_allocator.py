@@ -4,6 +4,7 @@ Measured in a fresh process: mallopt is process-wide, and other tests' training 
 """
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -32,9 +33,20 @@ print(json.dumps({"default": default, "took": took, "retained": faults_to_reallo
 
 
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
+def probe(**env) -> dict:
+    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True,
+                         env={**os.environ, **env}).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def test_freed_blocks_are_reused_without_page_faults():
-    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True).stdout
-    r = json.loads(out.strip().splitlines()[-1])
+    r = probe()
     assert r["default"] > r["pages"] // 2  # glibc's default: the pages went back to the kernel
     assert r["took"]
     assert r["retained"] < r["pages"] // 10, r
+
+
+def test_an_environment_variable_keeps_glibc_defaults():
+    r = probe(TAILOR_RETAIN_MEMORY="0")
+    assert not r["took"]
+    assert r["retained"] > r["pages"] // 2

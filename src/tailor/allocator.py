@@ -8,7 +8,9 @@ step reuse the same pages: on SmolLM2 training this cut system time from 7.8 s t
 steps were 7-10% faster (BENCHMARKS.md). The cost: the process keeps its peak size after a peak.
 
 This is what `MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...` do at start-up; `mallopt` does it
-from inside the process. Elsewhere than glibc it does nothing.
+from inside the process, when training or scoring begins. It is process-wide, so it is one
+switch for the process: `TAILOR_RETAIN_MEMORY=0` leaves glibc's defaults. Elsewhere than glibc
+it does nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import os
 
 M_TRIM_THRESHOLD = -1  # from glibc's malloc.h
 M_MMAP_MAX = -4
@@ -25,7 +28,7 @@ M_MMAP_MAX = -4
 def retain_freed_memory() -> bool:
     """Tell glibc to serve all allocations from its heap and keep what is freed; True when it took."""
     name = ctypes.util.find_library("c")
-    if name is None:
+    if name is None or os.environ.get("TAILOR_RETAIN_MEMORY", "1") == "0":
         return False
     try:
         mallopt = ctypes.CDLL(name).mallopt

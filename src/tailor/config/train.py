@@ -31,10 +31,6 @@ class TrainConfig:
     save_every: int = setting(50, help="Write a resumable checkpoint every N optimizer steps (0 = only at the end).")
     log_every: int = setting(10, help="Log to log.jsonl every N optimizer steps.")
     threads: int = setting(0, help="torch intra-op threads (0 = torch's default).")
-    retain_memory: bool = setting(
-        True, help="Keep freed memory in the process (glibc: no mmap for large blocks, no trimming), so each "
-        "step reuses its pages instead of faulting them in again; the process does not shrink after its peak."
-    )
     strategy: Literal["ddp", "fsdp", "deepspeed"] = setting(
         "ddp", help="Under torchrun with several processes: 'ddp' keeps a full model copy per process; 'fsdp' "
         "shards parameters, gradients and optimizer state over the processes (PyTorch FSDP2, per decoder "

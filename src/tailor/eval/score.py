@@ -7,6 +7,7 @@ import math
 import torch
 from tqdm import tqdm
 
+from tailor.allocator import retain_freed_memory
 from tailor.data.batches import collate, sequential
 from tailor.precision import autocast, inference_model
 from tailor.train.loss import token_stats
@@ -14,6 +15,7 @@ from tailor.train.loss import token_stats
 
 @torch.inference_mode()
 def score(model, samples: list[dict], pad_id: int, batch_size: int = 16, bf16: bool = False, desc: str = "score") -> dict:
+    retain_freed_memory()
     was_training = model.training
     model.eval()
     runner = inference_model(model, bf16)  # bf16 weights cast once, not by autocast in every batch

@@ -72,8 +72,7 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
     task = get_task(cfg.task)
     if t.threads:
         torch.set_num_threads(t.threads)
-    if t.retain_memory:
-        retain_freed_memory()
+    retain_freed_memory()
     torch.manual_seed(t.seed)
     random.seed(t.seed)
     bf16 = use_bf16(t.precision)
