@@ -1,4 +1,4 @@
-"""After retain_freed_memory, large blocks freed and allocated again reuse their pages.
+"""After retain_freed_memory, freed large blocks stay in the process for the next allocations.
 
 Measured in a fresh process: mallopt is process-wide, and other tests' training runs call it.
 """
@@ -17,18 +17,18 @@ from tailor.allocator import retain_freed_memory
 
 BLOCK = 40 * 2**20  # above glibc's largest mmap threshold (32 MiB): by default each is mmap'd afresh
 
-def faults_to_reallocate():
-    blocks = [torch.ones(BLOCK, dtype=torch.uint8) for _ in range(3)]
-    del blocks
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    blocks = [torch.ones(BLOCK, dtype=torch.uint8) for _ in range(3)]
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+def resident():
+    return int(open("/proc/self/statm").read().split()[1])
 
-default = faults_to_reallocate()
+def pages_given_back():
+    blocks = [torch.ones(BLOCK, dtype=torch.uint8) for _ in range(3)]
+    before = resident()
+    del blocks
+    return before - resident()
+
+default = pages_given_back()
 took = retain_freed_memory()
-faults_to_reallocate()  # the heap grows to hold them once
-print(json.dumps({"default": default, "took": took, "retained": faults_to_reallocate(),
-                  "pages": 3 * BLOCK // resource.getpagesize()}))
+print(json.dumps({"default": default, "took": took, "retained": pages_given_back(), "pages": 3 * BLOCK // resource.getpagesize()}))
 """
 
 
@@ -39,14 +39,14 @@ def probe(**env) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def test_freed_blocks_are_reused_without_page_faults():
+def test_freed_blocks_stay_in_the_process():
     r = probe()
-    assert r["default"] > r["pages"] // 2  # glibc's default: the pages went back to the kernel
+    assert r["default"] > r["pages"] * 0.9, r  # glibc's default: the pages went back to the kernel
     assert r["took"]
-    assert r["retained"] < r["pages"] // 10, r
+    assert r["retained"] < r["pages"] * 0.1, r
 
 
 def test_an_environment_variable_keeps_glibc_defaults():
     r = probe(TAILOR_RETAIN_MEMORY="0")
     assert not r["took"]
-    assert r["retained"] > r["pages"] // 2
+    assert r["retained"] > r["pages"] * 0.9, r
