@@ -90,6 +90,21 @@ def train_flops(model_config, samples: list[dict]) -> float:
     return total
 
 
+def prefix_flops_saved(model_config, batches: list[list[dict]]) -> float:
+    """The part of `train_flops` tailor does not compute: a prefix every row of a batch shares runs
+    once (`tailor.models.prefix`), not once per row. Subtracted, it gives the FLOPs actually done."""
+    from tailor.models.prefix import MIN_SHARED
+
+    saved = 0.0
+    for batch in batches:
+        ids = [s["input_ids"] for s in batch]
+        shared = min(len(os.path.commonprefix(ids)), max(map(len, ids)) - 1)
+        if len(ids) > 1 and shared >= MIN_SHARED:
+            prefix = {"input_ids": ids[0][:shared], "labels": [IGNORE] * shared}
+            saved += (len(ids) - 1) * train_flops(model_config, [prefix])
+    return saved
+
+
 def run_child(script: str, args: list[str], timeout: float) -> dict:
     """Run one side of a benchmark in its own process, so its peak memory is its own; it prints one JSON line last."""
     proc = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=timeout)
