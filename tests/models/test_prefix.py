@@ -34,10 +34,10 @@ def compare(model, batch, monkeypatch):
     passes = []
     original = prefix.hidden_states
 
-    def count_passes(backbone, b):
+    def count_passes(backbone, b, known=None):
         hook = backbone.register_forward_hook(lambda *a: passes.append(1))
         try:
-            return original(backbone, b)
+            return original(backbone, b, known)
         finally:
             hook.remove()
 
@@ -79,3 +79,35 @@ def test_no_sharing_under_dropout_for_short_prefixes_or_single_rows(tiny_model):
     assert prefix.worth_sharing(backbone, batch) == 0
     model.eval()  # no dropout at inference
     assert prefix.worth_sharing(backbone, batch) == 20
+
+
+def test_scoring_keeps_a_prefix_across_batches_and_gets_the_same_figures(tiny_model, monkeypatch):
+    from tailor.eval.score import score
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation="sdpa")
+    torch.manual_seed(3)
+    system = torch.randint(5, 500, (20,)).tolist()  # every sample begins with it; the rest differs
+    samples = []
+    for n in range(12):
+        ids = system + torch.randint(5, 500, (6 + n,)).tolist()
+        samples.append({"input_ids": ids, "labels": [-100] * 22 + ids[22:]})
+    prefixes = []
+    original = prefix.run_prefix
+
+    def spy(backbone, ids, known):
+        prefixes.append(tuple(ids[0].tolist()) in known)  # True: this batch reuses a kept prefix
+        return original(backbone, ids, known)
+
+    monkeypatch.setattr(prefix, "run_prefix", spy)
+    got = score(model, samples, pad_id=0, batch_size=3)
+    assert prefixes == [False, True, True, True]  # 4 batches, one prefix pass
+    monkeypatch.setattr(prefix, "MIN_SHARED", 10**6)
+    want = score(model, samples, pad_id=0, batch_size=3)
+    assert got["tokens"] == want["tokens"] and got["token_accuracy"] == want["token_accuracy"]
+    assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
+
+
+def test_a_kept_prefix_is_refused_with_gradients(tiny_model):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation="sdpa")
+    with pytest.raises(ValueError, match="without gradients"):
+        prefix.hidden_states(model.model, shared_batch(padded=False), known={})

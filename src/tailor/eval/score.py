@@ -22,9 +22,10 @@ def score(model, samples: list[dict], pad_id: int, batch_size: int = 16, bf16: b
     nll, tokens, correct = 0.0, 0, 0
     lengths = [len(s["input_ids"]) for s in samples]
     batches = sequential(len(samples), batch_size, lengths)
+    prefixes: dict = {}  # e.g. the system prompt: run once for the whole split, the weights being fixed
     for idx in tqdm(batches, desc=desc, unit="batch", leave=False, dynamic_ncols=True):
         with autocast(bf16 and runner is model):
-            total, n, c = token_stats(runner, collate([samples[i] for i in idx], pad_id))
+            total, n, c = token_stats(runner, collate([samples[i] for i in idx], pad_id), prefixes)
         nll += float(total)
         tokens += n
         correct += c

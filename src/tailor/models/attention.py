@@ -48,8 +48,15 @@ def grouped_attention(module, query, key, value, attention_mask, dropout: float 
         attention_mask = causal[None, None]
     if attention_mask is not None:
         # finfo.min, not -inf: a query row with no key to attend (padding) gets a uniform row, not NaN.
-        scores = scores.masked_fill(~attention_mask[:, :, None], torch.finfo(scores.dtype).min)
-    probs = torch.softmax(scores, -1, dtype=torch.float32).to(value.dtype)  # fp32 softmax, as eager attention
+        # In place: the matmul's backward needs its inputs, not the scores.
+        scores.masked_fill_(~attention_mask[:, :, None], torch.finfo(scores.dtype).min)
+    if torch.is_grad_enabled():
+        probs = torch.softmax(scores, -1, dtype=torch.float32).to(value.dtype)  # fp32 softmax, as eager attention
+    else:
+        # Scoring: the bf16 kernel computes in fp32 inside and rounds once, as the cast below it would
+        # (1 in 1e5 probabilities differs by an ulp), at a quarter of the time; backward would keep only
+        # bf16 probabilities, so training stays on the fp32 path.
+        probs = torch.softmax(scores, -1)
     if dropout and module.training:
         probs = torch.nn.functional.dropout(probs, p=dropout)
     out = torch.matmul(probs.view(batch, kv_heads, group * length, keys), value)  # (B, KV, G*T, D)

@@ -56,16 +56,38 @@ def worth_sharing(backbone: torch.nn.Module, batch: dict[str, torch.Tensor]) -> 
     return length
 
 
-def hidden_states(backbone: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The backbone's last hidden states (B, T, H) for `batch`, with the shared prefix run once."""
+def run_prefix(backbone: torch.nn.Module, ids: torch.Tensor, known: dict | None):
+    """(hidden states (1, P, H), [(keys, values) per layer]) of the prefix `ids` (1, P).
+
+    `known` keeps them across batches when the weights cannot change in between (scoring)."""
+    key = tuple(ids[0].tolist())
+    if known is not None and key in known:
+        return known[key]
+    cache = DynamicCache(config=backbone.config)
+    head = backbone(input_ids=ids, past_key_values=cache, use_cache=True).last_hidden_state
+    result = head, [(layer.keys, layer.values) for layer in cache.layers]
+    if known is not None:
+        known[key] = result
+    return result
+
+
+def hidden_states(backbone: torch.nn.Module, batch: dict[str, torch.Tensor], known: dict | None = None) -> torch.Tensor:
+    """The backbone's last hidden states (B, T, H) for `batch`, with the shared prefix run once.
+
+    `known`, a dict the caller keeps, reuses a prefix's result in later batches: only for passes
+    without gradients, over weights that do not change between them."""
     ids, mask = batch["input_ids"], batch.get("attention_mask")
     shared = worth_sharing(backbone, batch)
     if not shared:
         return backbone(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+    if known is not None and torch.is_grad_enabled():
+        raise ValueError("a prefix kept across batches would carry a stale graph: use it without gradients")
     rows, length = ids.shape
+    head, layers = run_prefix(backbone, ids[:1, :shared], known)
     cache = DynamicCache(config=backbone.config)
-    head = backbone(input_ids=ids[:1, :shared], past_key_values=cache, use_cache=True).last_hidden_state
-    cache.batch_repeat_interleave(rows)
+    for index, (keys, values) in enumerate(layers):
+        # Repeated, not expanded: the update concatenates the rows' own keys to these.
+        cache.update(keys.repeat_interleave(rows, 0), values.repeat_interleave(rows, 0), index)
     positions = torch.arange(shared, length, device=ids.device).expand(rows, -1)
     tail = backbone(input_ids=ids[:, shared:], attention_mask=mask, position_ids=positions,
                     past_key_values=cache, use_cache=True).last_hidden_state

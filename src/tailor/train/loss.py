@@ -22,11 +22,14 @@ def backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn
     return getattr(inner, inner.base_model_prefix), inner.get_output_embeddings()
 
 
-def token_stats(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int, int]:
-    """(summed NLL over supervised tokens, number of them, how many the argmax got right)."""
+def token_stats(model: PreTrainedModel, batch: dict[str, torch.Tensor],
+                known_prefixes: dict | None = None) -> tuple[torch.Tensor, int, int]:
+    """(summed NLL over supervised tokens, number of them, how many the argmax got right).
+
+    `known_prefixes` (scoring only) keeps shared prefixes' results across batches (models/prefix.py)."""
     backbone, head = backbone_and_head(model)
     with grouped(backbone):
-        hidden = hidden_states(backbone, batch)  # (B, T, H); a prefix all rows share runs once
+        hidden = hidden_states(backbone, batch, known_prefixes)  # (B, T, H); a prefix all rows share runs once
     targets = batch["labels"][:, 1:]  # position t predicts token t+1
     keep = targets != IGNORE  # (B, T-1)
     h = hidden[:, :-1][keep]  # (N, H)
