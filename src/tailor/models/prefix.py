@@ -86,7 +86,7 @@ def hidden_states(backbone: torch.nn.Module, batch: dict[str, torch.Tensor], kno
     head, layers = run_prefix(backbone, ids[:1, :shared], known)
     cache = DynamicCache(config=backbone.config)
     for index, (keys, values) in enumerate(layers):
-        # Repeated, not expanded: the update concatenates the rows' own keys to these.
+        # Each layer concatenates the rows' own keys/values to these.
         cache.update(keys.repeat_interleave(rows, 0), values.repeat_interleave(rows, 0), index)
     positions = torch.arange(shared, length, device=ids.device).expand(rows, -1)
     tail = backbone(input_ids=ids[:, shared:], attention_mask=mask, position_ids=positions,
