@@ -4,8 +4,8 @@ glibc's malloc serves large blocks (above an adaptive threshold of 128 KiB to 32
 mmap'd pages and returns them to the kernel on free. A training step allocates and frees hundreds
 of megabytes of activations and gradients, so every step faults all of them in again, each page
 zero-filled by the kernel. Serving everything from the heap and never trimming it lets the next
-step reuse the same pages: on SmolLM2 training this cut system time from 7.8 s to 2.2 s and the
-steps were 7-10% faster (BENCHMARKS.md). The cost: the process keeps its peak size after a peak.
+step reuse the same pages: on SmolLM2 training this cut system time from 11.2 s to 3.1 s and the
+steps were ~12% faster (BENCHMARKS.md). The cost: the process keeps its peak size after a peak.
 
 This is what `MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...` do at start-up; `mallopt` does it
 from inside the process, when training or scoring begins. It is process-wide, so it is one
