@@ -10,6 +10,7 @@ from tqdm import tqdm
 from transformers import GenerationConfig
 
 from tailor.config.decode import DecodeConfig
+from tailor.generate import lean
 from tailor.generate.fast import decode as fast_decode, supports as fast_supports
 from tailor.precision import autocast, inference_model
 
@@ -96,7 +97,7 @@ def generate(model, tokenizer, prompts: list[list[int]], decode: DecodeConfig, b
             ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
             mask[row, width - len(prompts[i]) :] = 1
         if fast:
-            new = fast_decode(runner, ids, mask, gen)  # (B, n)
+            new = (lean.decode if lean.supports(runner) else fast_decode)(runner, ids, mask, gen)  # (B, n)
         else:
             with autocast(bf16 and runner is model):
                 new = runner.generate(input_ids=ids, attention_mask=mask, generation_config=gen, tokenizer=tokenizer)[:, width:]

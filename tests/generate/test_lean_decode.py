@@ -1,0 +1,158 @@
+"""Lean decoding returns what HF `generate` returns, with and without checking drafted tokens."""
+
+import pytest
+import torch
+from transformers import GenerationConfig
+
+from tailor.generate import lean
+from tailor.generate.fast import decode as fast_decode
+from tailor.models.load import load_model, load_tokenizer
+from tailor.config.model import LoraConfig
+from tailor.models.lora import wrap
+from tailor.precision import bf16_copy
+
+TEXTS = ["hello how are you", "the cat", "what do you like to do in the house", "a"]
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_model):
+    """Large random weights, so the next token depends on positions and history."""
+    model = load_model(str(tiny_model))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.3)
+    return model.eval(), load_tokenizer(str(tiny_model))
+
+
+def left_padded(tokenizer, texts):
+    rows = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id)
+    mask = torch.zeros_like(ids)
+    for r, row in enumerate(rows):
+        ids[r, width - len(row):] = torch.tensor(row)
+        mask[r, width - len(row):] = 1
+    return ids, mask
+
+
+def greedy(tok, n=40, stops=None):
+    return GenerationConfig(max_new_tokens=n, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=stops)
+
+
+class Counting:
+    """Counts lean forwards and the drafted tokens they were given."""
+
+    def __init__(self, monkeypatch):
+        self.calls, self.widths = 0, []
+        forward = lean.Lean.forward
+
+        def counted(this, ids, start, pad):
+            self.calls += 1
+            self.widths.append(ids.shape[1])
+            return forward(this, ids, start, pad)
+
+        monkeypatch.setattr(lean.Lean, "forward", counted)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("texts", [TEXTS, TEXTS[:1], TEXTS[2:3]], ids=["padded batch", "row 0", "row 2"])
+def test_greedy_matches_hf_generate_token_for_token(lm, dtype, texts):
+    model, tok = lm
+    model = bf16_copy(model) if dtype == "bf16" else model
+    ids, mask = left_padded(tok, texts)
+    gen = greedy(tok)
+    want = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)[:, ids.shape[1]:]
+    got = lean.decode(model, ids, mask, gen)
+    assert got.shape == (len(texts), 40)
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_batch_one_checks_drafts_and_keeps_the_greedy_tokens(lm, monkeypatch, dtype):
+    model, tok = lm
+    model = bf16_copy(model) if dtype == "bf16" else model
+    ids, mask = left_padded(tok, TEXTS[2:3])
+    gen = greedy(tok, 60)
+    want = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)[0, ids.shape[1]:].tolist()
+    prompt = ids.shape[1]
+    count = Counting(monkeypatch)
+
+    def drafter(wrong_at):
+        # Drafts the true continuation, but with its `wrong_at`-th token changed (None: all true).
+        def draft(context, most):
+            ahead = want[len(context) - prompt:][:most]
+            if wrong_at is not None and wrong_at < len(ahead):
+                ahead[wrong_at] = (ahead[wrong_at] + 1) % len(tok)
+            return ahead
+        return draft
+
+    for wrong_at, most_calls in ((None, 12), (2, 20), (0, 59)):
+        monkeypatch.setattr(lean, "lookup", drafter(wrong_at))
+        count.calls = 0
+        got = lean.decode(model, ids, mask, gen)[0].tolist()
+        assert got == want, wrong_at
+        # Each forward keeps the draft's tokens before the wrong one, plus the model's own next token.
+        assert count.calls == most_calls, wrong_at
+    assert max(count.widths) == 1 + lean.DRAFT
+
+
+def test_stop_tokens_end_rows_inside_a_kept_draft(lm):
+    model, tok = lm
+    ids, mask = left_padded(tok, TEXTS[:1])
+    free = lean.decode(model, ids, mask, greedy(tok, 30), draft=0)[0].tolist()
+    stop = free[12]
+    gen = greedy(tok, 30, [stop])
+    want = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)[:, ids.shape[1]:]
+    got = lean.decode(model, ids, mask, gen)
+    assert torch.equal(got, want)
+    assert got[0, -1] == stop and got.shape[1] == free.index(stop) + 1
+
+
+def test_padded_rows_stop_apart_and_are_padded(lm):
+    model, tok = lm
+    ids, mask = left_padded(tok, TEXTS[:2])
+    free = lean.decode(model, ids, mask, greedy(tok, 10))
+    stops = [int(free[0, 1]), int(free[1, 3])]
+    gen = greedy(tok, 10, stops)
+    want = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)[:, ids.shape[1]:]
+    assert torch.equal(lean.decode(model, ids, mask, gen), want)
+
+
+def test_rows_without_padding_stop_apart(lm):
+    model, tok = lm
+    rows = [tok(t, add_special_tokens=False)["input_ids"] for t in TEXTS]
+    width = min(map(len, rows))
+    ids = torch.tensor([r[:width] for r in rows])
+    mask = torch.ones_like(ids)
+    free = lean.decode(model, ids, mask, greedy(tok, 12))
+    gen = greedy(tok, 12, [int(free[0, 2])])
+    want = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)[:, width:]
+    got = lean.decode(model, ids, mask, gen)
+    assert torch.equal(got, want)
+    assert (got[0, 3:] == tok.pad_token_id).all()
+
+
+def test_sampling_draws_what_the_plain_loop_draws(lm):
+    model, tok = lm
+    ids, mask = left_padded(tok, TEXTS)
+    gen = GenerationConfig(max_new_tokens=20, do_sample=True, temperature=1.5, top_k=20, top_p=0.95,
+                           pad_token_id=tok.pad_token_id, eos_token_id=None)
+    a = lean.decode(model, ids, mask, gen, torch.Generator().manual_seed(3))
+    b = fast_decode(model, ids, mask, gen, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+
+
+def test_only_plain_llama_projections_are_supported(lm):
+    model, _ = lm
+    assert lean.supports(model)
+    adapted = wrap(bf16_copy(model), LoraConfig(rank=2), "causal")
+    assert not lean.supports(adapted)
+    assert not lean.supports(adapted.base_model.model)  # the projections are LoRA layers
+
+
+def test_lookup_takes_the_latest_longest_match():
+    assert lean.lookup([1, 2, 3, 4, 9, 2, 3, 5, 7, 2, 3], 2) == [5, 7]  # 2,3 last seen before 5
+    assert lean.lookup([1, 2, 3, 8, 4, 2, 3, 9, 1, 2, 3], 3) == [8, 4, 2]  # 1,2,3 beats the later 2,3
+    assert lean.lookup([4, 5, 6], 3) == []
