@@ -1,18 +1,20 @@
-"""Decoding for Llama-family decoders without the per-step machinery, and greedy lookahead.
+"""Decoding for Llama-family decoders without the per-step machinery, and opt-in lookahead.
 
-At batch 1 to 8 a decoding step on CPU is bound by reading the weights, so two things pay:
-- less work around the matrix products: query/key/value and gate/up projections run as one product
-  each, keys and values go into a preallocated cache (no concatenation per step), and no mask or
-  cache object is rebuilt per step;
-- more tokens per read of the weights: greedy decoding drafts the next few tokens of each row by
-  looking up the row's latest n-gram earlier in its own text (prompt lookup), and checks the whole
-  draft in one forward. A row keeps the draft up to its first token that differs from the model's
-  own argmax, plus that argmax, so the tokens are the ones one-token-at-a-time greedy decoding gives.
+At batch 1 to 8 a decoding step on CPU is bound by reading the weights. This path cuts the work
+around the matrix products: the query/key/value and gate/up projections run as one product each
+(bit for bit the separate ones), queries and keys rotate together, keys and values go into a
+preallocated cache (no concatenation per step), and no mask or cache object is rebuilt per step.
+Each operation is otherwise the one transformers' Llama forward runs, with the shapes it has for a
+single token (its norm, rotary and activation modules are called as they are; SDPA gets the heads
+grouped or packed as transformers gives them), so greedy replies equal `model.generate`'s. The
+prompt runs through the model's own forward.
 
-Every operation is the one transformers' Llama forward runs (its norm, rotary and activation
-modules are called as they are; a fused product equals the separate ones bit for bit on this CPU;
-SDPA gets the grouped queries packed as transformers packs them for a single token), so greedy
-replies equal `model.generate`'s. The prompt itself runs through the model's own forward.
+Lookahead (`draft` > 0, greedy at batch 1) drafts the next tokens by looking up the row's latest
+n-gram earlier in its own text (prompt lookup) and checks the draft in one forward; a row keeps the
+draft up to its first token that differs from the model's argmax, plus that argmax. In exact
+arithmetic those are the one-token-at-a-time tokens. On this CPU a product with several rows
+rounds some outputs one bf16 ulp apart from the one-row product (0.04% of a down projection's
+outputs), so at near-ties the reply can part from `generate`'s; it is therefore off by default.
 """
 
 from __future__ import annotations
@@ -23,11 +25,6 @@ from transformers import DynamicCache, GenerationConfig
 
 from tailor.generate.fast import pick, positions
 
-# Tokens drafted per step at batch 1: a product with 5 rows costs about what one row costs here.
-# Wider batches do not draft: 8 rows x 5 cost twice 8 rows, and with padding transformers packs a
-# token's query heads into one SDPA call whose rounding depends on how many queries it gets, so a
-# checked draft could differ from token-by-token decoding (measured: 9 of 16 rows differed).
-DRAFT = 4
 NGRAM = 3  # the longest n-gram looked up; shorter ones are tried after it
 
 
@@ -133,19 +130,26 @@ class Lean:
         heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
         slots = start[:, None] + torch.arange(q)  # (B, q)
         rows = torch.arange(batch)[:, None].expand(batch, q)
+        same_slot = bool((start == start[0]).all())
         inner = self.model.model
         x = inner.embed_tokens(ids)
         cos, sin = inner.rotary_emb(x, slots - pad[:, None])
         cos, sin = cos[:, None], sin[:, None]  # (B, 1, q, D)
         for i, (norm1, qkv, out, norm2, gate_up, down) in enumerate(self.layers):
             h = F.linear(norm1(x), qkv)
-            query, key, value = h.split([heads * dim, kv_heads * dim, kv_heads * dim], dim=-1)
-            query = query.view(batch, q, heads, dim).transpose(1, 2)
-            key = key.view(batch, q, kv_heads, dim).transpose(1, 2)
-            query = query * cos + rotate_half(query) * sin
-            key = key * cos + rotate_half(key) * sin
-            self.keys[i][rows, :, slots] = key.transpose(1, 2)
-            self.values[i][rows, :, slots] = value.view(batch, q, kv_heads, dim)
+            # Queries and keys rotate together: one set of elementwise ops for both.
+            turned, value = h.split([(heads + kv_heads) * dim, kv_heads * dim], dim=-1)
+            turned = turned.view(batch, q, heads + kv_heads, dim).transpose(1, 2)
+            turned = turned * cos + rotate_half(turned) * sin
+            query, key = turned[:, :heads], turned[:, heads:]
+            value = value.view(batch, q, kv_heads, dim).transpose(1, 2)
+            if same_slot:
+                first = int(start[0])
+                self.keys[i][:, :, first:first + q] = key
+                self.values[i][:, :, first:first + q] = value
+            else:
+                self.keys[i][rows, :, slots] = key.transpose(1, 2)
+                self.values[i][rows, :, slots] = value.transpose(1, 2)
             att = self.attend(i, query, start, pad).transpose(1, 2).reshape(batch, q, heads * dim)
             x = x + F.linear(att, out)
             gate, up = F.linear(norm2(x), gate_up).chunk(2, dim=-1)
@@ -160,16 +164,17 @@ def stop_set(gen: GenerationConfig) -> set[int]:
 
 @torch.inference_mode()
 def decode(model, ids: torch.Tensor, mask: torch.Tensor, gen: GenerationConfig,
-           generator: torch.Generator | None = None, draft: int | None = None) -> torch.Tensor:
+           generator: torch.Generator | None = None, draft: int = 0) -> torch.Tensor:
     """New tokens (B, n <= max_new_tokens) after left-padded prompts, as `fast.decode` returns them.
 
-    Greedy decoding at batch 1 drafts `draft` tokens per step (default `DRAFT`; 0 turns it off).
+    With `draft` > 0, greedy decoding at batch 1 drafts and checks up to that many tokens per step
+    (lookahead, see the module's docstring); wider batches and sampling do not draft.
     """
     batch, width = ids.shape
     steps = gen.max_new_tokens
     stops = stop_set(gen)
     pad_id = gen.pad_token_id if gen.pad_token_id is not None else 0
-    draft = 0 if gen.do_sample or batch > 1 else DRAFT if draft is None else draft
+    draft = 0 if gen.do_sample or batch > 1 else draft
     cache = DynamicCache(config=model.config)
     first = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask), past_key_values=cache,
                   use_cache=True, logits_to_keep=1).logits[:, -1]  # (B, V)

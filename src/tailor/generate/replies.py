@@ -97,7 +97,10 @@ def generate(model, tokenizer, prompts: list[list[int]], decode: DecodeConfig, b
             ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
             mask[row, width - len(prompts[i]) :] = 1
         if fast:
-            new = (lean.decode if lean.supports(runner) else fast_decode)(runner, ids, mask, gen)  # (B, n)
+            if lean.supports(runner):
+                new = lean.decode(runner, ids, mask, gen, draft=decode.lookahead)  # (B, n)
+            else:
+                new = fast_decode(runner, ids, mask, gen)
         else:
             with autocast(bf16 and runner is model):
                 new = runner.generate(input_ids=ids, attention_mask=mask, generation_config=gen, tokenizer=tokenizer)[:, width:]
