@@ -6,7 +6,9 @@ New tokens/s at batch 1 and batch 8, 64 new tokens per row, greedy and sampling 
 top-k 50, top-p 0.9), on chitchat test prompts. Both sides run in this one process, interleaved
 batch by batch. HF gets the model as a user would load it for speed (`dtype=torch.bfloat16`);
 tailor gets its fp32 training weights and makes its own bf16 copy (`precision.inference_model`),
-whose one-off cost is printed apart. No stop token ends a row, so every row makes 64 tokens. Greedy
+whose one-off cost is printed apart, and decodes as `generate.replies` does (`generate.lean` for
+Llama-family models). `--lookahead N` also times greedy batch-1 decoding with N drafted tokens
+per step (`decode.lookahead`), which may part from HF's tokens at near-ties. No stop token ends a row, so every row makes 64 tokens. Greedy
 outputs are compared token for token.
 """
 
@@ -24,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import MODEL, config, machine, model_and_samples  # noqa: E402
 
 from tailor.data.tokenize import prompt_ids  # noqa: E402
-from tailor.generate.fast import decode  # noqa: E402
+from tailor.generate import lean  # noqa: E402
 from tailor.models.load import resolve  # noqa: E402
 from tailor.precision import inference_model  # noqa: E402
 
@@ -47,6 +49,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--with-autocast", action="store_true",
                    help="also time HF generate on the fp32 weights under bf16 autocast (tailor's path before generate.fast)")
+    p.add_argument("--lookahead", type=int, default=0, help="also time greedy batch 1 with this many drafted tokens")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -66,7 +69,8 @@ def main() -> None:
     for batch in (1, 8):
         chunks = [prompts[i * batch:(i + 1) * batch] for i in range(a.prompts)]
         for name, gen in (("greedy", greedy), ("sampling", sample)):
-            time_hf = time_ours = time_autocast = 0.0
+            time_hf = time_ours = time_autocast = time_ahead = 0.0
+            same_ahead = 0
             tokens, same, rows = 0, 0, 0
             for chunk in chunks:
                 ids, mask = left_pad(chunk, tokenizer.pad_token_id)
@@ -77,8 +81,13 @@ def main() -> None:
                 time_hf += time.perf_counter() - tick
                 torch.manual_seed(0)
                 tick = time.perf_counter()
-                got = decode(ours, ids, mask, gen)
+                got = lean.decode(ours, ids, mask, gen)
                 time_ours += time.perf_counter() - tick
+                if a.lookahead and batch == 1 and name == "greedy":
+                    tick = time.perf_counter()
+                    ahead = lean.decode(ours, ids, mask, gen, draft=a.lookahead)
+                    time_ahead += time.perf_counter() - tick
+                    same_ahead += int((want == ahead).all(-1).sum())
                 if a.with_autocast:
                     tick = time.perf_counter()
                     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
@@ -96,6 +105,9 @@ def main() -> None:
                 line += f"   identical rows {same}/{rows}"
             print(line, flush=True)
             summary[(batch, name)] = time_hf / time_ours
+            if time_ahead:
+                print(f"batch 1 greedy, lookahead {a.lookahead}: tailor {tokens / time_ahead:6.1f} new tok/s   "
+                      f"ratio {time_hf / time_ahead:.2f}x   identical rows {same_ahead}/{rows}", flush=True)
     print("ratios: " + ", ".join(f"batch {b} {n} {r:.2f}x" for (b, n), r in summary.items()))
     print(machine())
 

@@ -22,7 +22,7 @@ from common import config, machine, model_and_samples  # noqa: E402
 from tailor.data.batches import collate, length_grouped  # noqa: E402
 from tailor.data.tokenize import prompt_ids  # noqa: E402
 from tailor.eval.score import score  # noqa: E402
-from tailor.generate.fast import decode  # noqa: E402
+from tailor.generate.lean import decode  # noqa: E402
 from tailor.precision import autocast, inference_model  # noqa: E402
 from tailor.train.loop import make_optimizer  # noqa: E402
 from tailor.train.loss import token_stats  # noqa: E402

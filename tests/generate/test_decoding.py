@@ -8,7 +8,7 @@ import torch
 from tailor.config import config_from_dict
 from tailor.config.decode import DecodeConfig
 from tailor.errors import TailorError
-from tailor.generate.replies import banned_word_ids, finish_reply, generate, generation_config
+from tailor.generate.replies import finish_reply, generate, generation_config
 from tailor.models.load import load_model, load_tokenizer
 
 
