@@ -47,11 +47,15 @@ def test_eval_command_reloads_run_from_its_folder(tiny_config):
 def test_chat_multi_turn(tiny_config):
     cfg = tiny_config(train={"max_steps": 2})
     assert tailor("train", cfg).returncode == 0
-    proc = subprocess.run([sys.executable, "-m", "tailor.cli", "chat", str(cfg.parent / "runs" / "tiny"),
-                           "--max-new-tokens", "5"], input="hello\nhow are you\n/reset\nhi\n/exit\n",
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count("model> ") == 3
+    replies = []
+    for extra in ([], ["--lookahead", "3"]):
+        proc = subprocess.run([sys.executable, "-m", "tailor.cli", "chat", str(cfg.parent / "runs" / "tiny"),
+                               "--max-new-tokens", "12", *extra], input="hello\nhow are you\n/reset\nhi\n/exit\n",
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.count("model> ") == 3
+        replies.append(proc.stdout)
+    assert replies[0] == replies[1]  # lookahead checks its drafts: the same greedy replies
 
 
 def test_unknown_config_key(tiny_config):

@@ -171,3 +171,19 @@ def test_replies_use_lookahead_when_asked(lm, monkeypatch):
     assert max(count.widths) > 1 and ahead == plain
     with pytest.raises(TailorError, match="lookahead"):
         DecodeConfig(lookahead=-1)
+
+
+def test_fused_weights_are_kept_until_the_weights_change(lm):
+    model, tok = lm
+    model = bf16_copy(model)
+    first = lean.fused_layers(model)
+    assert lean.fused_layers(model) is first
+    ids, mask = left_padded(tok, TEXTS[:1])
+    before = lean.decode(model, ids, mask, greedy(tok, 8))
+    with torch.no_grad():
+        model.model.layers[0].mlp.up_proj.weight.mul_(-1.0)
+    assert lean.fused_layers(model) is not first
+    gen = greedy(tok, 8)
+    want = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)[:, ids.shape[1]:]
+    after = lean.decode(model, ids, mask, gen)
+    assert torch.equal(after, want) and not torch.equal(after, before)

@@ -16,6 +16,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--system", default=None, help="system prompt (default: the run's data.system_prompt)")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="reply length limit")
     parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    parser.add_argument("--lookahead", type=int, default=None,
+                        help="greedy: draft and check up to N tokens per step (decode.lookahead; 0 = off)")
 
 
 def main(args) -> int:
@@ -23,7 +25,7 @@ def main(args) -> int:
 
     from tailor.data.tokenize import prompt_ids
     from tailor.generate.replies import generate
-    from tailor.precision import use_bf16
+    from tailor.precision import inference_model, use_bf16
     from tailor.runs import load_run
 
     cfg, model, tokenizer = load_run(args.run)
@@ -32,8 +34,10 @@ def main(args) -> int:
         max_new_tokens=args.max_new_tokens or max(cfg.decode.max_new_tokens, 128),
         do_sample=args.sample or cfg.decode.do_sample,
         batch_size=1,
+        lookahead=cfg.decode.lookahead if args.lookahead is None else args.lookahead,
     )
     bf16 = use_bf16(cfg.train.precision)
+    model = inference_model(model.eval(), bf16)  # once, not at every reply
     system = args.system if args.system is not None else cfg.data.system_prompt
     history: list[dict] = [{"role": "system", "content": system}] if system else []
     print("chat with the model: /reset starts over, /exit quits", flush=True)

@@ -19,6 +19,8 @@ outputs), so at near-ties the reply can part from `generate`'s; it is therefore 
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache, GenerationConfig
@@ -64,6 +66,36 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
+_FUSED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def fused_layers(model) -> list[tuple]:
+    """Per layer: (norm, q|k|v weight, o weight, norm, gate|up weight, down weight), kept per model
+    while its weights are unchanged (chat and batched replies decode many times with one model)."""
+    inner = model.model
+    weights = [p for layer in inner.layers for p in (layer.self_attn.q_proj.weight, layer.self_attn.k_proj.weight,
+               layer.self_attn.v_proj.weight, layer.mlp.gate_proj.weight, layer.mlp.up_proj.weight)]
+    # Inference tensors keep no version counter, so their fusion is not kept.
+    stamp = None if any(w.is_inference() for w in weights) else tuple((w.data_ptr(), w._version) for w in weights)
+    kept = _FUSED.get(model)
+    if stamp is not None and kept is not None and kept[0] == stamp:
+        return kept[1]
+    layers = []
+    for layer in inner.layers:
+        att, mlp = layer.self_attn, layer.mlp
+        layers.append((
+            layer.input_layernorm,
+            torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight]).detach(),
+            att.o_proj.weight,
+            layer.post_attention_layernorm,
+            torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).detach(),
+            mlp.down_proj.weight,
+        ))
+    if stamp is not None:
+        _FUSED[model] = (stamp, layers)
+    return layers
+
+
 class Lean:
     """The decoder's weights arranged for decoding, and its key/value cache."""
 
@@ -73,17 +105,7 @@ class Lean:
         self.heads = config.num_attention_heads
         self.kv_heads = config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
-        self.layers = []
-        for layer in inner.layers:
-            att, mlp = layer.self_attn, layer.mlp
-            self.layers.append((
-                layer.input_layernorm,
-                torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight]),
-                att.o_proj.weight,
-                layer.post_attention_layernorm,
-                torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]),
-                mlp.down_proj.weight,
-            ))
+        self.layers = fused_layers(model)
         self.scaling = [layer.self_attn.scaling for layer in inner.layers]
         weight = model.lm_head.weight
         shape = (batch, self.kv_heads, length, self.head_dim)
