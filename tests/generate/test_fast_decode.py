@@ -84,6 +84,18 @@ def test_top_p_keeps_the_smallest_set_reaching_the_mass():
     assert seen == {0, 1}
 
 
+@pytest.mark.parametrize("top_p", [1.0, 0.7])
+def test_top_k_draws_among_the_k_best_in_proportion(top_p):
+    probs = torch.tensor([[0.02, 0.5, 0.01, 0.3, 0.15, 0.02]])
+    gen = GenerationConfig(do_sample=True, top_k=3, top_p=top_p, temperature=1.0)
+    g = torch.Generator().manual_seed(0)
+    drawn = torch.stack([pick(probs.log(), gen, g) for _ in range(2000)]).flatten()
+    counts = torch.bincount(drawn, minlength=6).float() / len(drawn)
+    # top-k keeps 0.5, 0.3, 0.15 (renormalised); top-p 0.7 then keeps 0.5 and 0.3.
+    kept = torch.tensor([0, 0.5, 0, 0.3, 0.15, 0]) if top_p == 1.0 else torch.tensor([0, 0.5, 0, 0.3, 0, 0])
+    torch.testing.assert_close(counts, kept / kept.sum(), atol=0.04, rtol=0)
+
+
 def test_sampling_follows_the_seed_through_generate(lm):
     model, tok = lm
     prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in TEXTS]

@@ -35,20 +35,32 @@ def positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)  # (B, P)
 
 
+def nucleus(ascending: torch.Tensor, top_p: float | None) -> torch.Tensor:
+    """Logits (B, n) sorted ascending, with the tokens outside the top-p mass set to -inf."""
+    if top_p is None or top_p >= 1.0:
+        return ascending
+    cumulative = ascending.softmax(-1).cumsum(-1)
+    drop = cumulative <= 1 - top_p
+    drop[:, -1] = False  # always keep the most likely token
+    return ascending.masked_fill(drop, float("-inf"))
+
+
 def pick(logits: torch.Tensor, gen: GenerationConfig, generator: torch.Generator | None) -> torch.Tensor:
     """Next token per row from float logits (B, V): argmax, or a sample after temperature, top-k, top-p."""
     if not gen.do_sample:
         return logits.argmax(-1)  # (B,)
     logits = logits / gen.temperature
-    if gen.top_k:
-        kth = torch.topk(logits, min(gen.top_k, logits.shape[-1])).values[:, -1:]  # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if gen.top_k and gen.top_k < logits.shape[-1]:
+        # Only the k best can be drawn, so top-p and the draw run on those k, not on a sorted vocabulary
+        # (the full sort took 3 ms a step at batch 1 and 9 ms at batch 8 on SmolLM2's 49k tokens).
+        values, index = torch.topk(logits, gen.top_k)  # (B, k), descending
+        ascending = nucleus(values.flip(-1), gen.top_p)
+        drawn = torch.multinomial(ascending.softmax(-1), 1, generator=generator)  # (B, 1), ascending order
+        return index.gather(-1, gen.top_k - 1 - drawn).squeeze(-1)  # (B,)
     if gen.top_p is not None and gen.top_p < 1.0:
         sorted_logits, order = torch.sort(logits, descending=False)  # (B, V)
-        cumulative = sorted_logits.softmax(-1).cumsum(-1)
-        drop = cumulative <= 1 - gen.top_p
-        drop[:, -1] = False  # always keep the most likely token
-        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+        dropped = torch.isinf(nucleus(sorted_logits, gen.top_p))  # in sorted order
+        logits = logits.masked_fill(dropped.scatter(-1, order, dropped), float("-inf"))
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)  # (B,)
 
 
