@@ -19,6 +19,7 @@ from transformers import GenerationConfig
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import config, machine, model_and_samples  # noqa: E402
 
+from tailor.allocator import retain_freed_memory  # noqa: E402
 from tailor.data.batches import collate, length_grouped  # noqa: E402
 from tailor.data.tokenize import prompt_ids  # noqa: E402
 from tailor.eval.score import score  # noqa: E402
@@ -34,9 +35,11 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--rows", type=int, default=25)
+    p.add_argument("--shapes", action="store_true", help="one row per operator and input shapes")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
+    retain_freed_memory()  # as training and scoring run
     print(machine())
     model, tokenizer, splits = model_and_samples(config(max_length=256, train=64, test=16, val=64))
     pad = tokenizer.pad_token_id
@@ -53,9 +56,10 @@ def main() -> None:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
-        step(batches[0])  # warm up
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            for b in batches[1:3]:
+        for b in batches[:4]:  # warm up: the optimizer state and the allocator's pages
+            step(b)
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=a.shapes) as prof:
+            for b in batches[4:6]:
                 step(b)
     elif a.what == "generate":
         runner = inference_model(model, True)
@@ -65,12 +69,12 @@ def main() -> None:
         mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in prompts])
         gen = GenerationConfig(max_new_tokens=32, do_sample=False, eos_token_id=[len(tokenizer) + 1], pad_token_id=pad)
         decode(runner, ids, mask, gen)
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=a.shapes) as prof:
             decode(runner, ids, mask, gen)
     else:
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=a.shapes) as prof:
             score(model, splits.validation, pad, 16, bf16=True)
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=a.rows))
+    print(prof.key_averages(group_by_input_shape=a.shapes).table(sort_by="self_cpu_time_total", row_limit=a.rows))
 
 
 if __name__ == "__main__":
