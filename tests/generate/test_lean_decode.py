@@ -152,6 +152,9 @@ def test_only_plain_llama_projections_are_supported(lm):
     adapted = wrap(bf16_copy(model), LoraConfig(rank=2), "causal")
     assert not lean.supports(adapted)
     assert not lean.supports(adapted.base_model.model)  # the projections are LoRA layers
+    eager = bf16_copy(model)
+    eager.config._attn_implementation = "eager"
+    assert not lean.supports(eager)
 
 
 def test_lookup_takes_the_latest_longest_match():

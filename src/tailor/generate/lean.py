@@ -31,9 +31,12 @@ NGRAM = 3  # the longest n-gram looked up; shorter ones are tried after it
 
 
 def supports(model) -> bool:
-    """A plain Llama-family decoder: every projection a bare nn.Linear without bias (no adapters)."""
+    """A plain Llama-family decoder on SDPA attention (the kernel this loop calls, so the tokens match
+    `generate`'s): every projection a bare nn.Linear without bias (no adapters)."""
     config = model.config
     if getattr(config, "model_type", None) != "llama" or getattr(config, "hidden_act", None) != "silu":
+        return False
+    if getattr(config, "_attn_implementation", None) != "sdpa":
         return False
     if getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False):
         return False
