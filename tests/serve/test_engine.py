@@ -93,6 +93,17 @@ def test_pick_per_row_settings():
     assert out[3] in torch.topk(logits[3], 5).indices  # sampling stays within the top 5
 
 
+@pytest.mark.parametrize("top_p", [1.0, 0.7])
+def test_pick_top_k_draws_among_the_k_best_in_proportion(top_p):
+    probs = torch.tensor([[0.02, 0.5, 0.01, 0.3, 0.15, 0.02]])
+    row = seq_with(temperature=1.0, top_k=3, top_p=top_p)
+    drawn = torch.stack([pick(probs.log(), [row]) for _ in range(2000)]).flatten()
+    counts = torch.bincount(drawn, minlength=6).float() / len(drawn)
+    # top-k keeps 0.5, 0.3, 0.15; top-p 0.7 then keeps 0.5 and 0.3 (their mass reaches 0.7).
+    kept = torch.tensor([0, 0.5, 0, 0.3, 0.15, 0]) if top_p == 1.0 else torch.tensor([0, 0.5, 0, 0.3, 0, 0])
+    torch.testing.assert_close(counts, kept / kept.sum(), atol=0.04, rtol=0)
+
+
 def test_pick_repetition_penalty_discourages_seen_tokens():
     logits = torch.zeros(1, 10)
     logits[0, 1] = 2.0  # token 1 (in the prompt) is best ...
