@@ -56,7 +56,7 @@ def main() -> None:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
-        for b in batches[:4]:  # warm up: the optimizer state and the allocator's pages
+        for b in batches[:6]:  # warm up, the profiled batches too: the optimizer state and the heap's pages
             step(b)
         with profile(activities=[ProfilerActivity.CPU], record_shapes=a.shapes) as prof:
             for b in batches[4:6]:
