@@ -4,40 +4,16 @@ import pytest
 import torch
 from transformers import GenerationConfig
 
-from tailor.generate import lean
-from tailor.generate.fast import decode as fast_decode
-from tailor.models.load import load_model, load_tokenizer
 from tailor.config.decode import DecodeConfig
 from tailor.config.model import LoraConfig
 from tailor.errors import TailorError
+from tailor.generate import lean
+from tailor.generate.fast import decode as fast_decode
 from tailor.generate.replies import generate
 from tailor.models.lora import wrap
 from tailor.precision import bf16_copy
 
-TEXTS = ["hello how are you", "the cat", "what do you like to do in the house", "a"]
-
-
-@pytest.fixture(scope="module")
-def lm(tiny_model):
-    """Large random weights, so the next token depends on positions and history."""
-    model = load_model(str(tiny_model))
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0, 0.3)
-    return model.eval(), load_tokenizer(str(tiny_model))
-
-
-def left_padded(tokenizer, texts):
-    rows = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), tokenizer.pad_token_id)
-    mask = torch.zeros_like(ids)
-    for r, row in enumerate(rows):
-        ids[r, width - len(row):] = torch.tensor(row)
-        mask[r, width - len(row):] = 1
-    return ids, mask
+from decode_helpers import TEXTS, left_padded, lm  # noqa: F401  (lm: fixture)
 
 
 def greedy(tok, n=40, stops=None):
