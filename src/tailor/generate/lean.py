@@ -122,22 +122,22 @@ class Lean:
             self.keys[i][:, :, :width] = layer.keys
             self.values[i][:, :, :width] = layer.values
 
-    def attend(self, i: int, query: torch.Tensor, start: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    def attend(self, i: int, query: torch.Tensor, first: int, allowed: torch.Tensor | None) -> torch.Tensor:
         """Attention of queries (B, H, q, D) over layer i's cache, each query called as decoding calls it.
 
         SDPA's CPU kernel rounds a row differently depending on how many query rows it gets and on
-        how the heads are grouped, so every call has the shapes transformers gives a single token:
-        without padding the heads grouped by SDPA and no mask; with padding (q == 1 then) a key mask
-        and the query heads packed onto their key/value head.
+        how the heads are grouped, so every call has the shapes transformers gives a single token.
+        Without padding (`allowed` None, every row's queries at slots first, first + 1, ...): the
+        heads grouped by SDPA, no mask, one call per query. With padding (q == 1 then): the key
+        mask `allowed` (B, width) and the query heads packed onto their key/value head.
         """
         batch, heads, q, dim = query.shape
         keys, values = self.keys[i], self.values[i]
-        if bool((pad == 0).all()):
-            return torch.cat([F.scaled_dot_product_attention(query[:, :, j:j + 1], keys[:, :, :int(start[0]) + j + 1],
-                                                             values[:, :, :int(start[0]) + j + 1], scale=self.scaling[i],
+        if allowed is None:
+            return torch.cat([F.scaled_dot_product_attention(query[:, :, j:j + 1], keys[:, :, :first + j + 1],
+                                                             values[:, :, :first + j + 1], scale=self.scaling[i],
                                                              enable_gqa=True) for j in range(q)], dim=2)
-        width = int(start.max()) + 1
-        allowed = (torch.arange(width) >= pad[:, None]) & (torch.arange(width) <= start[:, None])  # (B, width)
+        width = allowed.shape[1]
         packed = query.reshape(batch, self.kv_heads, heads // self.kv_heads, dim)
         att = F.scaled_dot_product_attention(packed, keys[:, :, :width], values[:, :, :width],
                                              attn_mask=allowed[:, None, None], scale=self.scaling[i])
@@ -156,6 +156,11 @@ class Lean:
         slots = start[:, None] + torch.arange(q)  # (B, q)
         rows = torch.arange(batch)[:, None].expand(batch, q)
         same_slot = bool((start == start[0]).all())
+        first = int(start[0])
+        allowed = None  # no padding: no mask
+        if not bool((pad == 0).all()):
+            keys_at = torch.arange(int(start.max()) + 1)
+            allowed = (keys_at >= pad[:, None]) & (keys_at <= start[:, None])  # (B, width)
         inner = self.model.model
         x = inner.embed_tokens(ids)
         cos, sin = inner.rotary_emb(x, slots - pad[:, None])
@@ -169,13 +174,12 @@ class Lean:
             query, key = turned[:, :heads], turned[:, heads:]
             value = value.view(batch, q, kv_heads, dim).transpose(1, 2)
             if same_slot:
-                first = int(start[0])
                 self.keys[i][:, :, first:first + q] = key
                 self.values[i][:, :, first:first + q] = value
             else:
                 self.keys[i][rows, :, slots] = key.transpose(1, 2)
                 self.values[i][rows, :, slots] = value.transpose(1, 2)
-            att = self.attend(i, query, start, pad).transpose(1, 2).reshape(batch, q, heads * dim)
+            att = self.attend(i, query, first, allowed).transpose(1, 2).reshape(batch, q, heads * dim)
             x = x + F.linear(att, out)
             gate, up = F.linear(norm2(x), gate_up).chunk(2, dim=-1)
             x = x + F.linear(F.silu(gate) * up, down)
