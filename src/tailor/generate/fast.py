@@ -52,7 +52,8 @@ def pick(logits: torch.Tensor, gen: GenerationConfig, generator: torch.Generator
     logits = logits / gen.temperature
     if gen.top_k and gen.top_k < logits.shape[-1]:
         # Only the k best can be drawn, so top-p and the draw run on those k, not on a sorted vocabulary
-        # (the full sort took 3 ms a step at batch 1 and 9 ms at batch 8 on SmolLM2's 49k tokens).
+        # (with that sort, a sampling step cost 3.3 ms more than a greedy one at batch 1 and 9.3 ms at
+        # batch 8 on SmolLM2's 49k tokens).
         values, index = torch.topk(logits, gen.top_k)  # (B, k), descending
         ascending = nucleus(values.flip(-1), gen.top_p)
         drawn = torch.multinomial(ascending.softmax(-1), 1, generator=generator)  # (B, 1), ascending order

@@ -226,7 +226,7 @@ def decode(model, ids: torch.Tensor, mask: torch.Tensor, gen: GenerationConfig,
     for b, token in enumerate(pick(first.float(), gen, generator).tolist()):
         take(b, [token])
     while not all(done):
-        drafts = [[] if done[b] else lookup(texts[b] + out[b], draft) for b in range(batch)]
+        drafts = [[] if done[b] or not draft else lookup(texts[b] + out[b], draft) for b in range(batch)]
         q = 1 + max(map(len, drafts))
         step = torch.full((batch, q), pad_id)
         for b in range(batch):

@@ -85,6 +85,7 @@ def generate(model, tokenizer, prompts: list[list[int]], decode: DecodeConfig, b
     stops = set(stop_ids(tokenizer))
     runner = inference_model(model, bf16)  # bf16 weights cast once, not by autocast at every step
     fast = fast_supports(runner, gen)
+    own_loop = fast and lean.supports(runner)  # Llama-family: generate/lean.py
     torch.manual_seed(seed)
     results: list[dict] = [None] * len(prompts)  # type: ignore[list-item]
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # similar lengths pad less
@@ -96,11 +97,10 @@ def generate(model, tokenizer, prompts: list[list[int]], decode: DecodeConfig, b
         for row, i in enumerate(chunk):  # left padding: every prompt ends where generation starts
             ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
             mask[row, width - len(prompts[i]) :] = 1
-        if fast:
-            if lean.supports(runner):
-                new = lean.decode(runner, ids, mask, gen, draft=decode.lookahead)  # (B, n)
-            else:
-                new = fast_decode(runner, ids, mask, gen)
+        if own_loop:
+            new = lean.decode(runner, ids, mask, gen, draft=decode.lookahead)  # (B, n)
+        elif fast:
+            new = fast_decode(runner, ids, mask, gen)
         else:
             with autocast(bf16 and runner is model):
                 new = runner.generate(input_ids=ids, attention_mask=mask, generation_config=gen, tokenizer=tokenizer)[:, width:]
