@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache, GenerationConfig
 
 from tailor.generate.fast import pick, positions
+from tailor.generate.kernel import Product
 
 NGRAM = 3  # the longest n-gram looked up; shorter ones are tried after it
 
@@ -73,11 +74,13 @@ _FUSED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def fused_layers(model) -> list[tuple]:
-    """Per layer: (norm, q|k|v weight, o weight, norm, gate|up weight, down weight), kept per model
-    while its weights are unchanged (chat and batched replies decode many times with one model)."""
+    """Per layer: (norm, q|k|v product, o product, norm, gate|up product, down product), then the LM
+    head's product; kept per model while its weights are unchanged (chat and batched replies decode
+    many times with one model, and packing the weights for `kernel.Product` reads them all)."""
     inner = model.model
     weights = [p for layer in inner.layers for p in (layer.self_attn.q_proj.weight, layer.self_attn.k_proj.weight,
-               layer.self_attn.v_proj.weight, layer.mlp.gate_proj.weight, layer.mlp.up_proj.weight)]
+               layer.self_attn.v_proj.weight, layer.mlp.gate_proj.weight, layer.mlp.up_proj.weight,
+               layer.self_attn.o_proj.weight, layer.mlp.down_proj.weight)] + [model.lm_head.weight]
     # Inference tensors keep no version counter, so their fusion is not kept.
     stamp = None if any(w.is_inference() for w in weights) else tuple((w.data_ptr(), w._version) for w in weights)
     kept = _FUSED.get(model)
@@ -88,12 +91,13 @@ def fused_layers(model) -> list[tuple]:
         att, mlp = layer.self_attn, layer.mlp
         layers.append((
             layer.input_layernorm,
-            torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight]).detach(),
-            att.o_proj.weight,
+            Product(torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight]).detach()),
+            Product(att.o_proj.weight.detach()),
             layer.post_attention_layernorm,
-            torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).detach(),
-            mlp.down_proj.weight,
+            Product(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).detach()),
+            Product(mlp.down_proj.weight.detach()),
         ))
+    layers.append(Product(model.lm_head.weight.detach()))
     if stamp is not None:
         _FUSED[model] = (stamp, layers)
     return layers
@@ -108,7 +112,7 @@ class Lean:
         self.heads = config.num_attention_heads
         self.kv_heads = config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
-        self.layers = fused_layers(model)
+        *self.layers, self.head = fused_layers(model)
         self.scaling = [layer.self_attn.scaling for layer in inner.layers]
         weight = model.lm_head.weight
         shape = (batch, self.kv_heads, length, self.head_dim)
@@ -166,7 +170,7 @@ class Lean:
         cos, sin = inner.rotary_emb(x, slots - pad[:, None])
         cos, sin = cos[:, None], sin[:, None]  # (B, 1, q, D)
         for i, (norm1, qkv, out, norm2, gate_up, down) in enumerate(self.layers):
-            h = F.linear(norm1(x), qkv)
+            h = qkv(norm1(x))
             # Queries and keys rotate together: one set of elementwise ops for both.
             turned, value = h.split([(heads + kv_heads) * dim, kv_heads * dim], dim=-1)
             turned = turned.view(batch, q, heads + kv_heads, dim).transpose(1, 2)
@@ -180,10 +184,10 @@ class Lean:
                 self.keys[i][rows, :, slots] = key.transpose(1, 2)
                 self.values[i][rows, :, slots] = value.transpose(1, 2)
             att = self.attend(i, query, first, allowed).transpose(1, 2).reshape(batch, q, heads * dim)
-            x = x + F.linear(att, out)
-            gate, up = F.linear(norm2(x), gate_up).chunk(2, dim=-1)
-            x = x + F.linear(F.silu(gate) * up, down)
-        return self.model.lm_head(inner.norm(x))
+            x = x + out(att)
+            gate, up = gate_up(norm2(x)).chunk(2, dim=-1)
+            x = x + down(F.silu(gate) * up)
+        return self.head(inner.norm(x))
 
 
 def stop_set(gen: GenerationConfig) -> set[int]:

@@ -1,0 +1,117 @@
+"""Decoding's matrix products at memory speed, with the rounding of torch's own bf16 F.linear.
+
+At batch 1 to 8 a decoding step reads every weight once, and torch's bf16 F.linear (oneDNN on
+AVX512-BF16 CPUs) reaches about 12 GB/s there against the 30 GB/s the memory gives: it repacks
+the weight into pairs along K on every call. `kernels/dot_bf16.cpp` streams a weight packed once
+and does the same arithmetic: per output, vdpbf16ps over K in blocks, the block sums added in
+order. oneDNN's block depends on the shape (512 for K = 576; for K = 1536, 512 at one row and 1024
+at more), so `Product` finds it per (rows, N, K, threads) by comparing both on a probe whose sums
+cancel exactly, where every rounding shows; a shape no block reproduces keeps F.linear. Replies
+therefore stay token for token those of `model.generate`.
+
+The extension is compiled on first use (about 15 s, g++ and ninja) into ~/.cache/tailor/kernels;
+where that fails or the CPU lacks AVX512-BF16, every product is F.linear.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+SOURCE = Path(__file__).parent / "kernels" / "dot_bf16.cpp"
+LANES = 16  # outputs per vector in the packed layout
+BLOCKS = (512, 1024, 256, 2048)  # K blocks tried against F.linear, the common ones first
+
+
+def cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+@functools.cache
+def available() -> bool:
+    """True when the kernel is built and loaded here (TAILOR_KERNELS=0 turns it off)."""
+    if os.environ.get("TAILOR_KERNELS", "1") == "0" or "avx512_bf16" not in cpu_flags():
+        return False
+    from torch.utils.cpp_extension import load
+
+    build = Path(os.environ.get("TAILOR_CACHE", Path.home() / ".cache" / "tailor")) / "kernels" / torch.__version__
+    build.mkdir(parents=True, exist_ok=True)
+    try:
+        load(name="tailor_dot_bf16", sources=[str(SOURCE)], build_directory=str(build), is_python_module=False,
+             extra_cflags=["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16"])
+    except Exception as error:  # no compiler, no ninja: decoding still works, on F.linear
+        warnings.warn(f"tailor: the bf16 decoding kernel did not build ({error}); decoding uses F.linear", stacklevel=2)
+        return False
+    return True
+
+
+def pack(weight: torch.Tensor) -> torch.Tensor:
+    """(N, K) bf16 -> (N/16, K/2, 16) int32: for each block of 16 outputs, K's pairs in order."""
+    n, k = weight.shape
+    return weight.detach().reshape(n // LANES, LANES, k // 2, 2).permute(0, 2, 1, 3).contiguous().view(
+        torch.int32).view(n // LANES, k // 2, LANES)
+
+
+@functools.cache
+def probe_weight(n: int, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A weight (N, K) whose second half of K repeats the first in the order `order`, and its packing."""
+    gen = torch.Generator().manual_seed(n * 31 + k)
+    half = k // 2
+    weight = torch.randn(n, k, generator=gen).to(torch.bfloat16)
+    order = torch.randperm(half, generator=gen)
+    weight[:, half:2 * half] = weight[:, :half][:, order]
+    return weight, pack(weight), order
+
+
+def probe(n: int, k: int, rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Inputs (rows, K), weight (N, K) and its packing, whose exact products are all 0: every output
+    is rounding alone, so any other order of additions shows."""
+    weight, packed, order = probe_weight(n, k)
+    half = k // 2
+    x = torch.randn(rows, k, generator=torch.Generator().manual_seed(rows)).to(torch.bfloat16)
+    x[:, half:2 * half] = -x[:, :half][:, order]
+    return x, weight, packed
+
+
+@functools.cache
+def block_for(rows: int, n: int, k: int, threads: int) -> int | None:
+    """The K block with which the kernel equals F.linear for this shape here, or None (use F.linear)."""
+    x, weight, packed = probe(n, k, rows)
+    want = F.linear(x, weight)
+    for block in BLOCKS:
+        if torch.equal(torch.ops.tailor_kernels.dot_bf16(x, packed, block), want):
+            return block
+    return None
+
+
+class Product:
+    """x @ weight.T for decoding: the packed kernel where it reproduces F.linear, else F.linear."""
+
+    def __init__(self, weight: torch.Tensor):
+        self.weight = weight
+        n, k = weight.shape
+        usable = weight.dtype == torch.bfloat16 and n % LANES == 0 and k % 2 == 0 and available()
+        self.packed = pack(weight) if usable else None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.packed is None or x.dtype != torch.bfloat16:
+            return F.linear(x, self.weight)
+        n, k = self.weight.shape
+        flat = x.reshape(-1, k)
+        rows = flat.shape[0]
+        block = block_for(rows, n, k, torch.get_num_threads())
+        if block is None:
+            return F.linear(x, self.weight)
+        return torch.ops.tailor_kernels.dot_bf16(flat.contiguous(), self.packed, block).view(*x.shape[:-1], n)
