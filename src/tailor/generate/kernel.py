@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -44,10 +45,16 @@ def available() -> bool:
     """True when the kernel is built and loaded here (TAILOR_KERNELS=0 turns it off)."""
     if os.environ.get("TAILOR_KERNELS", "1") == "0" or "avx512_bf16" not in cpu_flags():
         return False
+    if hasattr(torch.ops.tailor_kernels, "dot_bf16"):  # loaded already: a namespace registers once per process
+        return True
     from torch.utils.cpp_extension import load
 
     build = Path(os.environ.get("TAILOR_CACHE", Path.home() / ".cache" / "tailor")) / "kernels" / torch.__version__
     build.mkdir(parents=True, exist_ok=True)
+    # torch runs `ninja` from PATH; the one pip installed sits beside this interpreter.
+    here = str(Path(sys.executable).parent)
+    if here not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = here + os.pathsep + os.environ.get("PATH", "")
     try:
         load(name="tailor_dot_bf16", sources=[str(SOURCE)], build_directory=str(build), is_python_module=False,
              extra_cflags=["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16"])
@@ -104,14 +111,18 @@ class Product:
         n, k = weight.shape
         usable = weight.dtype == torch.bfloat16 and n % LANES == 0 and k % 2 == 0 and available()
         self.packed = pack(weight) if usable else None
+        self.op = torch.ops.tailor_kernels.dot_bf16 if usable else None
+        self.blocks: dict[tuple[int, int], int | None] = {}  # (rows, threads) -> K block
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.packed is None or x.dtype != torch.bfloat16:
             return F.linear(x, self.weight)
         n, k = self.weight.shape
         flat = x.reshape(-1, k)
-        rows = flat.shape[0]
-        block = block_for(rows, n, k, torch.get_num_threads())
+        key = (flat.shape[0], torch.get_num_threads())
+        block = self.blocks.get(key, 0)
+        if block == 0:
+            block = self.blocks[key] = block_for(key[0], n, k, key[1])
         if block is None:
             return F.linear(x, self.weight)
-        return torch.ops.tailor_kernels.dot_bf16(flat.contiguous(), self.packed, block).view(*x.shape[:-1], n)
+        return self.op(flat.contiguous(), self.packed, block).view(*x.shape[:-1], n)

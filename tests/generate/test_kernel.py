@@ -1,0 +1,74 @@
+"""The decoding kernel gives torch's bf16 F.linear bit for bit, or is not used."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tailor.generate import kernel
+
+needs_kernel = pytest.mark.skipif(not kernel.available(), reason="no AVX512-BF16 here, or the kernel did not build")
+
+
+@needs_kernel
+@pytest.mark.parametrize("n, k", [(64, 64), (96, 576), (48, 1536), (576, 1536)])
+@pytest.mark.parametrize("rows", [1, 2, 3, 8, 11])
+def test_product_equals_linear_bit_for_bit(n, k, rows):
+    torch.manual_seed(rows)
+    weight = (torch.randn(n, k) * 0.05).to(torch.bfloat16)
+    x = torch.randn(2, rows, k).to(torch.bfloat16)[:, None]  # (2, 1, rows, K): any leading shape
+    product = kernel.Product(weight)
+    assert product.packed is not None
+    got = product(x)
+    assert got.shape == (2, 1, rows, n)
+    assert torch.equal(got, F.linear(x, weight))
+    # The probe, whose sums cancel exactly, tells K blocks apart: another block gives other bits.
+    probe_x, probe_w, packed = kernel.probe(n, k, 2 * rows)
+    found = kernel.block_for(2 * rows, n, k, torch.get_num_threads())
+    assert torch.equal(torch.ops.tailor_kernels.dot_bf16(probe_x, packed, found), F.linear(probe_x, probe_w))
+    if k > 64:
+        assert not torch.equal(torch.ops.tailor_kernels.dot_bf16(probe_x, packed, 64), F.linear(probe_x, probe_w))
+
+
+@needs_kernel
+def test_pack_layout():
+    weight = torch.arange(32 * 4, dtype=torch.float32).reshape(32, 4).to(torch.bfloat16)
+    packed = kernel.pack(weight).view(torch.bfloat16).view(2, 2, 16, 2)  # (N/16, K/2, 16, pair)
+    assert torch.equal(packed[1, 0, 3], weight[16 + 3, 0:2])
+    assert torch.equal(packed[0, 1, 15], weight[15, 2:4])
+
+
+@needs_kernel
+def test_shape_no_block_reproduces_keeps_linear(monkeypatch):
+    """When no K block tried gives F.linear's bits, the product is F.linear itself."""
+    monkeypatch.setattr(kernel, "BLOCKS", (64,))
+    kernel.block_for.cache_clear()
+    try:
+        weight = torch.randn(32, 576).to(torch.bfloat16)
+        product = kernel.Product(weight)
+
+        def refuse(*args):
+            raise AssertionError("the kernel ran for a shape it does not reproduce")
+
+        product.op = refuse
+        x = torch.randn(1, 576).to(torch.bfloat16)
+        assert torch.equal(product(x), F.linear(x, weight))
+    finally:
+        kernel.block_for.cache_clear()
+
+
+def test_fp32_and_odd_shapes_use_linear():
+    for weight in (torch.randn(32, 64), torch.randn(40, 64).to(torch.bfloat16)):  # fp32; N not a multiple of 16
+        product = kernel.Product(weight)
+        assert product.packed is None
+        x = torch.randn(3, 64).to(weight.dtype)
+        assert torch.equal(product(x), F.linear(x, weight))
+
+
+def test_switched_off(monkeypatch):
+    monkeypatch.setenv("TAILOR_KERNELS", "0")
+    kernel.available.cache_clear()
+    try:
+        assert not kernel.available()
+        assert kernel.Product(torch.randn(32, 64).to(torch.bfloat16)).packed is None
+    finally:
+        kernel.available.cache_clear()
