@@ -27,6 +27,7 @@ import torch.nn.functional as F
 SOURCE = Path(__file__).parent / "kernels" / "dot_bf16.cpp"
 LANES = 16  # outputs per vector in the packed layout
 BLOCKS = (512, 1024, 256, 2048)  # K blocks tried against F.linear, the common ones first
+MOST_ROWS = 16  # beyond this a product is compute-bound and oneDNN's blocked kernel is faster
 
 
 def cpu_flags() -> set[str]:
@@ -104,7 +105,8 @@ def block_for(rows: int, n: int, k: int, threads: int) -> int | None:
 
 
 class Product:
-    """x @ weight.T for decoding: the packed kernel where it reproduces F.linear, else F.linear."""
+    """x @ weight.T for decoding: the packed kernel for up to MOST_ROWS rows where it reproduces
+    F.linear, else F.linear."""
 
     def __init__(self, weight: torch.Tensor):
         self.weight = weight
@@ -119,6 +121,8 @@ class Product:
             return F.linear(x, self.weight)
         n, k = self.weight.shape
         flat = x.reshape(-1, k)
+        if flat.shape[0] > MOST_ROWS:
+            return F.linear(x, self.weight)
         key = (flat.shape[0], torch.get_num_threads())
         block = self.blocks.get(key, 0)
         if block == 0:

@@ -24,6 +24,8 @@ import weakref
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache, GenerationConfig
+from transformers.masking_utils import create_causal_mask
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from tailor.generate.fast import pick, positions
 from tailor.generate.kernel import Product
@@ -126,6 +128,50 @@ class Lean:
             self.keys[i][:, :, :width] = layer.keys
             self.values[i][:, :, :width] = layer.values
 
+    def prefill(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Logits (B, V) after left-padded prompts (B, T); their keys and values go into the cache.
+
+        The arithmetic of the model's own forward, with one saving: products, norms and the MLP run
+        on the real tokens alone (a row of a product rounds the same whatever other rows it has, from
+        two rows on), while attention runs on the padded layout with the call transformers makes. Padded
+        positions carry zeros instead of the pad token's states; attention masks them out exactly.
+        """
+        batch, width = ids.shape
+        heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
+        inner = self.model.model
+        real = mask.bool()
+        if int(real.sum()) < 2:  # one-row products round differently: the model's own forward
+            cache = DynamicCache(config=self.model.config)
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions(mask), past_key_values=cache,
+                                use_cache=True, logits_to_keep=1).logits[:, -1]
+            self.load(cache)
+            return logits
+        position_ids = positions(mask)
+        embeds = inner.embed_tokens(ids)  # (B, T, H)
+        causal = create_causal_mask(config=self.model.config, inputs_embeds=embeds, attention_mask=mask,
+                                    past_key_values=DynamicCache(config=self.model.config), position_ids=position_ids)
+        cos, sin = inner.rotary_emb(embeds, position_ids)
+        cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, D)
+        x = embeds[real]  # (N, H): the real tokens
+        padded = embeds.new_zeros(batch, width, (heads + 2 * kv_heads) * dim)
+        interface = ALL_ATTENTION_FUNCTIONS["sdpa"]
+        for i, (norm1, qkv, out, norm2, gate_up, down) in enumerate(self.layers):
+            padded[real] = qkv(norm1(x))
+            turned, value = padded.split([(heads + kv_heads) * dim, kv_heads * dim], dim=-1)
+            turned = turned.view(batch, width, heads + kv_heads, dim).transpose(1, 2)
+            turned = turned * cos + rotate_half(turned) * sin
+            query, key = turned[:, :heads], turned[:, heads:]
+            value = value.view(batch, width, kv_heads, dim).transpose(1, 2)
+            self.keys[i][:, :, :width] = key
+            self.values[i][:, :, :width] = value
+            att, _ = interface(inner.layers[i].self_attn, query, key, value, causal, dropout=0.0,
+                               scaling=self.scaling[i])  # (B, T, heads, D)
+            x = x + out(att.reshape(batch, width, heads * dim)[real])
+            gate, up = gate_up(norm2(x)).chunk(2, dim=-1)
+            x = x + down(F.silu(gate) * up)
+        last = real.sum(-1).cumsum(0) - 1  # each row's last real token (left padding: the prompt's end)
+        return self.head(inner.norm(x[last]))
+
     def attend(self, i: int, query: torch.Tensor, first: int, allowed: torch.Tensor | None) -> torch.Tensor:
         """Attention of queries (B, H, q, D) over layer i's cache, each query called as decoding calls it.
 
@@ -208,12 +254,8 @@ def decode(model, ids: torch.Tensor, mask: torch.Tensor, gen: GenerationConfig,
     stops = stop_set(gen)
     pad_id = gen.pad_token_id if gen.pad_token_id is not None else 0
     draft = 0 if gen.do_sample or batch > 1 else draft
-    cache = DynamicCache(config=model.config)
-    first = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask), past_key_values=cache,
-                  use_cache=True, logits_to_keep=1).logits[:, -1]  # (B, V)
     lean = Lean(model, batch, width + steps + draft + 1)
-    lean.load(cache)
-    del cache
+    first = lean.prefill(ids, mask)  # (B, V)
     pad = (mask == 0).sum(-1)  # (B,): slots of left padding
     start = torch.full((batch,), width)  # the next free cache slot of each row
     texts = [ids[b, int(pad[b]):].tolist() for b in range(batch)]  # prompt, then the reply so far

@@ -46,26 +46,19 @@ void tile(const uint32_t* x, int64_t pairs, const uint32_t* w, int64_t block_pai
                           (__m256i)_mm512_cvtneps_pbh(total[r][u]));
 }
 
-template <int R>
-void rows(const uint32_t* x, int64_t pairs, const uint32_t* w, int64_t groups, int64_t block_pairs,
-          uint16_t* out, int64_t n_out) {
-  constexpr int U = R <= 2 ? 4 : 2;
-  at::parallel_for(0, (groups + U - 1) / U, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t g = t * U;
-      const uint32_t* wg = w + g * pairs * LANES;
-      uint16_t* o = out + g * LANES;
-      if (g + U <= groups) {
-        tile<R, U>(x, pairs, wg, block_pairs, o, n_out);
-      } else {
-        for (int64_t h = g; h < groups; ++h)
-          tile<R, 1>(x, pairs, w + h * pairs * LANES, block_pairs, out + h * LANES, n_out);
-      }
-    }
-  });
+template <int U>
+void group(const uint32_t* x, int64_t rows, int64_t pairs, const uint32_t* w, int64_t block_pairs, uint16_t* out,
+           int64_t n_out) {
+  switch (rows) {
+    case 1: tile<1, U>(x, pairs, w, block_pairs, out, n_out); break;
+    case 2: tile<2, U>(x, pairs, w, block_pairs, out, n_out); break;
+    case 3: tile<3, U>(x, pairs, w, block_pairs, out, n_out); break;
+    default: tile<4, U>(x, pairs, w, block_pairs, out, n_out); break;
+  }
 }
 
-// x (M, K) bf16, packed (N/16, K/2, 16) int32 pairs; returns (M, N) bf16.
+// x (M, K) bf16, packed (N/16, K/2, 16) int32 pairs; returns (M, N) bf16. Each task takes U blocks of 16
+// outputs and runs every row against them, four rows at a time, while those weights sit in cache.
 at::Tensor dot_bf16(const at::Tensor& x, const at::Tensor& packed, int64_t block) {
   TORCH_CHECK(x.scalar_type() == at::kBFloat16 && x.dim() == 2 && x.is_contiguous(), "x: contiguous (M, K) bf16");
   TORCH_CHECK(packed.scalar_type() == at::kInt && packed.dim() == 3 && packed.is_contiguous(), "packed: (N/16, K/2, 16) int32");
@@ -76,21 +69,23 @@ at::Tensor dot_bf16(const at::Tensor& x, const at::Tensor& packed, int64_t block
   const auto* wp = reinterpret_cast<const uint32_t*>(packed.data_ptr());
   auto* op = reinterpret_cast<uint16_t*>(out.data_ptr());
   const int64_t n = groups * LANES, bp = block / 2;
-  for (int64_t r = 0; r < m; r += 8) {
-    const int64_t left = m - r < 8 ? m - r : 8;
-    const uint32_t* xr = xp + r * pairs;
-    uint16_t* orow = op + r * n;
-    switch (left) {
-      case 1: rows<1>(xr, pairs, wp, groups, bp, orow, n); break;
-      case 2: rows<2>(xr, pairs, wp, groups, bp, orow, n); break;
-      case 3: rows<3>(xr, pairs, wp, groups, bp, orow, n); break;
-      case 4: rows<4>(xr, pairs, wp, groups, bp, orow, n); break;
-      case 5: rows<5>(xr, pairs, wp, groups, bp, orow, n); break;
-      case 6: rows<6>(xr, pairs, wp, groups, bp, orow, n); break;
-      case 7: rows<7>(xr, pairs, wp, groups, bp, orow, n); break;
-      default: rows<8>(xr, pairs, wp, groups, bp, orow, n); break;
+  constexpr int U = 4;
+  at::parallel_for(0, (groups + U - 1) / U, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t g = t * U;
+      for (int64_t r = 0; r < m; r += 4) {
+        const int64_t rows = m - r < 4 ? m - r : 4;
+        const uint32_t* xr = xp + r * pairs;
+        uint16_t* o = op + r * n;
+        if (g + U <= groups) {
+          group<U>(xr, rows, pairs, wp + g * pairs * LANES, bp, o + g * LANES, n);
+        } else {
+          for (int64_t h = g; h < groups; ++h)
+            group<1>(xr, rows, pairs, wp + h * pairs * LANES, bp, o + h * LANES, n);
+        }
+      }
     }
-  }
+  });
   return out;
 }
 
