@@ -116,14 +116,19 @@ class Product:
         self.op = torch.ops.tailor_kernels.dot_bf16 if usable else None
         self.blocks: dict[tuple[int, int], int | None] = {}  # (rows, threads) -> K block
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def exact_by_row(self) -> bool:
+        """True when `__call__(x, by_row=True)` can give each row's one-row F.linear bits in one pass."""
+        return self.packed is not None and block_for(1, *self.weight.shape, torch.get_num_threads()) is not None
+
+    def __call__(self, x: torch.Tensor, by_row: bool = False) -> torch.Tensor:
+        """With `by_row`, every row is rounded as a one-row product (checking drafted tokens)."""
         if self.packed is None or x.dtype != torch.bfloat16:
             return F.linear(x, self.weight)
         n, k = self.weight.shape
         flat = x.reshape(-1, k)
         if flat.shape[0] > MOST_ROWS:
             return F.linear(x, self.weight)
-        key = (flat.shape[0], torch.get_num_threads())
+        key = (1 if by_row else flat.shape[0], torch.get_num_threads())
         block = self.blocks.get(key, 0)
         if block == 0:
             block = self.blocks[key] = block_for(key[0], n, k, key[1])

@@ -212,11 +212,12 @@ class Lean:
             keys_at = torch.arange(int(start.max()) + 1)
             allowed = (keys_at >= pad[:, None]) & (keys_at <= start[:, None])  # (B, width)
         inner = self.model.model
+        by_row = q > 1  # drafted tokens: each rounded as the one-token step that would make it
         x = inner.embed_tokens(ids)
         cos, sin = inner.rotary_emb(x, slots - pad[:, None])
         cos, sin = cos[:, None], sin[:, None]  # (B, 1, q, D)
         for i, (norm1, qkv, out, norm2, gate_up, down) in enumerate(self.layers):
-            h = qkv(norm1(x))
+            h = qkv(norm1(x), by_row)
             # Queries and keys rotate together: one set of elementwise ops for both.
             turned, value = h.split([(heads + kv_heads) * dim, kv_heads * dim], dim=-1)
             turned = turned.view(batch, q, heads + kv_heads, dim).transpose(1, 2)
@@ -230,10 +231,10 @@ class Lean:
                 self.keys[i][rows, :, slots] = key.transpose(1, 2)
                 self.values[i][rows, :, slots] = value.transpose(1, 2)
             att = self.attend(i, query, first, allowed).transpose(1, 2).reshape(batch, q, heads * dim)
-            x = x + out(att)
-            gate, up = gate_up(norm2(x)).chunk(2, dim=-1)
-            x = x + down(F.silu(gate) * up)
-        return self.head(inner.norm(x))
+            x = x + out(att, by_row)
+            gate, up = gate_up(norm2(x), by_row).chunk(2, dim=-1)
+            x = x + down(F.silu(gate) * up, by_row)
+        return self.head(inner.norm(x), by_row)
 
 
 def stop_set(gen: GenerationConfig) -> set[int]:
