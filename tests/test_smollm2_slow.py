@@ -41,3 +41,35 @@ def test_real_model_loads_trains_a_few_steps_and_generates(tmp_path):
     out = model.generate(**ids, max_new_tokens=12, do_sample=False)
     reply = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
     assert len(reply.split()) >= 2 and any(c.isalpha() for c in reply)
+
+
+def test_real_model_lean_decoding_gives_generate_tokens():
+    """bf16 SmolLM2: the kernel's products, the real-token prefill and checked drafts give HF generate's
+    greedy tokens, at batch 1 with lookahead and at batch 3 with left padding."""
+    import torch
+    from transformers import GenerationConfig
+
+    from tailor.data.tokenize import prompt_ids
+    from tailor.generate import kernel, lean
+    from tailor.models.load import load, resolve
+
+    if not kernel.available():
+        pytest.skip("no AVX512-BF16 here, or the kernel did not build")
+    _, tok = load("smollm2-135m-instruct")
+    model = AutoModelForCausalLM.from_pretrained(resolve("smollm2-135m-instruct"), dtype=torch.bfloat16,
+                                                 attn_implementation="sdpa").eval()
+    chats = ["Hi! How was your day?", "I love hiking in the mountains, do you?", "What is your favourite food and why?"]
+    prompts = [prompt_ids(tok, [{"role": "user", "content": c}]) for c in chats]
+    gen = GenerationConfig(max_new_tokens=40, do_sample=False, eos_token_id=[len(tok) + 1], pad_token_id=tok.pad_token_id)
+    assert lean.drafts_exact(model)
+    with torch.inference_mode():
+        for p in prompts:
+            ids = torch.tensor([p])
+            want = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=gen)
+            got = lean.decode(model, ids, torch.ones_like(ids), gen, draft=4)
+            assert torch.equal(got, want[:, ids.shape[1]:])
+        width = max(map(len, prompts))
+        ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        want = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)[:, width:]
+        assert torch.equal(lean.decode(model, ids, mask, gen), want)

@@ -72,3 +72,17 @@ def test_switched_off(monkeypatch):
         assert kernel.Product(torch.randn(32, 64).to(torch.bfloat16)).packed is None
     finally:
         kernel.available.cache_clear()
+
+
+@needs_kernel
+def test_by_row_rounds_each_row_as_a_one_row_product():
+    """oneDNN blocks K = 1536 by 512 for one row and by 1024 for several: `by_row` gives the former."""
+    torch.manual_seed(0)
+    _, weight, _ = kernel.probe(64, 1536, 1)
+    x, _, _ = kernel.probe(64, 1536, 3)
+    product = kernel.Product(weight)
+    one_by_one = torch.cat([F.linear(x[i:i + 1], weight) for i in range(3)])
+    together = F.linear(x, weight)
+    assert not torch.equal(one_by_one, together)  # the probe shows the two roundings apart
+    assert torch.equal(product(x, by_row=True), one_by_one)
+    assert torch.equal(product(x), together)

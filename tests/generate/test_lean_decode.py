@@ -7,11 +7,14 @@ from transformers import GenerationConfig
 from tailor.config.decode import DecodeConfig
 from tailor.config.model import LoraConfig
 from tailor.errors import TailorError
-from tailor.generate import lean
+from tailor.generate import kernel, lean
 from tailor.generate.fast import decode as fast_decode
 from tailor.generate.replies import generate
+from tailor.models.load import load_model
 from tailor.models.lora import wrap
 from tailor.precision import bf16_copy
+
+from tiny import make_causal_lm
 
 from decode_helpers import TEXTS, left_padded, lm  # noqa: F401  (lm: fixture)
 
@@ -143,7 +146,7 @@ def test_replies_use_lookahead_when_asked(lm, monkeypatch):
     model, tok = lm
     prompt = [tok("the cat the cat the cat", add_special_tokens=False)["input_ids"]]
     count = Counting(monkeypatch)
-    plain = generate(model, tok, prompt, DecodeConfig(max_new_tokens=20, batch_size=1))
+    plain = generate(model, tok, prompt, DecodeConfig(max_new_tokens=20, batch_size=1, lookahead=0))
     assert set(count.widths) == {1}
     count.widths = []
     ahead = generate(model, tok, prompt, DecodeConfig(max_new_tokens=20, batch_size=1, lookahead=3))
@@ -166,3 +169,29 @@ def test_fused_weights_are_kept_until_the_weights_change(lm):
     want = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)[:, ids.shape[1]:]
     after = lean.decode(model, ids, mask, gen)
     assert torch.equal(after, want) and not torch.equal(after, before)
+
+
+@pytest.mark.skipif(not kernel.available(), reason="no AVX512-BF16 here, or the kernel did not build")
+def test_bf16_drafts_are_checked_as_one_token_steps(lm, tmp_path, monkeypatch):
+    """bf16 with every product on the kernel (hidden 128, vocabulary padded to a multiple of 16): drafted
+    tokens are checked several at a time and the reply is plain greedy's. The 32-wide model's small
+    one-row products do not go through oneDNN, so no kernel block reproduces them: it does not draft."""
+    model, tok = lm
+    ids = torch.tensor([tok("the cat the cat the cat the cat", add_special_tokens=False)["input_ids"]])
+    mask = torch.ones_like(ids)
+    small = bf16_copy(model)
+    assert not lean.drafts_exact(small)
+    count = Counting(monkeypatch)
+    lean.decode(small, ids, mask, greedy(tok, 30), draft=3)
+    assert set(count.widths) == {1}
+
+    wide = load_model(str(make_causal_lm(tmp_path / "wide", hidden=128)))
+    wide.resize_token_embeddings(len(tok), pad_to_multiple_of=16)
+    wide = bf16_copy(wide)
+    assert lean.drafts_exact(wide)
+    gen = greedy(tok, 30)
+    want = wide.generate(input_ids=ids, attention_mask=mask, generation_config=gen)[:, ids.shape[1]:]
+    count.widths = []
+    got = lean.decode(wide, ids, mask, gen, draft=3)
+    assert max(count.widths) > 1 and len(count.widths) < 30
+    assert torch.equal(got, want)

@@ -1,4 +1,4 @@
-"""Decoding for Llama-family decoders without the per-step machinery, and opt-in lookahead.
+"""Decoding for Llama-family decoders without the per-step machinery, and lookahead.
 
 At batch 1 to 8 a decoding step on CPU is bound by reading the weights. This path cuts the work
 around the matrix products: the query/key/value and gate/up projections run as one product each
@@ -6,15 +6,18 @@ around the matrix products: the query/key/value and gate/up projections run as o
 preallocated cache (no concatenation per step), and no mask or cache object is rebuilt per step.
 Each operation is otherwise the one transformers' Llama forward runs, with the shapes it has for a
 single token (its norm, rotary and activation modules are called as they are; SDPA gets the heads
-grouped or packed as transformers gives them), so greedy replies equal `model.generate`'s. The
-prompt runs through the model's own forward.
+grouped or packed as transformers gives them), so greedy replies equal `model.generate`'s.
+
+The products run on `kernel.Product` (weights packed once, oneDNN's rounding). The prompt runs with
+the arithmetic of the model's forward, its products on the real tokens only (`Lean.prefill`).
 
 Lookahead (`draft` > 0, greedy at batch 1) drafts the next tokens by looking up the row's latest
 n-gram earlier in its own text (prompt lookup) and checks the draft in one forward; a row keeps the
-draft up to its first token that differs from the model's argmax, plus that argmax. In exact
-arithmetic those are the one-token-at-a-time tokens. On this CPU a product with several rows
-rounds some outputs one bf16 ulp apart from the one-row product (0.04% of a down projection's
-outputs), so at near-ties the reply can part from `generate`'s; it is therefore off by default.
+draft up to its first token that differs from the model's argmax, plus that argmax. Those are the
+one-token-at-a-time tokens as long as every check rounds as the one-token step would: oneDNN rounds
+a several-row bf16 product apart from a one-row one (K blocks of 1024 instead of 512), so the check
+runs the kernel with the one-row blocks, and attention one query at a time. Where the kernel cannot
+do that for every product (`drafts_exact`), bf16 decoding does not draft.
 """
 
 from __future__ import annotations
@@ -237,6 +240,15 @@ class Lean:
         return self.head(inner.norm(x), by_row)
 
 
+def drafts_exact(model) -> bool:
+    """Whether checking drafted tokens gives one-token steps' tokens: fp32 weights (their products measured
+    row for row the same), or bf16 ones whose every product the kernel rounds row by row."""
+    *layers, head = fused_layers(model)
+    if head.weight.dtype == torch.float32:
+        return True
+    return head.exact_by_row() and all(p.exact_by_row() for layer in layers for p in layer if isinstance(p, Product))
+
+
 def stop_set(gen: GenerationConfig) -> set[int]:
     eos = gen.eos_token_id
     return set(eos if isinstance(eos, list) else [] if eos is None else [eos])
@@ -255,6 +267,8 @@ def decode(model, ids: torch.Tensor, mask: torch.Tensor, gen: GenerationConfig,
     stops = stop_set(gen)
     pad_id = gen.pad_token_id if gen.pad_token_id is not None else 0
     draft = 0 if gen.do_sample or batch > 1 else draft
+    if draft and not drafts_exact(model):
+        draft = 0  # several-token products would round apart from one-token steps: plain greedy
     lean = Lean(model, batch, width + steps + draft + 1)
     first = lean.prefill(ids, mask)  # (B, V)
     pad = (mask == 0).sum(-1)  # (B,): slots of left padding
