@@ -7,8 +7,9 @@ top-k 50, top-p 0.9), on chitchat test prompts. Both sides run in this one proce
 batch by batch. HF gets the model as a user would load it for speed (`dtype=torch.bfloat16`);
 tailor gets its fp32 training weights and makes its own bf16 copy (`precision.inference_model`),
 whose one-off cost is printed apart, and decodes as `generate.replies` does (`generate.lean` for
-Llama-family models). `--lookahead N` also times greedy batch-1 decoding with N drafted tokens
-per step (`decode.lookahead`), which may part from HF's tokens at near-ties. No stop token ends a row, so every row makes 64 tokens. Greedy
+Llama-family models). Greedy batch 1 is timed twice: one token per step, and with N drafted
+tokens per step (`--lookahead N`, by default `decode.lookahead`'s default, which `tailor generate` and
+chat use at batch 1); both are compared with HF's tokens. No stop token ends a row, so every row makes 64 tokens. Greedy
 outputs are compared token for token. Each batch size starts with one untimed 2-token call per side; tailor's
 (packing the weights for `generate/kernel.py`, checking its K blocks) is printed.
 """
@@ -26,6 +27,7 @@ from transformers import AutoModelForCausalLM, GenerationConfig
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import MODEL, config, machine, model_and_samples  # noqa: E402
 
+from tailor.config.decode import DecodeConfig  # noqa: E402
 from tailor.data.tokenize import prompt_ids  # noqa: E402
 from tailor.generate import lean  # noqa: E402
 from tailor.models.load import resolve  # noqa: E402
@@ -50,7 +52,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--with-autocast", action="store_true",
                    help="also time HF generate on the fp32 weights under bf16 autocast (tailor's path before generate.fast)")
-    p.add_argument("--lookahead", type=int, default=0, help="also time greedy batch 1 with this many drafted tokens")
+    p.add_argument("--lookahead", type=int, default=DecodeConfig().lookahead,
+                   help="also time greedy batch 1 with this many drafted tokens (default: decode.lookahead's default; 0 = no)")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -116,6 +119,7 @@ def main() -> None:
             print(line, flush=True)
             summary[(batch, name)] = time_hf / time_ours
             if time_ahead:
+                summary[(batch, f"greedy+lookahead {a.lookahead}")] = time_hf / time_ahead
                 print(f"batch 1 greedy, lookahead {a.lookahead}: tailor {tokens / time_ahead:6.1f} new tok/s   "
                       f"ratio {time_hf / time_ahead:.2f}x   identical rows {same_ahead}/{rows}", flush=True)
     print("ratios: " + ", ".join(f"batch {b} {n} {r:.2f}x" for (b, n), r in summary.items()))

@@ -297,7 +297,7 @@ def decode(model, ids: torch.Tensor, mask: torch.Tensor, gen: GenerationConfig,
         if gen.do_sample:
             chosen = pick(logits[:, -1].float(), gen, generator)[:, None]  # (B, 1)
         else:
-            chosen = logits.argmax(-1)  # (B, q)
+            chosen = logits.float().argmax(-1)  # (B, q); as generate, on fp32 logits (bf16 argmax is slower)
         chosen = chosen.tolist()
         for b in range(batch):
             kept = 0
