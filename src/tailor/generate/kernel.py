@@ -116,7 +116,6 @@ class Product:
         usable = weight.dtype == torch.bfloat16 and n % LANES == 0 and k % 2 == 0 and available()
         self.packed = pack(weight) if usable else None
         self.op = torch.ops.tailor_kernels.dot_bf16 if usable else None
-        self.blocks: dict[tuple[int, int], int | None] = {}  # (rows, threads) -> K block
 
     def exact_by_row(self) -> bool:
         """True when `__call__(x, by_row=True)` can give each row's one-row F.linear bits in one pass."""
@@ -130,10 +129,7 @@ class Product:
         flat = x.reshape(-1, k)
         if flat.shape[0] > MOST_ROWS:
             return F.linear(x, self.weight)
-        key = (1 if by_row else flat.shape[0], torch.get_num_threads())
-        block = self.blocks.get(key, 0)
-        if block == 0:
-            block = self.blocks[key] = block_for(key[0], n, k, key[1])
+        block = block_for(1 if by_row else flat.shape[0], n, k, torch.get_num_threads())
         if block is None:
             return F.linear(x, self.weight)
         return self.op(flat.contiguous(), self.packed, block).view(*x.shape[:-1], n)

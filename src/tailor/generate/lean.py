@@ -124,13 +124,6 @@ class Lean:
         self.keys = [weight.new_zeros(shape) for _ in self.layers]
         self.values = [weight.new_zeros(shape) for _ in self.layers]
 
-    def load(self, cache: DynamicCache) -> None:
-        """Copy the prompt's keys and values out of the model forward's cache."""
-        for i, layer in enumerate(cache.layers):
-            width = layer.keys.shape[2]
-            self.keys[i][:, :, :width] = layer.keys
-            self.values[i][:, :, :width] = layer.values
-
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Logits (B, V) after left-padded prompts (B, T); their keys and values go into the cache.
 
@@ -143,12 +136,6 @@ class Lean:
         heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
         inner = self.model.model
         real = mask.bool()
-        if int(real.sum()) < 2:  # one-row products round differently: the model's own forward
-            cache = DynamicCache(config=self.model.config)
-            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions(mask), past_key_values=cache,
-                                use_cache=True, logits_to_keep=1).logits[:, -1]
-            self.load(cache)
-            return logits
         position_ids = positions(mask)
         embeds = inner.embed_tokens(ids)  # (B, T, H)
         causal = create_causal_mask(config=self.model.config, inputs_embeds=embeds, attention_mask=mask,

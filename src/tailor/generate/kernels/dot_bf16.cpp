@@ -1,4 +1,4 @@
-// Batch-1..8 products of bf16 rows with a bf16 weight matrix, bit for bit what oneDNN's matmul gives.
+// Products of a few bf16 rows (decoding) with a bf16 weight matrix, bit for bit what oneDNN's matmul gives.
 //
 // oneDNN (torch's bf16 F.linear on AVX512-BF16 CPUs) packs the weight into pairs along K on every
 // call, then accumulates each output over K blocks with vdpbf16ps: within a block one fp32
