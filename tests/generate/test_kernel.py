@@ -21,10 +21,11 @@ def test_product_equals_linear_bit_for_bit(n, k, rows):
     got = product(x)
     assert got.shape == (2, 1, rows, n)
     assert torch.equal(got, F.linear(x, weight))
-    # The probe, whose sums cancel exactly, tells K blocks apart: another block gives other bits.
-    probe_x, probe_w, packed = kernel.probe(n, k, 2 * rows)
-    found = kernel.block_for(2 * rows, n, k, torch.get_num_threads())
-    assert torch.equal(torch.ops.tailor_kernels.dot_bf16(probe_x, packed, found), F.linear(probe_x, probe_w))
+    # The probe, whose sums cancel exactly, tells the ways of adding apart: another K block gives other bits.
+    probe_rows = min(2 * rows, kernel.MOST_ROWS)
+    probe_x, probe_w, packed = kernel.probe(n, k, probe_rows)
+    op, block = kernel.way_for(probe_rows, n, k, torch.get_num_threads())
+    assert torch.equal(op(probe_x, packed, block), F.linear(probe_x, probe_w))
     if k > 64:
         assert not torch.equal(torch.ops.tailor_kernels.dot_bf16(probe_x, packed, 64), F.linear(probe_x, probe_w))
 
@@ -39,21 +40,18 @@ def test_pack_layout():
 
 @needs_kernel
 def test_shape_no_block_reproduces_keeps_linear(monkeypatch):
-    """When no K block tried gives F.linear's bits, the product is F.linear itself."""
-    monkeypatch.setattr(kernel, "BLOCKS", (64,))
-    kernel.block_for.cache_clear()
+    """When no way tried gives F.linear's bits, the product is F.linear itself."""
+    monkeypatch.setattr(kernel, "candidates", lambda rows, k: [("dot_bf16", 64)])
+    kernel.way_for.cache_clear()
     try:
         weight = torch.randn(32, 576).to(torch.bfloat16)
         product = kernel.Product(weight)
-
-        def refuse(*args):
-            raise AssertionError("the kernel ran for a shape it does not reproduce")
-
-        product.op = refuse
         x = torch.randn(1, 576).to(torch.bfloat16)
+        assert kernel.way_for(1, 32, 576, torch.get_num_threads()) is None
+        assert not product.exact_by_row()
         assert torch.equal(product(x), F.linear(x, weight))
     finally:
-        kernel.block_for.cache_clear()
+        kernel.way_for.cache_clear()
 
 
 def test_fp32_and_odd_shapes_use_linear():
@@ -76,13 +74,25 @@ def test_switched_off(monkeypatch):
 
 @needs_kernel
 def test_by_row_rounds_each_row_as_a_one_row_product():
-    """oneDNN blocks K = 1536 by 512 for one row and by 1024 for several: `by_row` gives the former."""
+    """oneDNN without AMX blocks K = 1536 by 512 for one row and by 1024 for several: `by_row` gives the
+    former (with AMX the two are the same)."""
     torch.manual_seed(0)
     _, weight, _ = kernel.probe(64, 1536, 1)
     x, _, _ = kernel.probe(64, 1536, 3)
     product = kernel.Product(weight)
     one_by_one = torch.cat([F.linear(x[i:i + 1], weight) for i in range(3)])
     together = F.linear(x, weight)
-    assert not torch.equal(one_by_one, together)  # the probe shows the two roundings apart
     assert torch.equal(product(x, by_row=True), one_by_one)
     assert torch.equal(product(x), together)
+
+
+@pytest.mark.skipif(not (kernel.available() and "amx_bf16" in kernel.cpu_flags()), reason="no AMX here")
+@pytest.mark.parametrize("rows", [1, 5, 16])
+def test_amx_kernel_equals_linear_and_differs_from_a_vdpbf16ps_chain(rows):
+    """With AMX oneDNN multiplies with tdpbf16ps, which rounds apart from any vdpbf16ps chain: the kernel
+    takes the AMX way, bit for bit F.linear, and the probe shows the chain's other bits."""
+    x, weight, packed = kernel.probe(80, 576, rows)  # 5 groups of 16 outputs: one full task, one tail group
+    op, block = kernel.way_for(rows, 80, 576, torch.get_num_threads())
+    assert op is torch.ops.tailor_kernels.dot_amx
+    assert torch.equal(op(x, packed, block), F.linear(x, weight))
+    assert not any(torch.equal(torch.ops.tailor_kernels.dot_bf16(x, packed, b), F.linear(x, weight)) for b in kernel.BLOCKS)

@@ -1,15 +1,18 @@
 """Decoding's matrix products at memory speed, with the rounding of torch's own bf16 F.linear.
 
-At batch 1 to 8 a decoding step reads every weight once, and torch's bf16 F.linear (oneDNN on
-AVX512-BF16 CPUs) reaches about 12 GB/s there against the 30 GB/s the memory gives: it repacks
-the weight into pairs along K on every call. `kernels/dot_bf16.cpp` streams a weight packed once
-and does the same arithmetic: per output, vdpbf16ps over K in blocks, the block sums added in
-order. oneDNN's block depends on the shape (512 for K = 576; for K = 1536, 512 at one row and 1024
-at more), so `Product` finds it per (rows, N, K, threads) by comparing both on a probe whose sums
-cancel exactly, where every rounding shows; a shape no block reproduces keeps F.linear. Replies
-therefore stay token for token those of `model.generate`.
+At batch 1 to 8 a decoding step reads every weight once, and torch's bf16 F.linear (oneDNN)
+reaches 11-15 GB/s there against the 25-30 GB/s the memory gives: it repacks the weight on every
+call. `kernels/dot_bf16.cpp` streams a weight packed once into pairs along K, with the arithmetic
+oneDNN uses on this CPU:
+- with AMX (`dot_amx`): tdpbf16ps tiles, the K chunks of 32 in order into one accumulator;
+- with AVX512-BF16 alone (`dot_bf16`): per output, vdpbf16ps over K in blocks, the block sums added in
+  order. oneDNN's block depends on the shape (512 for K = 576; for K = 1536, 512 at one row and 1024
+  at more).
+`Product` picks the way per (rows, N, K, threads) by comparing each candidate with F.linear on a
+probe whose sums cancel exactly, where every rounding shows; a shape no candidate reproduces keeps
+F.linear. Replies therefore stay token for token those of `model.generate`.
 
-The extension is compiled on first use (about 15 s, g++ and ninja) into ~/.cache/tailor/kernels;
+The extension is compiled on first use (about 20 s, g++ and ninja) into ~/.cache/tailor/kernels;
 where that fails or the CPU lacks AVX512-BF16, every product is F.linear.
 """
 
@@ -26,7 +29,8 @@ import torch.nn.functional as F
 
 SOURCE = Path(__file__).parent / "kernels" / "dot_bf16.cpp"
 LANES = 16  # outputs per vector in the packed layout
-BLOCKS = (512, 1024, 256, 2048)  # K blocks tried against F.linear, the common ones first
+BLOCKS = (512, 1024, 256, 2048)  # vdpbf16ps K blocks tried against F.linear, the common ones first
+AMX_ROWS, AMX_CHUNK = 16, 32  # an AMX tile holds up to 16 rows; tdpbf16ps takes K 32 at a time
 MOST_ROWS = 16  # beyond this a product is compute-bound and oneDNN's blocked kernel is faster
 
 
@@ -58,7 +62,9 @@ def available() -> bool:
         os.environ["PATH"] = here + os.pathsep + os.environ.get("PATH", "")
     try:
         load(name="tailor_dot_bf16", sources=[str(SOURCE)], build_directory=str(build), is_python_module=False,
-             extra_cflags=["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16"])
+             # -fopenmp: at::parallel_for is OpenMP inside torch's headers; without it the kernel runs on one thread.
+             extra_cflags=["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mamx-tile", "-mamx-bf16",
+                           "-fopenmp"], extra_ldflags=["-fopenmp"])
     except Exception as error:  # no compiler, no ninja: decoding still works, on F.linear
         warnings.warn(f"tailor: the bf16 decoding kernel did not build ({error}); decoding uses F.linear", stacklevel=2)
         return False
@@ -93,16 +99,29 @@ def probe(n: int, k: int, rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.
     return x, weight, packed
 
 
+def candidates(rows: int, k: int) -> list[tuple[str, int]]:
+    """The (op, K block) pairs that may reproduce F.linear here, the likeliest first."""
+    found = []
+    if "amx_bf16" in cpu_flags() and rows <= AMX_ROWS and k % AMX_CHUNK == 0:
+        found.append(("dot_amx", k))
+    return found + [("dot_bf16", block) for block in BLOCKS]
+
+
 @functools.cache
-def block_for(rows: int, n: int, k: int, threads: int) -> int | None:
-    """The K block with which the kernel equals F.linear for this shape here, or None (use F.linear)."""
+def way_for(rows: int, n: int, k: int, threads: int) -> tuple | None:
+    """(op, K block) with which the kernel equals F.linear for this shape here, or None (use F.linear)."""
     if not available():
         return None
     x, weight, packed = probe(n, k, rows)
     want = F.linear(x, weight)
-    for block in BLOCKS:
-        if torch.equal(torch.ops.tailor_kernels.dot_bf16(x, packed, block), want):
-            return block
+    for name, block in candidates(rows, k):
+        op = getattr(torch.ops.tailor_kernels, name)
+        try:
+            got = op(x, packed, block)
+        except RuntimeError:  # e.g. the kernel may not use AMX tiles here
+            continue
+        if torch.equal(got, want):
+            return op, block
     return None
 
 
@@ -115,11 +134,10 @@ class Product:
         n, k = weight.shape
         usable = weight.dtype == torch.bfloat16 and n % LANES == 0 and k % 2 == 0 and available()
         self.packed = pack(weight) if usable else None
-        self.op = torch.ops.tailor_kernels.dot_bf16 if usable else None
 
     def exact_by_row(self) -> bool:
         """True when `__call__(x, by_row=True)` can give each row's one-row F.linear bits in one pass."""
-        return self.packed is not None and block_for(1, *self.weight.shape, torch.get_num_threads()) is not None
+        return self.packed is not None and way_for(1, *self.weight.shape, torch.get_num_threads()) is not None
 
     def __call__(self, x: torch.Tensor, by_row: bool = False) -> torch.Tensor:
         """With `by_row`, every row is rounded as a one-row product (checking drafted tokens)."""
@@ -129,7 +147,8 @@ class Product:
         flat = x.reshape(-1, k)
         if flat.shape[0] > MOST_ROWS:
             return F.linear(x, self.weight)
-        block = block_for(1 if by_row else flat.shape[0], n, k, torch.get_num_threads())
-        if block is None:
+        way = way_for(1 if by_row else flat.shape[0], n, k, torch.get_num_threads())
+        if way is None:
             return F.linear(x, self.weight)
-        return self.op(flat.contiguous(), self.packed, block).view(*x.shape[:-1], n)
+        op, block = way
+        return op(flat.contiguous(), self.packed, block).view(*x.shape[:-1], n)

@@ -11,7 +11,10 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 #include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <cstdint>
+#include <cstring>
 
 namespace {
 
@@ -89,7 +92,116 @@ at::Tensor dot_bf16(const at::Tensor& x, const at::Tensor& packed, int64_t block
   return out;
 }
 
+// On CPUs with AMX oneDNN multiplies with tdpbf16ps instead: a tile of up to 16 rows against 16
+// outputs, 32 K elements per instruction, into an fp32 accumulator tile. The instruction's own
+// rounding (not that of a chain of vdpbf16ps) is only had from the instruction, so this path runs it
+// in the order oneDNN does: the K chunks in order, from zero at each K block, the block sums added.
+struct TileConfig {
+  uint8_t palette = 1, start_row = 0, reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+bool amx_permitted() {
+  static const bool ok = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
+  return ok;
+}
+
+constexpr int AMX_U = 4;
+#ifndef TAILOR_AHEAD
+#define TAILOR_AHEAD 4
+#endif
+constexpr int64_t AHEAD = TAILOR_AHEAD;  // chunks of weight requested ahead of the one multiplied
+
+// The 16 cache lines of a weight chunk, unless they lie past the group's end.
+inline void prefetch_chunk(const uint32_t* p, const uint32_t* end) {
+  if (p >= end) return;
+  for (int line = 0; line < 16; ++line) _mm_prefetch(reinterpret_cast<const char*>(p + line * LANES), _MM_HINT_T0);
+}  // accumulator tiles (tmm4..tmm7): 64 outputs per task
+
+// tmm0: x's rows, one K chunk; tmm1: one group's chunk of packed weight; tmm4 + u: group u's sums.
+template <int U>
+void amx_tile(const uint16_t* x, int64_t m, int64_t k, const uint32_t* w, int64_t block, uint16_t* out,
+              int64_t n_out, float* sums, float* total) {
+  const int64_t pairs = k / 2, chunks = k / 32, block_chunks = block / 32;
+  for (int64_t start = 0; start < chunks; start += block_chunks) {
+    const int64_t stop = start + block_chunks < chunks ? start + block_chunks : chunks;
+    if (U > 0) _tile_zero(4);
+    if (U > 1) _tile_zero(5);
+    if (U > 2) _tile_zero(6);
+    if (U > 3) _tile_zero(7);
+    for (int64_t c = start; c < stop; ++c) {
+      _tile_loadd(0, x + c * 32, k * 2);
+      const uint32_t* wc = w + c * 16 * LANES;
+// The tile numbers are immediates, so each step is spelled out.
+#define TAILOR_STEP(u, sum)                                  \
+      if (U > u) {                                           \
+        prefetch_chunk(wc + u * pairs * LANES + AHEAD * 16 * LANES, wc + (u + 1) * pairs * LANES); \
+        _tile_loadd(1, wc + u * pairs * LANES, LANES * 4);   \
+        _tile_dpbf16ps(sum, 0, 1);                           \
+      }
+      TAILOR_STEP(0, 4) TAILOR_STEP(1, 5) TAILOR_STEP(2, 6) TAILOR_STEP(3, 7)
+#undef TAILOR_STEP
+    }
+    if (U > 0) _tile_stored(4, sums + 0 * 16 * LANES, LANES * 4);
+    if (U > 1) _tile_stored(5, sums + 1 * 16 * LANES, LANES * 4);
+    if (U > 2) _tile_stored(6, sums + 2 * 16 * LANES, LANES * 4);
+    if (U > 3) _tile_stored(7, sums + 3 * 16 * LANES, LANES * 4);
+    for (int u = 0; u < U; ++u)
+      for (int64_t r = 0; r < m; ++r) {
+        float* t = total + (u * 16 + r) * LANES;
+        const __m512 s = _mm512_loadu_ps(sums + (u * 16 + r) * LANES);
+        _mm512_storeu_ps(t, start == 0 ? _mm512_add_ps(_mm512_setzero_ps(), s) : _mm512_add_ps(_mm512_loadu_ps(t), s));
+      }
+  }
+  for (int u = 0; u < U; ++u)
+    for (int64_t r = 0; r < m; ++r)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + r * n_out + u * LANES),
+                          (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(total + (u * 16 + r) * LANES)));
+}
+
+// As dot_bf16, with AMX tiles: x (M <= 16, K % 32 == 0) bf16; block a multiple of 32.
+at::Tensor dot_amx(const at::Tensor& x, const at::Tensor& packed, int64_t block) {
+  TORCH_CHECK(x.scalar_type() == at::kBFloat16 && x.dim() == 2 && x.is_contiguous(), "x: contiguous (M, K) bf16");
+  TORCH_CHECK(packed.scalar_type() == at::kInt && packed.dim() == 3 && packed.is_contiguous(), "packed: (N/16, K/2, 16) int32");
+  const int64_t m = x.size(0), k = x.size(1), groups = packed.size(0), pairs = packed.size(1);
+  TORCH_CHECK(k == 2 * pairs && packed.size(2) == LANES && k % 32 == 0 && block % 32 == 0 && block > 0, "shapes do not agree");
+  TORCH_CHECK(m >= 1 && m <= 16, "AMX products take 1 to 16 rows");
+  TORCH_CHECK(amx_permitted(), "the kernel may not use AMX tiles here");
+  at::Tensor out = at::empty({m, groups * LANES}, x.options());
+  const auto* xp = reinterpret_cast<const uint16_t*>(x.data_ptr());
+  const auto* wp = reinterpret_cast<const uint32_t*>(packed.data_ptr());
+  auto* op = reinterpret_cast<uint16_t*>(out.data_ptr());
+  const int64_t n = groups * LANES;
+  at::parallel_for(0, (groups + AMX_U - 1) / AMX_U, 1, [&](int64_t begin, int64_t end) {
+    TileConfig config;
+    config.rows[0] = m, config.colsb[0] = 64;        // x: M rows of 32 bf16
+    config.rows[1] = 16, config.colsb[1] = 64;       // weight: 16 pairs of K by 16 outputs
+    for (int t = 4; t < 8; ++t) config.rows[t] = m, config.colsb[t] = 64;  // sums: M rows of 16 fp32
+    _tile_loadconfig(&config);
+    alignas(64) float sums[AMX_U * 16 * LANES], total[AMX_U * 16 * LANES];
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t g = t * AMX_U;
+      const uint32_t* wg = wp + g * pairs * LANES;
+      switch (groups - g < AMX_U ? groups - g : AMX_U) {
+        case 1: amx_tile<1>(xp, m, k, wg, block, op + g * LANES, n, sums, total); break;
+        case 2: amx_tile<2>(xp, m, k, wg, block, op + g * LANES, n, sums, total); break;
+        case 3: amx_tile<3>(xp, m, k, wg, block, op + g * LANES, n, sums, total); break;
+        default: amx_tile<4>(xp, m, k, wg, block, op + g * LANES, n, sums, total); break;
+      }
+    }
+    _tile_release();  // oneDNN configures the tiles again for its own calls
+  });
+  return out;
+}
+
 }  // namespace
 
-TORCH_LIBRARY(tailor_kernels, m) { m.def("dot_bf16(Tensor x, Tensor packed, int block) -> Tensor"); }
-TORCH_LIBRARY_IMPL(tailor_kernels, CPU, m) { m.impl("dot_bf16", dot_bf16); }
+TORCH_LIBRARY(tailor_kernels, m) {
+  m.def("dot_bf16(Tensor x, Tensor packed, int block) -> Tensor");
+  m.def("dot_amx(Tensor x, Tensor packed, int block) -> Tensor");
+}
+TORCH_LIBRARY_IMPL(tailor_kernels, CPU, m) {
+  m.impl("dot_bf16", dot_bf16);
+  m.impl("dot_amx", dot_amx);
+}
