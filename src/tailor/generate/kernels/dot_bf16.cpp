@@ -116,7 +116,7 @@ constexpr int64_t AHEAD = TAILOR_AHEAD;  // chunks of weight requested ahead of 
 // The 16 cache lines of a weight chunk, unless they lie past the group's end.
 inline void prefetch_chunk(const uint32_t* p, const uint32_t* end) {
   if (p >= end) return;
-  for (int line = 0; line < 16; ++line) _mm_prefetch(reinterpret_cast<const char*>(p + line * LANES), _MM_HINT_T0);
+  for (int line = 0; line < 16; ++line) _mm_prefetch(reinterpret_cast<const char*>(p + line * LANES), _MM_HINT_NTA);
 }  // accumulator tiles (tmm4..tmm7): 64 outputs per task
 
 // tmm0: x's rows, one K chunk; tmm1: one group's chunk of packed weight; tmm4 + u: group u's sums.
@@ -137,7 +137,7 @@ void amx_tile(const uint16_t* x, int64_t m, int64_t k, const uint32_t* w, int64_
 #define TAILOR_STEP(u, sum)                                  \
       if (U > u) {                                           \
         prefetch_chunk(wc + u * pairs * LANES + AHEAD * 16 * LANES, wc + (u + 1) * pairs * LANES); \
-        _tile_loadd(1, wc + u * pairs * LANES, LANES * 4);   \
+        _tile_stream_loadd(1, wc + u * pairs * LANES, LANES * 4); \
         _tile_dpbf16ps(sum, 0, 1);                           \
       }
       TAILOR_STEP(0, 4) TAILOR_STEP(1, 5) TAILOR_STEP(2, 6) TAILOR_STEP(3, 7)
