@@ -30,6 +30,7 @@ from tailor.tasks import get_task
 from tailor.train import deepspeed_engine, distributed
 from tailor.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_model_folder
 from tailor.train.log import JsonlLog
+from tailor.train.sparse_embedding import densify, sparse_tied_gradient
 
 
 @dataclass
@@ -147,7 +148,8 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
             step_targets = int(distributed.all_reduce_sum(step_targets)[0])  # the GLOBAL supervised-token count
         loss_sum, step_tokens = 0.0, 0
         for n, (batch, weight) in enumerate(zip(batches, weights)):
-            with autocast(bf16), distributed.sync_grads(ddp, last=n == len(batches) - 1):
+            with autocast(bf16), distributed.sync_grads(ddp, last=n == len(batches) - 1), \
+                    sparse_tied_gradient(model, enabled=wrapped is None):
                 nll, _, _ = task.token_stats(model, batch) if wrapped is None else wrapped(batch)
             # DDP and DeepSpeed average gradients over ranks; scaling by the world size makes that average a sum.
             scaled = nll * (weight * distributed.world_size()) / max(step_targets, 1)
@@ -164,6 +166,7 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
         window_tokens += step_tokens
         all_tokens += step_tokens
         if engine is None:
+            densify(model)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm or float("inf"))
             if sharded:
                 grad_norm = distributed.full_value(grad_norm)
