@@ -27,6 +27,7 @@ from tailor.generate.lean import decode  # noqa: E402
 from tailor.precision import autocast, inference_model  # noqa: E402
 from tailor.train.loop import make_optimizer  # noqa: E402
 from tailor.train.loss import token_stats  # noqa: E402
+from tailor.train.sparse_embedding import sparse_tied_gradient  # noqa: E402
 
 
 def main() -> None:
@@ -49,7 +50,7 @@ def main() -> None:
                    for idx in length_grouped([len(s["input_ids"]) for s in splits.train], a.batch, 0, 0)]
 
         def step(batch):
-            with autocast(True):
+            with autocast(True), sparse_tied_gradient(model):
                 nll, n, _ = token_stats(model, batch)
             (nll / n).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
