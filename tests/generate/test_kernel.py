@@ -96,3 +96,29 @@ def test_amx_kernel_equals_linear_and_differs_from_a_vdpbf16ps_chain(rows):
     assert op is torch.ops.tailor_kernels.dot_amx
     assert torch.equal(op(x, packed, block), F.linear(x, weight))
     assert not any(torch.equal(torch.ops.tailor_kernels.dot_bf16(x, packed, b), F.linear(x, weight)) for b in kernel.BLOCKS)
+
+
+@needs_kernel
+@pytest.mark.parametrize("width", [1, 15, 16, 17, 49152 + 5])
+def test_argmax_gives_torch_s_indices_ties_and_nan_included(width):
+    torch.manual_seed(width)
+    rows = torch.randn(6, width).to(torch.bfloat16)
+    rows[1] = rows[1].round()  # many ties: the first index wins
+    rows[2] = float("-inf")
+    rows[3, width // 2] = float("nan")  # torch takes the first NaN as the largest
+    rows[4] = rows[4].abs().neg()
+    rows[4, -1] = 5.0  # the largest value in the tail
+    got = kernel.argmax(rows[:, None])  # (6, 1): any leading shape
+    assert got.shape == (6, 1)
+    assert torch.equal(got[:, 0], rows.float().argmax(-1))
+
+
+@pytest.mark.skipif(not (kernel.available() and "amx_bf16" in kernel.cpu_flags()), reason="no AMX here")
+@pytest.mark.parametrize("rows", [17, 40])
+def test_amx_kernel_takes_any_number_of_rows_sixteen_at_a_time(rows):
+    x, weight, packed = kernel.probe(80, 576, rows)
+    got = torch.ops.tailor_kernels.dot_amx(x, packed, 576)
+    want = torch.cat([torch.ops.tailor_kernels.dot_amx(x[r:r + 16].contiguous(), packed, 576) for r in range(0, rows, 16)])
+    assert torch.equal(got, want)
+    if kernel.way_for(rows, 80, 576, torch.get_num_threads()) is not None:
+        assert torch.equal(got, F.linear(x, weight))

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 SOURCE = Path(__file__).parent / "kernels" / "dot_bf16.cpp"
 LANES = 16  # outputs per vector in the packed layout
 BLOCKS = (512, 1024, 256, 2048)  # vdpbf16ps K blocks tried against F.linear, the common ones first
-AMX_ROWS, AMX_CHUNK = 16, 32  # an AMX tile holds up to 16 rows; tdpbf16ps takes K 32 at a time
-MOST_ROWS = 16  # beyond this a product is compute-bound and oneDNN's blocked kernel is faster
+AMX_CHUNK = 32  # tdpbf16ps takes K 32 at a time (and up to 16 rows, which the kernel loops over)
+MOST_ROWS = 16  # beyond this a product is compute-bound and oneDNN's blocked kernels are as fast or faster
 
 
 def cpu_flags() -> set[str]:
@@ -101,9 +101,9 @@ def probe(n: int, k: int, rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.
 
 def candidates(rows: int, k: int) -> list[tuple[str, int]]:
     """The (op, K block) pairs that may reproduce F.linear here, the likeliest first."""
-    found = []
-    if "amx_bf16" in cpu_flags() and rows <= AMX_ROWS and k % AMX_CHUNK == 0:
-        found.append(("dot_amx", k))
+    if rows > MOST_ROWS:  # a prompt's products: oneDNN's own kernels are as fast there (measured with AMX)
+        return []
+    found = [("dot_amx", k)] if "amx_bf16" in cpu_flags() and k % AMX_CHUNK == 0 else []
     return found + [("dot_bf16", block) for block in BLOCKS]
 
 
@@ -145,10 +145,17 @@ class Product:
             return F.linear(x, self.weight)
         n, k = self.weight.shape
         flat = x.reshape(-1, k)
-        if flat.shape[0] > MOST_ROWS:
-            return F.linear(x, self.weight)
         way = way_for(1 if by_row else flat.shape[0], n, k, torch.get_num_threads())
         if way is None:
             return F.linear(x, self.weight)
         op, block = way
         return op(flat.contiguous(), self.packed, block).view(*x.shape[:-1], n)
+
+
+def argmax(logits: torch.Tensor) -> torch.Tensor:
+    """logits.argmax(-1), the first index on ties: on bf16 rows the kernel's scan (torch's bf16 argmax, or
+    a cast to fp32 first, is several times slower on a 49k vocabulary); the same indices either way."""
+    if logits.dtype != torch.bfloat16 or not available() or logits.shape[-1] == 0:
+        return logits.float().argmax(-1)
+    flat = logits.reshape(-1, logits.shape[-1]).contiguous()
+    return torch.ops.tailor_kernels.argmax_bf16(flat).view(logits.shape[:-1])

@@ -31,7 +31,7 @@ from transformers.masking_utils import create_causal_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from tailor.generate.fast import pick, positions
-from tailor.generate.kernel import Product
+from tailor.generate.kernel import Product, argmax
 
 NGRAM = 3  # the longest n-gram looked up; shorter ones are tried after it
 
@@ -168,8 +168,8 @@ class Lean:
         SDPA's CPU kernel rounds a row differently depending on how many query rows it gets and on
         how the heads are grouped, so every call has the shapes transformers gives a single token.
         Without padding (`allowed` None, every row's queries at slots first, first + 1, ...): the
-        heads grouped by SDPA, no mask, one call per query. With padding (q == 1 then): the key
-        mask `allowed` (B, width) and the query heads packed onto their key/value head.
+        heads grouped by SDPA, no mask, one call per query. With padding (q == 1 then): the additive
+        key mask `allowed` (B, width) and the query heads packed onto their key/value head.
         """
         batch, heads, q, dim = query.shape
         keys, values = self.keys[i], self.values[i]
@@ -200,7 +200,9 @@ class Lean:
         allowed = None  # no padding: no mask
         if not bool((pad == 0).all()):
             keys_at = torch.arange(int(start.max()) + 1)
-            allowed = (keys_at >= pad[:, None]) & (keys_at <= start[:, None])  # (B, width)
+            seen = (keys_at >= pad[:, None]) & (keys_at <= start[:, None])  # (B, width)
+            # As an additive mask in the queries' dtype, which is what SDPA turns a bool mask into on each call.
+            allowed = torch.zeros(seen.shape, dtype=self.keys[0].dtype).masked_fill_(~seen, float("-inf"))
         inner = self.model.model
         by_row = q > 1  # drafted tokens: each rounded as the one-token step that would make it
         x = inner.embed_tokens(ids)
@@ -284,7 +286,7 @@ def decode(model, ids: torch.Tensor, mask: torch.Tensor, gen: GenerationConfig,
         if gen.do_sample:
             chosen = pick(logits[:, -1].float(), gen, generator)[:, None]  # (B, 1)
         else:
-            chosen = logits.float().argmax(-1)  # (B, q); as generate, on fp32 logits (bf16 argmax is slower)
+            chosen = argmax(logits)  # (B, q); generate's argmax on the logits cast to fp32: the same indices
         chosen = chosen.tolist()
         for b in range(batch):
             kept = 0

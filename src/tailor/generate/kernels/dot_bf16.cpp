@@ -14,6 +14,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <cstdint>
+#include <cmath>
 #include <cstring>
 
 namespace {
@@ -160,13 +161,21 @@ void amx_tile(const uint16_t* x, int64_t m, int64_t k, const uint32_t* w, int64_
                           (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(total + (u * 16 + r) * LANES)));
 }
 
-// As dot_bf16, with AMX tiles: x (M <= 16, K % 32 == 0) bf16; block a multiple of 32.
+void configure(TileConfig& config, int64_t rows) {
+  config.rows[0] = rows, config.colsb[0] = 64;   // x: rows of 32 bf16
+  config.rows[1] = 16, config.colsb[1] = 64;     // weight: 16 pairs of K by 16 outputs
+  for (int t = 4; t < 8; ++t) config.rows[t] = rows, config.colsb[t] = 64;  // sums: rows of 16 fp32
+  _tile_loadconfig(&config);
+}
+
+// As dot_bf16, with AMX tiles: x (M, K % 32 == 0) bf16, 16 rows at a time; block a multiple of 32.
+// Each task takes 64 outputs and runs every row tile against them while those weights sit in cache.
 at::Tensor dot_amx(const at::Tensor& x, const at::Tensor& packed, int64_t block) {
   TORCH_CHECK(x.scalar_type() == at::kBFloat16 && x.dim() == 2 && x.is_contiguous(), "x: contiguous (M, K) bf16");
   TORCH_CHECK(packed.scalar_type() == at::kInt && packed.dim() == 3 && packed.is_contiguous(), "packed: (N/16, K/2, 16) int32");
   const int64_t m = x.size(0), k = x.size(1), groups = packed.size(0), pairs = packed.size(1);
   TORCH_CHECK(k == 2 * pairs && packed.size(2) == LANES && k % 32 == 0 && block % 32 == 0 && block > 0, "shapes do not agree");
-  TORCH_CHECK(m >= 1 && m <= 16, "AMX products take 1 to 16 rows");
+  TORCH_CHECK(m >= 1, "no rows");
   TORCH_CHECK(amx_permitted(), "the kernel may not use AMX tiles here");
   at::Tensor out = at::empty({m, groups * LANES}, x.options());
   const auto* xp = reinterpret_cast<const uint16_t*>(x.data_ptr());
@@ -175,22 +184,81 @@ at::Tensor dot_amx(const at::Tensor& x, const at::Tensor& packed, int64_t block)
   const int64_t n = groups * LANES;
   at::parallel_for(0, (groups + AMX_U - 1) / AMX_U, 1, [&](int64_t begin, int64_t end) {
     TileConfig config;
-    config.rows[0] = m, config.colsb[0] = 64;        // x: M rows of 32 bf16
-    config.rows[1] = 16, config.colsb[1] = 64;       // weight: 16 pairs of K by 16 outputs
-    for (int t = 4; t < 8; ++t) config.rows[t] = m, config.colsb[t] = 64;  // sums: M rows of 16 fp32
-    _tile_loadconfig(&config);
+    int64_t configured = 0;
     alignas(64) float sums[AMX_U * 16 * LANES], total[AMX_U * 16 * LANES];
     for (int64_t t = begin; t < end; ++t) {
       const int64_t g = t * AMX_U;
       const uint32_t* wg = wp + g * pairs * LANES;
-      switch (groups - g < AMX_U ? groups - g : AMX_U) {
-        case 1: amx_tile<1>(xp, m, k, wg, block, op + g * LANES, n, sums, total); break;
-        case 2: amx_tile<2>(xp, m, k, wg, block, op + g * LANES, n, sums, total); break;
-        case 3: amx_tile<3>(xp, m, k, wg, block, op + g * LANES, n, sums, total); break;
-        default: amx_tile<4>(xp, m, k, wg, block, op + g * LANES, n, sums, total); break;
+      for (int64_t r = 0; r < m; r += 16) {
+        const int64_t rows = m - r < 16 ? m - r : 16;
+        if (rows != configured) configure(config, rows), configured = rows;
+        const uint16_t* xr = xp + r * k;
+        uint16_t* o = op + r * n + g * LANES;
+        switch (groups - g < AMX_U ? groups - g : AMX_U) {
+          case 1: amx_tile<1>(xr, rows, k, wg, block, o, n, sums, total); break;
+          case 2: amx_tile<2>(xr, rows, k, wg, block, o, n, sums, total); break;
+          case 3: amx_tile<3>(xr, rows, k, wg, block, o, n, sums, total); break;
+          default: amx_tile<4>(xr, rows, k, wg, block, o, n, sums, total); break;
+        }
       }
     }
     _tile_release();  // oneDNN configures the tiles again for its own calls
+  });
+  return out;
+}
+
+// Per row of x (R, V) bf16, the index of its largest value, the first one on ties: torch's argmax,
+// without converting the whole row to fp32 first (greedy decoding's logits, 49k wide).
+at::Tensor argmax_bf16(const at::Tensor& x) {
+  TORCH_CHECK(x.scalar_type() == at::kBFloat16 && x.dim() == 2 && x.is_contiguous() && x.size(1) > 0,
+              "x: contiguous (R, V) bf16");
+  const int64_t r = x.size(0), v = x.size(1);
+  at::Tensor out = at::empty({r}, x.options().dtype(at::kLong));
+  const auto* xp = reinterpret_cast<const uint16_t*>(x.data_ptr());
+  auto* op = out.data_ptr<int64_t>();
+  at::parallel_for(0, r, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const uint16_t* p = xp + row * v;
+      __m512 best = _mm512_set1_ps(-INFINITY);
+      __m512i where = _mm512_setzero_si512(), at = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+      const __m512i step = _mm512_set1_epi32(16);
+      int64_t i = 0;
+      bool nan = false;
+      for (; i + 16 <= v; i += 16) {
+        const __m512 value = _mm512_castsi512_ps(_mm512_slli_epi32(
+            _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i))), 16));
+        nan |= _mm512_cmp_ps_mask(value, value, _CMP_UNORD_Q) != 0;
+        const __mmask16 more = _mm512_cmp_ps_mask(value, best, _CMP_GT_OQ);  // strictly: a lane keeps its first
+        best = _mm512_mask_mov_ps(best, more, value);
+        where = _mm512_mask_mov_epi32(where, more, at);
+        at = _mm512_add_epi32(at, step);
+      }
+      alignas(64) float values[16];
+      alignas(64) int32_t indices[16];
+      _mm512_store_ps(values, best);
+      _mm512_store_si512(indices, where);
+      float top = -INFINITY;
+      int64_t index = 0;
+      bool any = false;
+      for (int l = 0; l < 16 && i > 0; ++l)
+        if (!any || values[l] > top || (values[l] == top && indices[l] < index)) top = values[l], index = indices[l], any = true;
+      for (; i < v; ++i) {  // the tail, in order: later equal values never win
+        uint32_t bits = static_cast<uint32_t>(p[i]) << 16;
+        float value;
+        std::memcpy(&value, &bits, 4);
+        nan |= value != value;
+        if (!any || value > top) top = value, index = i, any = true;
+      }
+      if (nan) {  // torch's argmax takes the first NaN as the largest
+        for (int64_t j = 0; j < v; ++j) {
+          uint32_t bits = static_cast<uint32_t>(p[j]) << 16;
+          float value;
+          std::memcpy(&value, &bits, 4);
+          if (value != value) { index = j; break; }
+        }
+      }
+      op[row] = index;
+    }
   });
   return out;
 }
@@ -200,8 +268,10 @@ at::Tensor dot_amx(const at::Tensor& x, const at::Tensor& packed, int64_t block)
 TORCH_LIBRARY(tailor_kernels, m) {
   m.def("dot_bf16(Tensor x, Tensor packed, int block) -> Tensor");
   m.def("dot_amx(Tensor x, Tensor packed, int block) -> Tensor");
+  m.def("argmax_bf16(Tensor x) -> Tensor");
 }
 TORCH_LIBRARY_IMPL(tailor_kernels, CPU, m) {
   m.impl("dot_bf16", dot_bf16);
   m.impl("dot_amx", dot_amx);
+  m.impl("argmax_bf16", argmax_bf16);
 }
