@@ -122,3 +122,25 @@ def test_amx_kernel_takes_any_number_of_rows_sixteen_at_a_time(rows):
     assert torch.equal(got, want)
     if kernel.way_for(rows, 80, 576, torch.get_num_threads()) is not None:
         assert torch.equal(got, F.linear(x, weight))
+
+
+@needs_kernel
+@pytest.mark.parametrize("hidden", [64, 576])
+def test_rms_norm_equals_llama_s_bit_for_bit(hidden):
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    torch.manual_seed(hidden)
+    differing = 0
+    for trial in range(40):
+        norm = LlamaRMSNorm(hidden, eps=1e-5)
+        with torch.no_grad():
+            norm.weight.copy_(torch.randn(hidden) * (0.5 + trial % 3))
+        norm = norm.to(torch.bfloat16)
+        x = (torch.randn(4, 1, hidden) * 10.0 ** (trial % 7 - 3)).to(torch.bfloat16)  # (B, q, H) as decoding has it
+        got = kernel.rms_norm(norm, x)
+        assert got.shape == x.shape
+        differing += int((got != norm(x)).sum())
+    assert differing == 0
+    fp32 = LlamaRMSNorm(hidden)  # fp32 weights, or anything not bf16, is the module itself
+    x = torch.randn(2, hidden)
+    assert torch.equal(kernel.rms_norm(fp32, x), fp32(x))

@@ -31,7 +31,7 @@ from transformers.masking_utils import create_causal_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from tailor.generate.fast import pick, positions
-from tailor.generate.kernel import Product, argmax
+from tailor.generate.kernel import Product, argmax, rms_norm
 
 NGRAM = 3  # the longest n-gram looked up; shorter ones are tried after it
 
@@ -146,7 +146,7 @@ class Lean:
         padded = embeds.new_zeros(batch, width, (heads + 2 * kv_heads) * dim)
         interface = ALL_ATTENTION_FUNCTIONS["sdpa"]
         for i, (norm1, qkv, out, norm2, gate_up, down) in enumerate(self.layers):
-            padded[real] = qkv(norm1(x))
+            padded[real] = qkv(rms_norm(norm1, x))
             turned, value = padded.split([(heads + kv_heads) * dim, kv_heads * dim], dim=-1)
             turned = turned.view(batch, width, heads + kv_heads, dim).transpose(1, 2)
             turned = turned * cos + rotate_half(turned) * sin
@@ -157,10 +157,10 @@ class Lean:
             att, _ = interface(inner.layers[i].self_attn, query, key, value, causal, dropout=0.0,
                                scaling=self.scaling[i])  # (B, T, heads, D)
             x = x + out(att.reshape(batch, width, heads * dim)[real])
-            gate, up = gate_up(norm2(x)).chunk(2, dim=-1)
+            gate, up = gate_up(rms_norm(norm2, x)).chunk(2, dim=-1)
             x = x + down(F.silu(gate) * up)
         last = real.sum(-1).cumsum(0) - 1  # each row's last real token (left padding: the prompt's end)
-        return self.head(inner.norm(x[last]))
+        return self.head(rms_norm(inner.norm, x[last]))
 
     def attend(self, i: int, query: torch.Tensor, first: int, allowed: torch.Tensor | None) -> torch.Tensor:
         """Attention of queries (B, H, q, D) over layer i's cache, each query called as decoding calls it.
@@ -209,7 +209,7 @@ class Lean:
         cos, sin = inner.rotary_emb(x, slots - pad[:, None])
         cos, sin = cos[:, None], sin[:, None]  # (B, 1, q, D)
         for i, (norm1, qkv, out, norm2, gate_up, down) in enumerate(self.layers):
-            h = qkv(norm1(x), by_row)
+            h = qkv(rms_norm(norm1, x), by_row)
             # Queries and keys rotate together: one set of elementwise ops for both.
             turned, value = h.split([(heads + kv_heads) * dim, kv_heads * dim], dim=-1)
             turned = turned.view(batch, q, heads + kv_heads, dim).transpose(1, 2)
@@ -224,9 +224,9 @@ class Lean:
                 self.values[i][rows, :, slots] = value.transpose(1, 2)
             att = self.attend(i, query, first, allowed).transpose(1, 2).reshape(batch, q, heads * dim)
             x = x + out(att, by_row)
-            gate, up = gate_up(norm2(x), by_row).chunk(2, dim=-1)
+            gate, up = gate_up(rms_norm(norm2, x), by_row).chunk(2, dim=-1)
             x = x + down(F.silu(gate) * up, by_row)
-        return self.head(inner.norm(x), by_row)
+        return self.head(rms_norm(inner.norm, x), by_row)
 
 
 def drafts_exact(model) -> bool:

@@ -263,15 +263,51 @@ at::Tensor argmax_bf16(const at::Tensor& x) {
   return out;
 }
 
+
+// The end of transformers' LlamaRMSNorm on bf16 rows, given each row's mean square (torch computes that:
+// its summation order is its own): + eps, rsqrt, x * that in fp32, to bf16, weight * that in bf16, each
+// rounded as the torch op it stands for.
+at::Tensor rms_scale_bf16(const at::Tensor& x, const at::Tensor& variance, const at::Tensor& weight, double eps) {
+  TORCH_CHECK(x.scalar_type() == at::kBFloat16 && x.dim() == 2 && x.is_contiguous(), "x: contiguous (R, H) bf16");
+  const int64_t r = x.size(0), h = x.size(1);
+  TORCH_CHECK(variance.scalar_type() == at::kFloat && variance.numel() == r && variance.is_contiguous(), "variance: (R) fp32");
+  TORCH_CHECK(weight.scalar_type() == at::kBFloat16 && weight.dim() == 1 && weight.size(0) == h && weight.is_contiguous(),
+              "weight: contiguous (H) bf16");
+  TORCH_CHECK(h % 16 == 0, "H: a multiple of 16");
+  at::Tensor out = at::empty({r, h}, x.options());
+  const auto* xp = reinterpret_cast<const uint16_t*>(x.data_ptr());
+  const auto* wp = reinterpret_cast<const uint16_t*>(weight.data_ptr());
+  const float* vp = variance.data_ptr<float>();
+  auto* op = reinterpret_cast<uint16_t*>(out.data_ptr());
+  const float epsilon = static_cast<float>(eps);
+  auto widen = [](const uint16_t* p) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+  };
+  for (int64_t row = 0; row < r; ++row) {
+    const float sum = vp[row] + epsilon;
+    const __m512 factor = _mm512_set1_ps(1.0f / std::sqrt(sum));
+    const uint16_t* in = xp + row * h;
+    for (int64_t i = 0; i < h; i += 16) {
+      const __m512 normed = _mm512_mul_ps(widen(in + i), factor);
+      const __m512 rounded = _mm512_cvtpbh_ps(_mm512_cvtneps_pbh(normed));  // .to(bf16)
+      const __m512 product = _mm512_mul_ps(widen(wp + i), rounded);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(op + row * h + i), (__m256i)_mm512_cvtneps_pbh(product));
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(tailor_kernels, m) {
   m.def("dot_bf16(Tensor x, Tensor packed, int block) -> Tensor");
   m.def("dot_amx(Tensor x, Tensor packed, int block) -> Tensor");
   m.def("argmax_bf16(Tensor x) -> Tensor");
+  m.def("rms_scale_bf16(Tensor x, Tensor variance, Tensor weight, float eps) -> Tensor");
 }
 TORCH_LIBRARY_IMPL(tailor_kernels, CPU, m) {
   m.impl("dot_bf16", dot_bf16);
   m.impl("dot_amx", dot_amx);
   m.impl("argmax_bf16", argmax_bf16);
+  m.impl("rms_scale_bf16", rms_scale_bf16);
 }
