@@ -31,7 +31,7 @@ from transformers.masking_utils import create_causal_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from tailor.generate.fast import pick, positions
-from tailor.generate.kernel import Product, argmax, rms_norm
+from tailor.generate.kernel import Product, argmax, available, rms_norm
 
 NGRAM = 3  # the longest n-gram looked up; shorter ones are tried after it
 
@@ -206,27 +206,36 @@ class Lean:
         inner = self.model.model
         by_row = q > 1  # drafted tokens: each rounded as the one-token step that would make it
         x = inner.embed_tokens(ids)
-        cos, sin = inner.rotary_emb(x, slots - pad[:, None])
-        cos, sin = cos[:, None], sin[:, None]  # (B, 1, q, D)
+        cos, sin = (t.contiguous() for t in inner.rotary_emb(x, slots - pad[:, None]))  # (B, q, D)
+        fused = rotary_fused(x, cos)
         for i, (norm1, qkv, out, norm2, gate_up, down) in enumerate(self.layers):
             h = qkv(rms_norm(norm1, x), by_row)
-            # Queries and keys rotate together: one set of elementwise ops for both.
-            turned, value = h.split([(heads + kv_heads) * dim, kv_heads * dim], dim=-1)
-            turned = turned.view(batch, q, heads + kv_heads, dim).transpose(1, 2)
-            turned = turned * cos + rotate_half(turned) * sin
-            query, key = turned[:, :heads], turned[:, heads:]
-            value = value.view(batch, q, kv_heads, dim).transpose(1, 2)
-            if same_slot:
-                self.keys[i][:, :, first:first + q] = key
-                self.values[i][:, :, first:first + q] = value
+            if fused:  # the kernel turns queries and keys and fills the caches in one pass, rounding as below
+                query = torch.ops.tailor_kernels.rotary_bf16(h, cos, sin, self.keys[i], self.values[i], slots,
+                                                             heads, kv_heads)
             else:
-                self.keys[i][rows, :, slots] = key.transpose(1, 2)
-                self.values[i][rows, :, slots] = value.transpose(1, 2)
+                # Queries and keys rotate together: one set of elementwise ops for both.
+                turned, value = h.split([(heads + kv_heads) * dim, kv_heads * dim], dim=-1)
+                turned = turned.view(batch, q, heads + kv_heads, dim).transpose(1, 2)
+                turned = turned * cos[:, None] + rotate_half(turned) * sin[:, None]
+                query, key = turned[:, :heads], turned[:, heads:]
+                value = value.view(batch, q, kv_heads, dim).transpose(1, 2)
+                if same_slot:
+                    self.keys[i][:, :, first:first + q] = key
+                    self.values[i][:, :, first:first + q] = value
+                else:
+                    self.keys[i][rows, :, slots] = key.transpose(1, 2)
+                    self.values[i][rows, :, slots] = value.transpose(1, 2)
             att = self.attend(i, query, first, allowed).transpose(1, 2).reshape(batch, q, heads * dim)
             x = x + out(att, by_row)
             gate, up = gate_up(rms_norm(norm2, x), by_row).chunk(2, dim=-1)
             x = x + down(F.silu(gate) * up, by_row)
         return self.head(rms_norm(inner.norm, x), by_row)
+
+
+def rotary_fused(x: torch.Tensor, cos: torch.Tensor) -> bool:
+    """Whether the kernel's rotary pass can stand in for the torch ops (bf16 states and angles)."""
+    return x.dtype == torch.bfloat16 and cos.dtype == torch.bfloat16 and available()
 
 
 def drafts_exact(model) -> bool:

@@ -297,6 +297,69 @@ at::Tensor rms_scale_bf16(const at::Tensor& x, const at::Tensor& variance, const
   return out;
 }
 
+
+inline float widen1(uint16_t v) {
+  const uint32_t bits = static_cast<uint32_t>(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+inline uint16_t round1(float f) {  // to bf16, to nearest even, as torch rounds
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if (f != f) return 0x7fc0;
+  return static_cast<uint16_t>((bits + 0x7fff + ((bits >> 16) & 1)) >> 16);
+}
+
+// A decoding step's rotary embedding and cache writes in one pass. h (B, q, (heads + 2 kv) D) bf16 is
+// the q|k|v product; cos, sin (B, q, D). Queries and keys turn as transformers turns them, each op
+// rounded to bf16 as its torch op is: (t * cos) + (rotate_half(t) * sin). Keys and values go into the
+// caches (B, kv, L, D) at `slots` (B, q); the queries come back as (B, heads, q, D).
+at::Tensor rotary_bf16(const at::Tensor& h, const at::Tensor& cos, const at::Tensor& sin, at::Tensor keys,
+                       at::Tensor values, const at::Tensor& slots, int64_t heads, int64_t kv_heads) {
+  TORCH_CHECK(h.scalar_type() == at::kBFloat16 && h.dim() == 3 && h.is_contiguous(), "h: contiguous (B, q, W) bf16");
+  const int64_t b = h.size(0), q = h.size(1), d = cos.size(-1), length = keys.size(2);
+  TORCH_CHECK(h.size(2) == (heads + 2 * kv_heads) * d && d % 2 == 0, "h's width is not (heads + 2 kv) D");
+  TORCH_CHECK(cos.scalar_type() == at::kBFloat16 && sin.scalar_type() == at::kBFloat16 && cos.is_contiguous() &&
+              sin.is_contiguous() && cos.numel() == b * q * d && sin.numel() == b * q * d, "cos, sin: contiguous (B, q, D) bf16");
+  TORCH_CHECK(keys.scalar_type() == at::kBFloat16 && values.scalar_type() == at::kBFloat16 && keys.is_contiguous() &&
+              values.is_contiguous() && keys.sizes() == values.sizes() && keys.size(0) == b && keys.size(1) == kv_heads &&
+              keys.size(3) == d, "caches: contiguous (B, kv, L, D) bf16");
+  TORCH_CHECK(slots.scalar_type() == at::kLong && slots.is_contiguous() && slots.numel() == b * q, "slots: (B, q) int64");
+  at::Tensor query = at::empty({b, heads, q, d}, h.options());
+  const auto* hp = reinterpret_cast<const uint16_t*>(h.data_ptr());
+  const auto* cp = reinterpret_cast<const uint16_t*>(cos.data_ptr());
+  const auto* sp = reinterpret_cast<const uint16_t*>(sin.data_ptr());
+  const int64_t* slot = slots.data_ptr<int64_t>();
+  auto* qp = reinterpret_cast<uint16_t*>(query.data_ptr());
+  auto* kp = reinterpret_cast<uint16_t*>(keys.data_ptr());
+  auto* vp = reinterpret_cast<uint16_t*>(values.data_ptr());
+  const int64_t half = d / 2, width = (heads + 2 * kv_heads) * d;
+  for (int64_t row = 0; row < b; ++row)
+    for (int64_t j = 0; j < q; ++j) {
+      const int64_t at_slot = slot[row * q + j];
+      TORCH_CHECK(at_slot >= 0 && at_slot < length, "a slot lies outside the cache");
+      const uint16_t* t0 = hp + (row * q + j) * width;
+      const uint16_t* c = cp + (row * q + j) * d;
+      const uint16_t* s = sp + (row * q + j) * d;
+      for (int64_t n = 0; n < heads + kv_heads; ++n) {
+        const uint16_t* t = t0 + n * d;
+        uint16_t* o = n < heads ? qp + ((row * heads + n) * q + j) * d
+                                : kp + ((row * kv_heads + n - heads) * length + at_slot) * d;
+        for (int64_t e = 0; e < d; ++e) {
+          const float turned = e < half ? -widen1(t[e + half]) : widen1(t[e - half]);
+          const float first = widen1(round1(widen1(t[e]) * widen1(c[e])));
+          const float second = widen1(round1(turned * widen1(s[e])));
+          o[e] = round1(first + second);
+        }
+      }
+      for (int64_t n = 0; n < kv_heads; ++n)
+        std::memcpy(vp + ((row * kv_heads + n) * length + at_slot) * d, t0 + (heads + kv_heads + n) * d, d * 2);
+    }
+  return query;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(tailor_kernels, m) {
@@ -304,10 +367,12 @@ TORCH_LIBRARY(tailor_kernels, m) {
   m.def("dot_amx(Tensor x, Tensor packed, int block) -> Tensor");
   m.def("argmax_bf16(Tensor x) -> Tensor");
   m.def("rms_scale_bf16(Tensor x, Tensor variance, Tensor weight, float eps) -> Tensor");
+  m.def("rotary_bf16(Tensor h, Tensor cos, Tensor sin, Tensor(a!) keys, Tensor(b!) values, Tensor slots, int heads, int kv_heads) -> Tensor");
 }
 TORCH_LIBRARY_IMPL(tailor_kernels, CPU, m) {
   m.impl("dot_bf16", dot_bf16);
   m.impl("dot_amx", dot_amx);
   m.impl("argmax_bf16", argmax_bf16);
   m.impl("rms_scale_bf16", rms_scale_bf16);
+  m.impl("rotary_bf16", rotary_bf16);
 }
