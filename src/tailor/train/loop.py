@@ -30,6 +30,7 @@ from tailor.tasks import get_task
 from tailor.train import deepspeed_engine, distributed
 from tailor.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_model_folder
 from tailor.train.log import JsonlLog
+from tailor.train.resident_head import resident_head
 from tailor.train.sparse_embedding import densify, sparse_tied_gradient
 
 
@@ -134,73 +135,75 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
         stop = bool(t.patience) and state["bad_evals"] >= t.patience
         return bool(on_validation is not None and on_validation(step, metrics)) or stop
 
-    while step < total_steps:
-        tick = time.perf_counter()
-        parts = [next(data) for _ in range(t.grad_accum)]
-        if wrapped is None:
-            batches = [task.collate([train_set[i] for i in idx], pad_id) for _, idx in parts]
-            weights = [1.0] * len(batches)
-        else:  # this rank's share of each micro-batch; the global batch is the single-process one
-            batches, weights = distributed.local_batches([idx for _, idx in parts],
-                                                         lambda ids: task.collate([train_set[i] for i in ids], pad_id))
-        step_targets = sum(task.count_targets(b) for b, w in zip(batches, weights) if w)
-        if wrapped is not None:
-            step_targets = int(distributed.all_reduce_sum(step_targets)[0])  # the GLOBAL supervised-token count
-        loss_sum, step_tokens = 0.0, 0
-        for n, (batch, weight) in enumerate(zip(batches, weights)):
-            with autocast(bf16), distributed.sync_grads(ddp, last=n == len(batches) - 1), \
-                    sparse_tied_gradient(model, enabled=wrapped is None):
-                nll, _, _ = task.token_stats(model, batch) if wrapped is None else wrapped(batch)
-            # DDP and DeepSpeed average gradients over ranks; scaling by the world size makes that average a sum.
-            scaled = nll * (weight * distributed.world_size()) / max(step_targets, 1)
+    # One process under autocast: the LM head's bf16 weight and fp32 gradient stay in buffers (resident_head.py).
+    with resident_head(model, optimizer, enabled=bf16 and wrapped is None):
+        while step < total_steps:
+            tick = time.perf_counter()
+            parts = [next(data) for _ in range(t.grad_accum)]
+            if wrapped is None:
+                batches = [task.collate([train_set[i] for i in idx], pad_id) for _, idx in parts]
+                weights = [1.0] * len(batches)
+            else:  # this rank's share of each micro-batch; the global batch is the single-process one
+                batches, weights = distributed.local_batches([idx for _, idx in parts],
+                                                             lambda ids: task.collate([train_set[i] for i in ids], pad_id))
+            step_targets = sum(task.count_targets(b) for b, w in zip(batches, weights) if w)
+            if wrapped is not None:
+                step_targets = int(distributed.all_reduce_sum(step_targets)[0])  # the GLOBAL supervised-token count
+            loss_sum, step_tokens = 0.0, 0
+            for n, (batch, weight) in enumerate(zip(batches, weights)):
+                with autocast(bf16), distributed.sync_grads(ddp, last=n == len(batches) - 1), \
+                        sparse_tied_gradient(model, enabled=wrapped is None):
+                    nll, _, _ = task.token_stats(model, batch) if wrapped is None else wrapped(batch)
+                # DDP and DeepSpeed average gradients over ranks; scaling by the world size makes that average a sum.
+                scaled = nll * (weight * distributed.world_size()) / max(step_targets, 1)
+                if engine is None:
+                    scaled.backward()
+                else:
+                    deepspeed_engine.backward(engine, scaled)  # on the last micro-batch this also steps the optimizer
+                loss_sum += float(nll.detach()) * weight
+                real = int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+                step_tokens += int(real * weight)
+            if wrapped is not None:
+                loss_sum, step_tokens = distributed.all_reduce_sum(loss_sum, step_tokens)
+                step_tokens = int(step_tokens)
+            window_tokens += step_tokens
+            all_tokens += step_tokens
             if engine is None:
-                scaled.backward()
-            else:
-                deepspeed_engine.backward(engine, scaled)  # on the last micro-batch this also steps the optimizer
-            loss_sum += float(nll.detach()) * weight
-            real = int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
-            step_tokens += int(real * weight)
-        if wrapped is not None:
-            loss_sum, step_tokens = distributed.all_reduce_sum(loss_sum, step_tokens)
-            step_tokens = int(step_tokens)
-        window_tokens += step_tokens
-        all_tokens += step_tokens
-        if engine is None:
-            densify(model)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm or float("inf"))
-            if sharded:
-                grad_norm = distributed.full_value(grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        else:  # DeepSpeed clipped (gradient_clipping), stepped and zeroed the gradients in its step()
-            grad_norm = deepspeed_engine.grad_norm(engine)
-        scheduler.step()
-        step += 1
-        loss = loss_sum / max(step_targets, 1)
-        spent = time.perf_counter() - tick  # training compute only: validation and saving excluded
-        window_time += spent
-        train_time += spent
+                densify(model)
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm or float("inf"))
+                if sharded:
+                    grad_norm = distributed.full_value(grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            else:  # DeepSpeed clipped (gradient_clipping), stepped and zeroed the gradients in its step()
+                grad_norm = deepspeed_engine.grad_norm(engine)
+            scheduler.step()
+            step += 1
+            loss = loss_sum / max(step_targets, 1)
+            spent = time.perf_counter() - tick  # training compute only: validation and saving excluded
+            window_time += spent
+            train_time += spent
 
-        bar.update(1)
-        if main and (step % t.log_every == 0 or step == total_steps):
-            rate = window_tokens / max(window_time, 1e-9)
-            window_tokens, window_time = 0, 0.0
-            log.write({"step": step, "split": "train", "loss": loss, "lr": scheduler.get_last_lr()[0],
-                       "grad_norm": float(grad_norm), "tokens_per_second": rate, "epoch": parts[-1][0]})
-            bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{rate:.0f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
+            bar.update(1)
+            if main and (step % t.log_every == 0 or step == total_steps):
+                rate = window_tokens / max(window_time, 1e-9)
+                window_tokens, window_time = 0, 0.0
+                log.write({"step": step, "split": "train", "loss": loss, "lr": scheduler.get_last_lr()[0],
+                           "grad_norm": float(grad_norm), "tokens_per_second": rate, "epoch": parts[-1][0]})
+                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{rate:.0f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
 
-        if (t.eval_every and step % t.eval_every == 0) or step == total_steps:
-            stopped_early = validate()
-        if (main or sharded or engine is not None) and (stopped_early or step == total_steps or (t.save_every and step % t.save_every == 0)):
-            save_checkpoint(run_dir, step, model, tokenizer, optimizer, scheduler,
-                            {k: state[k] for k in ("best", "best_val_loss", "best_step", "bad_evals")}, config_yaml,
-                            engine=engine)
-        if stopped_early:
-            if main:
-                patience_ran_out = bool(t.patience) and state["bad_evals"] >= t.patience
-                bar.write(f"early stopping at step {step}: " + (f"no improvement in {t.patience} validations"
-                          if patience_ran_out else "on_validation asked to stop (a pruned search trial)"))
-            break
+            if (t.eval_every and step % t.eval_every == 0) or step == total_steps:
+                stopped_early = validate()
+            if (main or sharded or engine is not None) and (stopped_early or step == total_steps or (t.save_every and step % t.save_every == 0)):
+                save_checkpoint(run_dir, step, model, tokenizer, optimizer, scheduler,
+                                {k: state[k] for k in ("best", "best_val_loss", "best_step", "bad_evals")}, config_yaml,
+                                engine=engine)
+            if stopped_early:
+                if main:
+                    patience_ran_out = bool(t.patience) and state["bad_evals"] >= t.patience
+                    bar.write(f"early stopping at step {step}: " + (f"no improvement in {t.patience} validations"
+                              if patience_ran_out else "on_validation asked to stop (a pruned search trial)"))
+                break
     bar.close()
     seconds = time.perf_counter() - started
     return TrainResult(step, state["best_val_loss"], state["best_step"], stopped_early, all_tokens / max(train_time, 1e-9), seconds)

@@ -13,6 +13,7 @@ from transformers import PreTrainedModel
 from tailor.data.tokenize import IGNORE
 from tailor.models.attention import grouped
 from tailor.models.prefix import hidden_states
+from tailor.train.resident_head import head_logits
 
 CHUNK = 1024  # supervised positions per head+softmax chunk: bounds logits memory to CHUNK x vocab
 
@@ -37,7 +38,7 @@ def token_stats(model: PreTrainedModel, batch: dict[str, torch.Tensor],
     total = hidden.new_zeros((), dtype=torch.float32)
     correct = 0
     for start in range(0, y.numel(), CHUNK):
-        logits = head(h[start : start + CHUNK]).float()  # (n, V)
+        logits = head_logits(head, h[start : start + CHUNK]).float()  # (n, V)
         total = total + F.cross_entropy(logits, y[start : start + CHUNK], reduction="sum")
         correct += int((logits.argmax(-1) == y[start : start + CHUNK]).sum())
     return total, int(y.numel()), correct
