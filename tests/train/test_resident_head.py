@@ -17,8 +17,7 @@ def batch_of(model, seed):
     return collate([{"input_ids": r.tolist(), "labels": [-100] * 4 + r[4:].tolist()} for r in ids], pad_id=0)
 
 
-def train_steps(model, resident: bool, monkeypatch, steps=3):
-    monkeypatch.setattr(loss_module, "CHUNK", 7)  # several head chunks per batch: their parts add up
+def train_steps(model, resident: bool, steps=3):
     optimizer = make_optimizer(model, 1e-2, 0.0, [0.9, 0.999])
     losses, grads = [], []
     with resident_head(model, optimizer, enabled=resident):
@@ -35,12 +34,12 @@ def train_steps(model, resident: bool, monkeypatch, steps=3):
     return losses, grads
 
 
-def test_resident_head_trains_as_autocast_does(tiny_model, monkeypatch):
+def test_resident_head_trains_as_autocast_does(tiny_model):
     plain, resident = (AutoModelForCausalLM.from_pretrained(tiny_model) for _ in range(2))
-    want_losses, want_grads = train_steps(plain, False, monkeypatch)
-    got_losses, got_grads = train_steps(resident, True, monkeypatch)
-    # The chunks' parts are summed in another order (fp32 ulps). Steps 2 and 3 use the weights the
-    # optimizer made: a stale bf16 copy would part by far more than that.
+    want_losses, want_grads = train_steps(plain, False)
+    got_losses, got_grads = train_steps(resident, True)
+    # The head's and the embedding's parts are summed in another order (fp32 ulps). Steps 2 and 3 use
+    # the weights the optimizer made: a stale bf16 copy would part by far more than that.
     assert got_losses[0] == want_losses[0]
     torch.testing.assert_close(got_losses, want_losses, rtol=2e-4, atol=0)  # stale: 2e-3 at step 2
     torch.testing.assert_close(got_grads[0], want_grads[0], rtol=1e-4, atol=1e-6)  # from the same weights
@@ -54,3 +53,12 @@ def test_without_autocast_or_grad_the_head_is_the_module(tiny_model):
         nll, n, _ = token_stats(model, batch_of(model, 0))
     want, _, _ = token_stats(model, batch_of(model, 0))
     assert float(nll) == float(want)
+
+
+def test_chunks_add_their_parts_in_fp32(tiny_model, monkeypatch):
+    """Several head chunks per batch: each part rounds to bf16 once and they sum in fp32, close to one chunk."""
+    whole = train_steps(AutoModelForCausalLM.from_pretrained(tiny_model), True, steps=1)[1][0]
+    monkeypatch.setattr(loss_module, "CHUNK", 7)
+    chunked = train_steps(AutoModelForCausalLM.from_pretrained(tiny_model), True, steps=1)[1][0]
+    assert not torch.equal(whole, chunked)
+    assert float((chunked - whole).norm() / whole.norm()) < 1e-2  # bf16 rounding of the parts, no more

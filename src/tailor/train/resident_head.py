@@ -6,7 +6,9 @@ SmolLM2 four passes over 49152 x 576 values a step, 15% of a training step on 2 
 (BENCHMARKS.md). Here the bf16 copy is refreshed in place after each optimizer step, and the
 gradient goes straight into the parameter's `.grad` (a buffer kept between steps) instead of back
 through autograd; the tied embedding's sparse rows are then added into it in place. The arithmetic
-is autocast's: a bf16 product, its gradient cast to fp32, the chunks' parts summed in fp32.
+is autocast's: a bf16 product and its gradient cast to fp32; where a batch's supervised positions
+take several head chunks, their parts are summed in fp32 (autocast sums them in bf16 before its
+one cast).
 
 Only for one process (DDP and FSDP reduce what autograd hands the parameter, so `train` turns this
 on only when nothing wraps the model), under bf16 autocast, for a bias-free nn.Linear head.
