@@ -8,8 +8,10 @@ Each operation is otherwise the one transformers' Llama forward runs, with the s
 single token (its norm, rotary and activation modules are called as they are; SDPA gets the heads
 grouped or packed as transformers gives them), so greedy replies equal `model.generate`'s.
 
-The products run on `kernel.Product` (weights packed once, oneDNN's rounding). The prompt runs with
-the arithmetic of the model's forward, its products on the real tokens only (`Lean.prefill`).
+The products run on `kernel.Product` (weights packed once, oneDNN's rounding); on bf16 the norms'
+elementwise tail, the rotary embedding with the cache writes, and greedy's argmax run as single
+kernel passes that round each step as the torch op they stand for. The prompt runs with the
+arithmetic of the model's forward, its products on the real tokens only (`Lean.prefill`).
 
 Lookahead (`draft` > 0, greedy at batch 1) drafts the next tokens by looking up the row's latest
 n-gram earlier in its own text (prompt lookup) and checks the draft in one forward; a row keeps the
