@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
 SOURCE = Path(__file__).parent / "kernels" / "dot_bf16.cpp"
 LANES = 16  # outputs per vector in the packed layout
@@ -165,8 +166,6 @@ def rms_norm(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """`norm(x)` for transformers' LlamaRMSNorm on bf16: the mean square by torch's own ops (its summation
     order is its own), the other five ops in one pass of the kernel, bit for bit. A decoding step runs
     61 norms, and each torch op costs more in dispatch than in arithmetic at these sizes."""
-    from transformers.models.llama.modeling_llama import LlamaRMSNorm
-
     weight = getattr(norm, "weight", None)
     if (type(norm) is not LlamaRMSNorm or x.dtype != torch.bfloat16 or weight is None or weight.dtype != torch.bfloat16
             or x.shape[-1] % LANES or not available()):

@@ -209,7 +209,7 @@ class Lean:
         by_row = q > 1  # drafted tokens: each rounded as the one-token step that would make it
         x = inner.embed_tokens(ids)
         cos, sin = (t.contiguous() for t in inner.rotary_emb(x, slots - pad[:, None]))  # (B, q, D)
-        fused = rotary_fused(x, cos)
+        fused = x.dtype == cos.dtype == torch.bfloat16 and available()  # the kernel's rotary pass applies
         for i, (norm1, qkv, out, norm2, gate_up, down) in enumerate(self.layers):
             h = qkv(rms_norm(norm1, x), by_row)
             if fused:  # the kernel turns queries and keys and fills the caches in one pass, rounding as below
@@ -233,11 +233,6 @@ class Lean:
             gate, up = gate_up(rms_norm(norm2, x), by_row).chunk(2, dim=-1)
             x = x + down(F.silu(gate) * up, by_row)
         return self.head(rms_norm(inner.norm, x), by_row)
-
-
-def rotary_fused(x: torch.Tensor, cos: torch.Tensor) -> bool:
-    """Whether the kernel's rotary pass can stand in for the torch ops (bf16 states and angles)."""
-    return x.dtype == torch.bfloat16 and cos.dtype == torch.bfloat16 and available()
 
 
 def drafts_exact(model) -> bool:

@@ -135,8 +135,10 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
         stop = bool(t.patience) and state["bad_evals"] >= t.patience
         return bool(on_validation is not None and on_validation(step, metrics)) or stop
 
-    # One process under autocast: the LM head's bf16 weight and fp32 gradient stay in buffers (resident_head.py).
-    with resident_head(model, optimizer, enabled=bf16 and wrapped is None):
+    # One process: the LM head's bf16 weight and fp32 gradient stay in buffers under autocast (resident_head.py),
+    # a tied embedding's gradient comes as sparse rows (sparse_embedding.py).
+    with resident_head(model, optimizer, enabled=bf16 and wrapped is None), \
+            sparse_tied_gradient(model, enabled=wrapped is None):
         while step < total_steps:
             tick = time.perf_counter()
             parts = [next(data) for _ in range(t.grad_accum)]
@@ -151,8 +153,7 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
                 step_targets = int(distributed.all_reduce_sum(step_targets)[0])  # the GLOBAL supervised-token count
             loss_sum, step_tokens = 0.0, 0
             for n, (batch, weight) in enumerate(zip(batches, weights)):
-                with autocast(bf16), distributed.sync_grads(ddp, last=n == len(batches) - 1), \
-                        sparse_tied_gradient(model, enabled=wrapped is None):
+                with autocast(bf16), distributed.sync_grads(ddp, last=n == len(batches) - 1):
                     nll, _, _ = task.token_stats(model, batch) if wrapped is None else wrapped(batch)
                 # DDP and DeepSpeed average gradients over ranks; scaling by the world size makes that average a sum.
                 scaled = nll * (weight * distributed.world_size()) / max(step_targets, 1)

@@ -108,17 +108,7 @@ bool amx_permitted() {
   return ok;
 }
 
-constexpr int AMX_U = 4;
-#ifndef TAILOR_AHEAD
-#define TAILOR_AHEAD 4
-#endif
-constexpr int64_t AHEAD = TAILOR_AHEAD;  // chunks of weight requested ahead of the one multiplied
-
-// The 16 cache lines of a weight chunk, unless they lie past the group's end.
-inline void prefetch_chunk(const uint32_t* p, const uint32_t* end) {
-  if (p >= end) return;
-  for (int line = 0; line < 16; ++line) _mm_prefetch(reinterpret_cast<const char*>(p + line * LANES), _MM_HINT_NTA);
-}  // accumulator tiles (tmm4..tmm7): 64 outputs per task
+constexpr int AMX_U = 4;  // accumulator tiles (tmm4..tmm7): 64 outputs per task
 
 // tmm0: x's rows, one K chunk; tmm1: one group's chunk of packed weight; tmm4 + u: group u's sums.
 template <int U>
@@ -137,7 +127,6 @@ void amx_tile(const uint16_t* x, int64_t m, int64_t k, const uint32_t* w, int64_
 // The tile numbers are immediates, so each step is spelled out.
 #define TAILOR_STEP(u, sum)                                  \
       if (U > u) {                                           \
-        prefetch_chunk(wc + u * pairs * LANES + AHEAD * 16 * LANES, wc + (u + 1) * pairs * LANES); \
         _tile_stream_loadd(1, wc + u * pairs * LANES, LANES * 4); \
         _tile_dpbf16ps(sum, 0, 1);                           \
       }
