@@ -70,3 +70,35 @@ def test_grouped_attention_routes_through_the_new_function_and_restores_sdpa(tin
     assert model.config._attn_implementation == "sdpa"  # generation after training keeps SDPA
     model(input_ids=torch.tensor([[5, 6, 7]]))
     assert len(seen) == model.config.num_hidden_layers
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_scoring_attention_matches_sdpa(tiny_model, padded):
+    """Without gradients the grouped path runs the fused kernel with an additive mask: SDPA's loss."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation="sdpa")
+    batch = batch_of(padded)
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
+        targets = batch["labels"][:, 1:]
+        want = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                                 ignore_index=-100)
+        nll, n, _ = token_stats(model, batch)
+    assert torch.isfinite(nll)
+    assert float(nll) / n == pytest.approx(float(want), rel=1e-5)
+
+
+def test_scoring_rows_with_no_key_stay_finite():
+    """A query row whose keys are all masked averages the values (finfo.min), as the training path does."""
+    from tailor.models.attention import grouped_attention
+
+    class Module:
+        is_causal, training = True, False
+
+    torch.manual_seed(0)
+    q, k, v = torch.randn(1, 4, 3, 8), torch.randn(1, 2, 3, 8), torch.randn(1, 2, 3, 8)
+    mask = torch.tensor([[True, False, False], [True, True, False], [False, False, False]])[None, None]
+    with torch.no_grad():
+        got, _ = grouped_attention(Module, q, k, v, mask)
+    want, _ = grouped_attention(Module, q, k, v, mask)  # with gradients on: the matmul path
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, want.detach(), rtol=1e-5, atol=1e-6)

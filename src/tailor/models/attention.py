@@ -6,7 +6,8 @@ machine with a 945 GFLOP/s bf16 matmul peak, and with a padding mask transformer
 each key/value head to every query head of its group (repeat_kv). Here the query heads of a
 group are stacked along the rows, so attention is two large batched matmuls against the shared
 key/value heads, with no copies, and the softmax runs in fp32 as in transformers' eager path.
-It halved the attention time of a SmolLM2 training step (BENCHMARKS.md).
+It halved the attention time of a SmolLM2 training step (BENCHMARKS.md). Scoring (no gradient)
+needs no backward, and there PyTorch's fused forward with `enable_gqa` is the faster one.
 
 Keys may be longer than the queries when a shared prefix ran first (`models/prefix.py`): the
 queries are then the last positions. Generation keeps transformers' SDPA path: `grouped` is only
@@ -40,27 +41,44 @@ def grouped_attention(module, query, key, value, attention_mask, dropout: float 
                                       is_causal=is_causal, **kwargs)
     group = heads // kv_heads
     scale = size ** -0.5 if scaling is None else scaling
-    # Scaling the (T x D) queries costs less than scaling the (T x T) scores.
-    scores = torch.matmul((query * scale).reshape(batch, kv_heads, group * length, size), key.transpose(-1, -2))
-    scores = scores.view(batch, kv_heads, group, length, keys)  # (B, KV, G, T, S)
     if attention_mask is None and (is_causal if is_causal is not None else getattr(module, "is_causal", True)):
         causal = torch.ones(length, keys, dtype=torch.bool, device=query.device).tril(keys - length)
         attention_mask = causal[None, None]
+    if not torch.is_grad_enabled():
+        # Scoring: PyTorch's fused kernel with the key/value heads shared in place (enable_gqa) never
+        # materialises the scores; at scoring shapes it took 0.3-0.6x the time of the two matmuls below.
+        return _fused(query, key, value, attention_mask, scale).transpose(1, 2).contiguous(), None
+    # Scaling the (T x D) queries costs less than scaling the (T x T) scores.
+    scores = torch.matmul((query * scale).reshape(batch, kv_heads, group * length, size), key.transpose(-1, -2))
+    scores = scores.view(batch, kv_heads, group, length, keys)  # (B, KV, G, T, S)
     if attention_mask is not None:
         # finfo.min, not -inf: a query row with no key to attend (padding) gets a uniform row, not NaN.
         # In place: the matmul's backward needs its inputs, not the scores.
         scores.masked_fill_(~attention_mask[:, :, None], torch.finfo(scores.dtype).min)
-    if torch.is_grad_enabled():
-        probs = torch.softmax(scores, -1, dtype=torch.float32).to(value.dtype)  # fp32 softmax, as eager attention
-    else:
-        # Scoring: the bf16 kernel computes in fp32 inside and rounds once, as the cast below it would
-        # (1 in 1e5 probabilities differs by an ulp), at a quarter of the time; backward would keep only
-        # bf16 probabilities, so training stays on the fp32 path.
-        probs = torch.softmax(scores, -1)
+    probs = torch.softmax(scores, -1, dtype=torch.float32).to(value.dtype)  # fp32 softmax, as eager attention
     if dropout and module.training:
         probs = torch.nn.functional.dropout(probs, p=dropout)
     out = torch.matmul(probs.view(batch, kv_heads, group * length, keys), value)  # (B, KV, G*T, D)
     return out.view(batch, heads, length, size).transpose(1, 2).contiguous(), None
+
+
+_additive: tuple = (None, None)  # (bool mask, its additive form): every layer of a forward gets the same mask
+
+
+def _fused(query, key, value, mask, scale):
+    """SDPA over grouped heads, the mask made additive once per forward. finfo.min rather than -inf, so a
+    row with no key to attend (padding) averages the values instead of giving NaN that would reach the
+    real rows through the next layer's keys."""
+    global _additive
+    if mask is not None:
+        cached = _additive  # read once: another thread may score at the same time
+        if cached[0] is not mask:
+            cached = (mask, torch.zeros(mask.shape, dtype=query.dtype, device=query.device)
+                      .masked_fill_(~mask, torch.finfo(query.dtype).min))
+            _additive = cached
+        mask = cached[1]
+    return torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scale,
+                                                            enable_gqa=True)
 
 
 AttentionInterface.register(NAME, grouped_attention)

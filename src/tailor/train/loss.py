@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from tailor.data.tokenize import IGNORE
+from tailor.generate import kernel
 from tailor.models.attention import grouped
 from tailor.models.prefix import hidden_states
 from tailor.train.resident_head import head_logits
@@ -38,7 +39,10 @@ def token_stats(model: PreTrainedModel, batch: dict[str, torch.Tensor],
     total = hidden.new_zeros((), dtype=torch.float32)
     correct = 0
     for start in range(0, y.numel(), CHUNK):
-        logits = head_logits(head, h[start : start + CHUNK]).float()  # (n, V)
-        total = total + F.cross_entropy(logits, y[start : start + CHUNK], reduction="sum")
-        correct += int((logits.argmax(-1) == y[start : start + CHUNK]).sum())
+        logits = head_logits(head, h[start : start + CHUNK])  # (n, V), bf16 under autocast
+        # The log-softmax reads bf16 logits and computes in fp32, as a cast first would, without the fp32 copy;
+        # its backward hands the head a bf16 gradient, as the cast's backward did.
+        logprobs = F.log_softmax(logits, -1, dtype=torch.float32)
+        total = total + F.nll_loss(logprobs, y[start : start + CHUNK], reduction="sum")
+        correct += int((kernel.argmax(logits.detach()) == y[start : start + CHUNK]).sum())
     return total, int(y.numel()), correct
