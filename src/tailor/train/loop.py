@@ -56,6 +56,29 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=True)
 
 
+def clip_and_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, max_norm: float) -> torch.Tensor:
+    """clip_grad_norm_ then optimizer.step(), with the clipping factor applied inside the fused AdamW step.
+
+    The fused kernel divides each gradient by `grad_scale` as it reads it (the hook GradScaler unscales
+    through), so the clipped gradients are never written: one pass over the gradients fewer a step.
+    Returns the norm before clipping, as clip_grad_norm_ does."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads)
+    fused = all(g.get("fused") for g in optimizer.param_groups) and not hasattr(optimizer, "grad_scale")
+    if not fused:
+        torch.nn.utils.clip_grads_with_norm_(model.parameters(), max_norm, norm)
+        optimizer.step()
+        return norm
+    # clip_grads_with_norm_'s factor, clamped at 1: an unclipped step divides by exactly 1.
+    factor = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+    optimizer.grad_scale = (1.0 / factor).to(torch.float32)
+    try:
+        optimizer.step()
+    finally:
+        del optimizer.grad_scale
+    return norm
+
+
 def micro_batches(lengths: list[int], batch_size: int, seed: int, start: int):
     """Endless (epoch, micro-batch indices) from global micro-batch number `start` on."""
     epoch, offset = divmod(start, math.ceil(len(lengths) / batch_size))
@@ -171,10 +194,13 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
             all_tokens += step_tokens
             if engine is None:
                 densify(model)
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm or float("inf"))
-                if sharded:
-                    grad_norm = distributed.full_value(grad_norm)
-                optimizer.step()
+                if wrapped is None and not sharded:
+                    grad_norm = clip_and_step(model, optimizer, t.max_grad_norm or float("inf"))
+                else:
+                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm or float("inf"))
+                    if sharded:
+                        grad_norm = distributed.full_value(grad_norm)
+                    optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             else:  # DeepSpeed clipped (gradient_clipping), stepped and zeroed the gradients in its step()
                 grad_norm = deepspeed_engine.grad_norm(engine)
