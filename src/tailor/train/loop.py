@@ -29,6 +29,7 @@ from tailor.precision import autocast, use_bf16
 from tailor.tasks import get_task
 from tailor.train import deepspeed_engine, distributed
 from tailor.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_model_folder
+from tailor.train.fused_norm import fused_norms
 from tailor.train.log import JsonlLog
 from tailor.train.resident_head import resident_head
 from tailor.train.sparse_embedding import densify, sparse_tied_gradient
@@ -159,9 +160,10 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
         return bool(on_validation is not None and on_validation(step, metrics)) or stop
 
     # One process: the LM head's bf16 weight and fp32 gradient stay in buffers under autocast (resident_head.py),
-    # a tied embedding's gradient comes as sparse rows (sparse_embedding.py).
+    # a tied embedding's gradient comes as sparse rows (sparse_embedding.py), RMSNorm runs as one kernel pass
+    # forward and one backward (fused_norm.py).
     with resident_head(model, optimizer, enabled=bf16 and wrapped is None), \
-            sparse_tied_gradient(model, enabled=wrapped is None):
+            sparse_tied_gradient(model, enabled=wrapped is None), fused_norms(model, enabled=wrapped is None):
         while step < total_steps:
             tick = time.perf_counter()
             parts = [next(data) for _ in range(t.grad_accum)]
