@@ -25,8 +25,8 @@ from tailor.data.tokenize import prompt_ids  # noqa: E402
 from tailor.eval.score import score  # noqa: E402
 from tailor.generate.lean import decode  # noqa: E402
 from tailor.precision import autocast, inference_model  # noqa: E402
-from tailor.train.loop import make_optimizer  # noqa: E402
 from tailor.train.fused_norm import fused_norms  # noqa: E402
+from tailor.train.loop import clip_and_step, make_optimizer  # noqa: E402
 from tailor.train.loss import token_stats  # noqa: E402
 from tailor.train.resident_head import resident_head  # noqa: E402
 from tailor.train.sparse_embedding import densify, sparse_tied_gradient  # noqa: E402
@@ -56,8 +56,7 @@ def main() -> None:
                 nll, n, _ = token_stats(model, batch)
             (nll / n).backward()
             densify(model)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
+            clip_and_step(model, optimizer, 1.0)
             optimizer.zero_grad(set_to_none=True)
 
         # As train() runs one process under bf16: the head's buffers, the sparse embedding gradient, the kernel norms.

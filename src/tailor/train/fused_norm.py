@@ -46,7 +46,9 @@ def _forward(self: LlamaRMSNorm, x: torch.Tensor) -> torch.Tensor:
 @contextlib.contextmanager
 def fused_norms(model: torch.nn.Module, enabled: bool = True):
     """Within the block, the model's LlamaRMSNorm modules train through the kernel (module docstring)."""
-    norms = [m for m in model.modules() if type(m) is LlamaRMSNorm] if enabled and kernel.available() else []
+    norms = [m for m in model.modules() if type(m) is LlamaRMSNorm] if enabled else []
+    if norms and not kernel.available():  # asked only when there is a norm to run: the first call builds the kernel
+        norms = []
     for norm in norms:
         norm.forward = types.MethodType(_forward, norm)
     try:
