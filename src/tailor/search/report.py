@@ -20,7 +20,7 @@ import yaml
 from optuna.trial import TrialState
 
 from tailor.config import Config, to_dict
-from tailor.fsutil import write_json, write_text
+from tailor.fsutil import write_bytes, write_json, write_text
 from tailor.search.space import trial_config
 
 
@@ -124,9 +124,7 @@ def make_plots(study: optuna.Study, folder: Path) -> dict[str, Path]:
         fig.savefig(buf, format="png", dpi=100)
         plt.close(fig)
         path = folder / "plots" / f"{name}.png"
-        tmp = path.with_suffix(".png.tmp")
-        tmp.write_bytes(buf.getvalue())
-        tmp.replace(path)
+        write_bytes(path, buf.getvalue())  # workers of one study may draw the same plot at once
         made[name] = path
     return made
 
