@@ -102,3 +102,33 @@ def test_scoring_rows_with_no_key_stay_finite():
     want, _ = grouped_attention(Module, q, k, v, mask)  # with gradients on: the matmul path
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got, want.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_training_softmax_matches_the_fp32_one(monkeypatch):
+    """Training under autocast takes the softmax in bf16 (fp32 inside the kernel); output and gradients stay
+    within bf16 rounding of the fp32 softmax cast to bf16, and a row with no key stays finite."""
+    import tailor.models.attention as attention
+
+    class Module:
+        is_causal, training = True, True
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 6, 8).bfloat16(), torch.randn(2, 2, 6, 8).bfloat16(), torch.randn(2, 2, 6, 8).bfloat16())
+    mask = torch.ones(6, 6, dtype=torch.bool).tril()[None, None].repeat(2, 1, 1, 1)
+    mask[1, :, 4:] = False  # padding rows: no key at all
+    grad = torch.randn(2, 6, 4, 8).bfloat16()
+
+    def run(bf16_softmax: bool):
+        monkeypatch.setattr(attention, "BF16_SOFTMAX", bf16_softmax)
+        inputs = [t.clone().requires_grad_() for t in (q, k, v)]
+        out, _ = attention.grouped_attention(Module, *inputs, mask)
+        out.backward(grad)
+        return out.detach(), [t.grad for t in inputs]
+
+    want, want_grads = run(False)
+    got, got_grads = run(True)
+    assert got.dtype == torch.bfloat16 and torch.isfinite(got).all()
+    torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2)
+    for g, w in zip(got_grads, want_grads):
+        assert torch.isfinite(g).all()
+        torch.testing.assert_close(g, w, rtol=3e-2, atol=3e-2)

@@ -24,6 +24,11 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 NAME = "tailor_grouped"
+# Under autocast the training softmax reads and writes bf16 (the CPU kernel computes in fp32 inside):
+# the probabilities equal the fp32 softmax cast to bf16, and forward plus backward take half the time
+# of an fp32 softmax with its two casts (6.3 -> 3.1 ms at (8, 9, 226, 250)). The gradient is then
+# taken from the bf16 probabilities. False keeps eager attention's fp32 softmax (tests compare both).
+BF16_SOFTMAX = True
 
 
 def grouped_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
@@ -55,7 +60,10 @@ def grouped_attention(module, query, key, value, attention_mask, dropout: float 
         # finfo.min, not -inf: a query row with no key to attend (padding) gets a uniform row, not NaN.
         # In place: the matmul's backward needs its inputs, not the scores.
         scores.masked_fill_(~attention_mask[:, :, None], torch.finfo(scores.dtype).min)
-    probs = torch.softmax(scores, -1, dtype=torch.float32).to(value.dtype)  # fp32 softmax, as eager attention
+    if scores.dtype == torch.bfloat16 and BF16_SOFTMAX:
+        probs = torch.softmax(scores, -1)
+    else:
+        probs = torch.softmax(scores, -1, dtype=torch.float32).to(value.dtype)  # as eager attention
     if dropout and module.training:
         probs = torch.nn.functional.dropout(probs, p=dropout)
     out = torch.matmul(probs.view(batch, kv_heads, group * length, keys), value)  # (B, KV, G*T, D)
