@@ -26,6 +26,7 @@ from tailor.eval.score import score  # noqa: E402
 from tailor.generate.lean import decode  # noqa: E402
 from tailor.precision import autocast, inference_model  # noqa: E402
 from tailor.train.fused_norm import fused_norms  # noqa: E402
+from tailor.train.fused_rotary import fused_rotary  # noqa: E402
 from tailor.train.loop import clip_and_step, make_optimizer  # noqa: E402
 from tailor.train.loss import token_stats  # noqa: E402
 from tailor.train.resident_head import resident_head  # noqa: E402
@@ -59,8 +60,8 @@ def main() -> None:
             clip_and_step(model, optimizer, 1.0)
             optimizer.zero_grad(set_to_none=True)
 
-        # As train() runs one process under bf16: the head's buffers, the sparse embedding gradient, the kernel norms.
-        with resident_head(model, optimizer), sparse_tied_gradient(model), fused_norms(model):
+        # As train() runs one process under bf16: the head's buffers, the sparse embedding gradient, the kernels.
+        with resident_head(model, optimizer), sparse_tied_gradient(model), fused_norms(model), fused_rotary(model):
             for b in batches[:6]:  # warm up, the profiled batches too: the optimizer state and the heap's pages
                 step(b)
             with profile(activities=[ProfilerActivity.CPU], record_shapes=a.shapes) as prof:

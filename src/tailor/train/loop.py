@@ -30,6 +30,7 @@ from tailor.tasks import get_task
 from tailor.train import deepspeed_engine, distributed
 from tailor.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_model_folder
 from tailor.train.fused_norm import fused_norms
+from tailor.train.fused_rotary import fused_rotary
 from tailor.train.log import JsonlLog
 from tailor.train.resident_head import resident_head
 from tailor.train.sparse_embedding import densify, sparse_tied_gradient
@@ -160,10 +161,11 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
         return bool(on_validation is not None and on_validation(step, metrics)) or stop
 
     # One process: the LM head's bf16 weight and fp32 gradient stay in buffers under autocast (resident_head.py),
-    # a tied embedding's gradient comes as sparse rows (sparse_embedding.py), RMSNorm runs as one kernel pass
-    # forward and one backward (fused_norm.py).
+    # a tied embedding's gradient comes as sparse rows (sparse_embedding.py), RMSNorm and the rotary embedding
+    # run as one kernel pass forward and one backward (fused_norm.py, fused_rotary.py).
     with resident_head(model, optimizer, enabled=bf16 and wrapped is None), \
-            sparse_tied_gradient(model, enabled=wrapped is None), fused_norms(model, enabled=wrapped is None):
+            sparse_tied_gradient(model, enabled=wrapped is None), fused_norms(model, enabled=wrapped is None), \
+            fused_rotary(model, enabled=wrapped is None):
         while step < total_steps:
             tick = time.perf_counter()
             parts = [next(data) for _ in range(t.grad_accum)]

@@ -9,6 +9,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros.h>
 #include <tuple>
 #include <torch/library.h>
@@ -423,6 +424,55 @@ std::tuple<at::Tensor, at::Tensor> rms_norm_fp32_backward(const at::Tensor& dy, 
   return {dx, partial.sum(0)};
 }
 
+// Rotary embedding for training on bf16 queries or keys x (B, H, T, D), any strides with D contiguous, and
+// fp32 cos, sin (B or 1, T, D) contiguous: out = x * cos + rotate_half(x) * sin in fp32, rounded once to bf16,
+// which is what transformers' rotary (fp32 under autocast) followed by autocast's cast gives. With
+// `backward`, x is the output's gradient and the result the input's: g * cos - rotate_half(g * sin).
+// Multiply then add, never fused: the products round as torch's do.
+__attribute__((optimize("fp-contract=off")))
+at::Tensor rotary_train_bf16(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, bool backward) {
+  TORCH_CHECK(x.scalar_type() == at::kBFloat16 && x.dim() == 4 && x.stride(3) == 1, "x: (B, H, T, D) bf16, D contiguous");
+  const int64_t b = x.size(0), heads = x.size(1), t = x.size(2), d = x.size(3), half = d / 2;
+  TORCH_CHECK(d % 32 == 0, "D: a multiple of 32");
+  TORCH_CHECK(cos.scalar_type() == at::kFloat && sin.scalar_type() == at::kFloat && cos.is_contiguous() && sin.is_contiguous()
+              && cos.dim() == 3 && (cos.size(0) == b || cos.size(0) == 1) && cos.size(1) == t && cos.size(2) == d && sin.sizes() == cos.sizes(),
+              "cos, sin: contiguous (B or 1, T, D) fp32");
+  const int64_t cb = cos.size(0) == 1 ? 0 : 1;  // one table for every row of the batch
+  at::Tensor out = at::empty_like(x);  // x's layout: the projections' transposes stay views
+  const auto* xp = reinterpret_cast<const uint16_t*>(x.data_ptr());
+  auto* op = reinterpret_cast<uint16_t*>(out.data_ptr());
+  const float* cp = cos.data_ptr<float>();
+  const float* sp = sin.data_ptr<float>();
+  const int64_t xs0 = x.stride(0), xs1 = x.stride(1), xs2 = x.stride(2);
+  const int64_t os0 = out.stride(0), os1 = out.stride(1), os2 = out.stride(2);
+  auto widen = [](const uint16_t* p) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+  };
+  auto store = [](uint16_t* p, __m512 v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), (__m256i)_mm512_cvtneps_pbh(v)); };
+  at::parallel_for(0, b * heads * t, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t bi = row / (heads * t), hi = (row / t) % heads, ti = row % t;
+      const uint16_t* in = xp + bi * xs0 + hi * xs1 + ti * xs2;
+      uint16_t* o = op + bi * os0 + hi * os1 + ti * os2;
+      const float* c = cp + (bi * cb * t + ti) * d;
+      const float* s = sp + (bi * cb * t + ti) * d;
+      for (int64_t i = 0; i < half; i += 16) {
+        const __m512 x1 = widen(in + i), x2 = widen(in + half + i);
+        if (!backward) {  // (x1, x2) -> (x1 c1 - x2 s1, x2 c2 + x1 s2)
+          store(o + i, _mm512_sub_ps(_mm512_mul_ps(x1, _mm512_loadu_ps(c + i)), _mm512_mul_ps(x2, _mm512_loadu_ps(s + i))));
+          store(o + half + i, _mm512_add_ps(_mm512_mul_ps(x2, _mm512_loadu_ps(c + half + i)),
+                                            _mm512_mul_ps(x1, _mm512_loadu_ps(s + half + i))));
+        } else {  // (g1, g2) -> (g1 c1 + g2 s2, g2 c2 - g1 s1)
+          store(o + i, _mm512_add_ps(_mm512_mul_ps(x1, _mm512_loadu_ps(c + i)), _mm512_mul_ps(x2, _mm512_loadu_ps(s + half + i))));
+          store(o + half + i, _mm512_sub_ps(_mm512_mul_ps(x2, _mm512_loadu_ps(c + half + i)),
+                                            _mm512_mul_ps(x1, _mm512_loadu_ps(s + i))));
+        }
+      }
+    }
+  });
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(tailor_kernels, m) {
@@ -432,6 +482,7 @@ TORCH_LIBRARY(tailor_kernels, m) {
   m.def("rms_scale_bf16(Tensor x, Tensor variance, Tensor weight, float eps) -> Tensor");
   m.def("rms_norm_fp32(Tensor x, Tensor weight, float eps) -> (Tensor, Tensor)");
   m.def("rms_norm_fp32_backward(Tensor dy, Tensor x, Tensor rstd, Tensor weight) -> (Tensor, Tensor)");
+  m.def("rotary_train_bf16(Tensor x, Tensor cos, Tensor sin, bool backward) -> Tensor");
   m.def("rotary_bf16(Tensor h, Tensor cos, Tensor sin, Tensor(a!) keys, Tensor(b!) values, Tensor slots, int heads, int kv_heads) -> Tensor");
 }
 TORCH_LIBRARY_IMPL(tailor_kernels, CPU, m) {
@@ -440,6 +491,7 @@ TORCH_LIBRARY_IMPL(tailor_kernels, CPU, m) {
   m.impl("argmax_bf16", argmax_bf16);
   m.impl("rms_scale_bf16", rms_scale_bf16);
   m.impl("rotary_bf16", rotary_bf16);
+  m.impl("rotary_train_bf16", rotary_train_bf16);
   m.impl("rms_norm_fp32", rms_norm_fp32);
   m.impl("rms_norm_fp32_backward", rms_norm_fp32_backward);
 }
