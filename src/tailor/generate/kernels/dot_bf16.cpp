@@ -24,6 +24,12 @@ namespace {
 
 constexpr int LANES = 16;  // outputs per vector
 
+// 16 bf16 values widened to fp32 (exact), and 16 fp32 values rounded to bf16 (to nearest even, as torch rounds).
+inline __m512 widen(const uint16_t* p) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+}
+inline void store(uint16_t* p, __m512 v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), (__m256i)_mm512_cvtneps_pbh(v)); }
+
 // rows R of x (K/2 pairs each) against U consecutive 16-output blocks of the packed weight.
 template <int R, int U>
 void tile(const uint32_t* x, int64_t pairs, const uint32_t* w, int64_t block_pairs, uint16_t* out,
@@ -272,9 +278,6 @@ at::Tensor rms_scale_bf16(const at::Tensor& x, const at::Tensor& variance, const
   const float* vp = variance.data_ptr<float>();
   auto* op = reinterpret_cast<uint16_t*>(out.data_ptr());
   const float epsilon = static_cast<float>(eps);
-  auto widen = [](const uint16_t* p) {
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
-  };
   for (int64_t row = 0; row < r; ++row) {
     const float sum = vp[row] + epsilon;
     const __m512 factor = _mm512_set1_ps(1.0f / std::sqrt(sum));
@@ -283,7 +286,7 @@ at::Tensor rms_scale_bf16(const at::Tensor& x, const at::Tensor& variance, const
       const __m512 normed = _mm512_mul_ps(widen(in + i), factor);
       const __m512 rounded = _mm512_cvtpbh_ps(_mm512_cvtneps_pbh(normed));  // .to(bf16)
       const __m512 product = _mm512_mul_ps(widen(wp + i), rounded);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(op + row * h + i), (__m256i)_mm512_cvtneps_pbh(product));
+      store(op + row * h + i, product);
     }
   }
   return out;
@@ -445,10 +448,6 @@ at::Tensor rotary_train_bf16(const at::Tensor& x, const at::Tensor& cos, const a
   const float* sp = sin.data_ptr<float>();
   const int64_t xs0 = x.stride(0), xs1 = x.stride(1), xs2 = x.stride(2);
   const int64_t os0 = out.stride(0), os1 = out.stride(1), os2 = out.stride(2);
-  auto widen = [](const uint16_t* p) {
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
-  };
-  auto store = [](uint16_t* p, __m512 v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), (__m256i)_mm512_cvtneps_pbh(v)); };
   at::parallel_for(0, b * heads * t, 64, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t bi = row / (heads * t), hi = (row / t) % heads, ti = row % t;
