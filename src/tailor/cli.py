@@ -31,10 +31,12 @@ def quiet_libraries() -> None:
     import torch
     import transformers
 
-    if not torch.cuda.is_available():
+    from tailor import device
+
+    if not device.cuda_available():
         # transformers and accelerate import DeepSpeed when it is installed; without this it probes for
         # accelerators and prints a warning in the middle of a training run's progress bar.
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        os.environ.setdefault("DS_ACCELERATOR", device.CPU)
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
@@ -44,11 +46,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tailor", description="Tailor a pretrained language model to one task.")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads for any command (0 = torch's default; on a busy machine 1 can be much faster)")
+    from tailor.device import CHOICES
+
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     found = commands()
     for name, module in found.items():
         p = sub.add_parser(name, help=module.HELP, description=module.__doc__)
         module.add_arguments(p)
+        p.add_argument("--device", choices=list(CHOICES), default=None,
+                       help="where the model runs: auto (CUDA, then MPS, then CPU; the default), cpu, cuda or mps; "
+                       "for commands that take a config it is train.device")
     args, extra = parser.parse_known_args(argv)
     # Overrides may follow options (`tailor run cfg.yaml --resume train.max_steps=5`).
     if extra:
@@ -61,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
+        if args.device and not hasattr(args, "config"):  # a config's commands take it as train.device
+            from tailor import device
+
+            device.choose(args.device)
         return found[args.command].main(args) or 0
     except TailorError as e:
         print(f"error: {e}", file=sys.stderr)

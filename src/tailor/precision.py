@@ -1,8 +1,10 @@
-"""bf16 autocast where the CPU has native bf16 (AVX512-BF16 / AMX), fp32 otherwise.
+"""Mixed precision: autocast in the device's half dtype for training, a half copy of the weights for inference.
 
-Training keeps fp32 master weights under autocast. Inference (scoring, generation) instead runs
-on a bf16 copy of the weights: autocast would re-cast every fp32 weight on every forward, which
-at batch 1 reads four times the bytes the bf16 weights take.
+The `bf16` flags passed through tasks, scoring and generation mean "compute in the device's half
+dtype" (`half`): bf16 on CPUs with native bf16 and on GPUs that have it, fp16 on GPUs without bf16
+(tailor.device decides). Training keeps fp32 master weights under autocast. Inference (scoring,
+generation) instead runs on a half copy of the weights: autocast would re-cast every fp32 weight on
+every forward, which at batch 1 reads four times the bytes the bf16 weights take.
 """
 
 from __future__ import annotations
@@ -12,28 +14,26 @@ import copy
 
 import torch
 
-
-def cpu_has_bf16() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+from tailor import device as devices
 
 
-def use_bf16(precision: str) -> bool:
-    if precision == "auto":
-        return cpu_has_bf16()
-    return precision == "bf16"
+def use_half(precision: str) -> bool:
+    """True when train.precision asks for mixed precision on this process's device."""
+    return devices.half_dtype(precision) is not None
+
+
+def half() -> torch.dtype:
+    """The half dtype of this process's device: bf16 where it has it, else fp16 (GPUs only)."""
+    return devices.half_dtype("auto") or torch.bfloat16
 
 
 def autocast(enabled: bool) -> contextlib.AbstractContextManager:
-    if not enabled:
-        return contextlib.nullcontext()
-    return torch.autocast("cpu", dtype=torch.bfloat16)
+    return devices.autocast(half() if enabled else None)
 
 
-def bf16_copy(model: torch.nn.Module) -> torch.nn.Module:
-    """An inference copy of `model` with bf16 parameters; buffers (e.g. rotary frequencies) keep their dtype.
+def half_copy(model: torch.nn.Module, dtype: torch.dtype | None = None) -> torch.nn.Module:
+    """An inference copy of `model` with half (bf16) parameters on the same device; buffers (e.g. rotary
+    frequencies) keep their dtype.
 
     Floating parameters are cast straight into the copy (no transient fp32 duplicate), and tied
     parameters stay tied because deepcopy meets the same object twice. requires_grad is kept: the
@@ -41,7 +41,8 @@ def bf16_copy(model: torch.nn.Module) -> torch.nn.Module:
     LM head on a sliced hidden state went through a batched matmul that copied the whole
     vocabulary matrix per row).
     """
-    memo = {id(p): torch.nn.Parameter(p.detach().to(torch.bfloat16) if p.is_floating_point() else p.detach(),
+    dtype = dtype or half()
+    memo = {id(p): torch.nn.Parameter(p.detach().to(dtype) if p.is_floating_point() else p.detach(),
                                       requires_grad=p.requires_grad)
             for p in model.parameters()}
     clone = copy.deepcopy(model, memo)
@@ -49,7 +50,7 @@ def bf16_copy(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def inference_model(model: torch.nn.Module, bf16: bool) -> torch.nn.Module:
-    """The model to run inference with: a bf16 copy when bf16 is asked for and the weights are fp32."""
+    """The model to run inference with: a half copy when mixed precision is asked for and the weights are fp32."""
     if bf16 and any(p.dtype == torch.float32 for p in model.parameters()):
-        return bf16_copy(model)
+        return half_copy(model)
     return model

@@ -10,11 +10,12 @@ import json
 import shutil
 from pathlib import Path
 
+from tailor import device as devices
 from tailor.config import Config, dump_config
 from tailor.errors import TailorError
 from tailor.fsutil import write_json, write_text
 from tailor.models.load import context_length
-from tailor.precision import use_bf16
+from tailor.precision import use_half
 from tailor.report import compare_run, comparison_table, write_report
 from tailor.tasks import get_task
 from tailor.train import distributed
@@ -83,7 +84,8 @@ def guarded(run_dir: Path, job):
 def train_job(cfg: Config, resume: bool = False, overwrite: bool = False, on_validation=None) -> dict:
     """Fine-tune into the run folder. Under `torchrun --nproc_per_node N` every process runs this and
     trains data-parallel (see tailor.train.distributed); rank 0 alone writes the run folder."""
-    created_group = distributed.init()
+    created_group = distributed.init(cfg.train.device)  # the device, and the process group under torchrun
+    devices.check_precision(cfg.train.precision)
     check_run_dir(cfg, resume, overwrite)
     model, tokenizer, splits = setup(cfg)  # bad input fails here, before any run folder exists
     run_dir = open_run(cfg, resume, overwrite)
@@ -112,6 +114,8 @@ def run_job(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     if distributed.launched():
         raise TailorError("`tailor run` runs in one process; under torchrun / accelerate launch use `tailor train`, "
                           "then `tailor eval` the run folder.")
+    devices.choose(cfg.train.device)
+    devices.check_precision(cfg.train.precision)
     check_run_dir(cfg, resume, overwrite)
     model, tokenizer, splits = setup(cfg)  # bad input fails here, before any run folder exists
     run_dir = open_run(cfg, resume, overwrite)
@@ -120,7 +124,7 @@ def run_job(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
         write_json(run_dir / "data_stats.json", splits.stats)
         print(f"data: {json.dumps(splits.stats['samples'])} samples; "
               f"{splits.stats['train_supervised_tokens']} of {splits.stats['train_tokens']} train tokens supervised")
-        bf16 = use_bf16(cfg.train.precision)
+        bf16 = use_half(cfg.train.precision)
         base_file = run_dir / "base_eval.json"
         if resume and base_file.is_file():
             base = json.loads(base_file.read_text())

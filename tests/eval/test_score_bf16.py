@@ -4,7 +4,7 @@ import torch
 
 from tailor.eval.score import score
 from tailor.models.load import load_model
-from tailor.precision import bf16_copy, inference_model
+from tailor.precision import half_copy, inference_model
 
 
 def samples(n=6):
@@ -17,12 +17,12 @@ def samples(n=6):
     return out
 
 
-def test_bf16_scores_are_those_of_the_bf16_copy_and_close_to_fp32(tiny_model):
+def test_bf16_scores_are_those_of_the_half_copy_and_close_to_fp32(tiny_model):
     model = load_model(str(tiny_model)).train()
     data = samples()
     fp32 = score(model, data, pad_id=0, batch_size=4)
     bf16 = score(model, data, pad_id=0, batch_size=4, bf16=True)
-    copy = score(bf16_copy(model), data, pad_id=0, batch_size=4)
+    copy = score(half_copy(model), data, pad_id=0, batch_size=4)
     assert bf16 == copy
     assert bf16["tokens"] == fp32["tokens"] == sum(len(s["input_ids"]) - 5 for s in data)
     assert abs(bf16["loss"] - fp32["loss"]) < 0.02 * fp32["loss"]

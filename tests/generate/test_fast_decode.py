@@ -7,7 +7,7 @@ from transformers import GenerationConfig
 from tailor.config.decode import DecodeConfig
 from tailor.generate.fast import decode, pick, supports
 from tailor.generate.replies import finish_reply, generate, generation_config, stop_ids
-from tailor.precision import bf16_copy
+from tailor.precision import half_copy
 
 from decode_helpers import TEXTS, left_padded, lm  # noqa: F401  (lm: fixture)
 
@@ -15,7 +15,7 @@ from decode_helpers import TEXTS, left_padded, lm  # noqa: F401  (lm: fixture)
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
 def test_greedy_matches_hf_generate_token_for_token(lm, dtype):
     model, tok = lm
-    model = bf16_copy(model) if dtype == "bf16" else model.eval()
+    model = half_copy(model) if dtype == "bf16" else model.eval()
     ids, mask = left_padded(tok, TEXTS)
     # No stop tokens: every row runs the full length, so all 24 steps are compared.
     gen = GenerationConfig(max_new_tokens=24, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=None)
@@ -87,9 +87,9 @@ def test_only_plain_greedy_and_sampling_take_the_fast_path(lm):
         assert not supports(model, generation_config(d, tok)), d
 
 
-def test_bf16_copy_casts_parameters_keeps_ties_buffers_and_the_original(lm):
+def test_half_copy_casts_parameters_keeps_ties_buffers_and_the_original(lm):
     model, _ = lm
-    copy = bf16_copy(model)
+    copy = half_copy(model)
     assert all(p.dtype == torch.bfloat16 for p in copy.parameters())
     assert copy.lm_head.weight is copy.model.embed_tokens.weight
     assert copy.model.rotary_emb.inv_freq.dtype == torch.float32
@@ -105,7 +105,7 @@ def test_generate_with_bf16_replies_like_hf_generate_on_bf16_weights(lm):
     # generate() batches the prompts longest first; the same batch through HF generate on bf16 weights:
     order = sorted(range(len(TEXTS)), key=lambda i: -len(prompts[i]))
     ids, mask = left_padded(tok, [TEXTS[i] for i in order])
-    ref = bf16_copy(model).generate(input_ids=ids, attention_mask=mask, generation_config=generation_config(d, tok))
+    ref = half_copy(model).generate(input_ids=ids, attention_mask=mask, generation_config=generation_config(d, tok))
     want = [None] * len(TEXTS)
     for row, i in enumerate(order):
         want[i] = finish_reply(tok, ref[row, ids.shape[1]:].tolist(), set(stop_ids(tok)), [])

@@ -12,7 +12,7 @@ from tailor.generate.fast import decode as fast_decode
 from tailor.generate.replies import generate
 from tailor.models.load import load_model
 from tailor.models.lora import wrap
-from tailor.precision import bf16_copy
+from tailor.precision import half_copy
 
 from tiny import make_causal_lm
 
@@ -42,7 +42,7 @@ class Counting:
 @pytest.mark.parametrize("texts", [TEXTS, TEXTS[:1], TEXTS[2:3]], ids=["padded batch", "row 0", "row 2"])
 def test_greedy_matches_hf_generate_token_for_token(lm, dtype, texts):
     model, tok = lm
-    model = bf16_copy(model) if dtype == "bf16" else model
+    model = half_copy(model) if dtype == "bf16" else model
     ids, mask = left_padded(tok, texts)
     gen = greedy(tok)
     want = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)[:, ids.shape[1]:]
@@ -128,10 +128,10 @@ def test_sampling_draws_what_the_plain_loop_draws(lm):
 def test_only_plain_llama_projections_are_supported(lm):
     model, _ = lm
     assert lean.supports(model)
-    adapted = wrap(bf16_copy(model), LoraConfig(rank=2), "causal")
+    adapted = wrap(half_copy(model), LoraConfig(rank=2), "causal")
     assert not lean.supports(adapted)
     assert not lean.supports(adapted.base_model.model)  # the projections are LoRA layers
-    eager = bf16_copy(model)
+    eager = half_copy(model)
     eager.config._attn_implementation = "eager"
     assert not lean.supports(eager)
 
@@ -157,7 +157,7 @@ def test_replies_use_lookahead_when_asked(lm, monkeypatch):
 
 def test_fused_weights_are_kept_until_the_weights_change(lm):
     model, tok = lm
-    model = bf16_copy(model)
+    model = half_copy(model)
     first = lean.fused_layers(model)
     assert lean.fused_layers(model) is first
     ids, mask = left_padded(tok, TEXTS[:1])
@@ -181,7 +181,7 @@ def test_bf16_drafts_are_checked_as_one_token_steps(lm, tmp_path, monkeypatch):
     mask = torch.ones_like(ids)
     wide = load_model(str(make_causal_lm(tmp_path / "wide", hidden=128)))
     wide.resize_token_embeddings(len(tok), pad_to_multiple_of=16)
-    wide = bf16_copy(wide)
+    wide = half_copy(wide)
     assert lean.drafts_exact(wide)
     gen = greedy(tok, 30)
     want = wide.generate(input_ids=ids, attention_mask=mask, generation_config=gen)[:, ids.shape[1]:]

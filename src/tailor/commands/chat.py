@@ -25,7 +25,7 @@ def main(args) -> int:
 
     from tailor.data.tokenize import prompt_ids
     from tailor.generate.replies import generate
-    from tailor.precision import inference_model, use_bf16
+    from tailor.precision import inference_model, use_half
     from tailor.runs import load_run
 
     cfg, model, tokenizer = load_run(args.run)
@@ -36,7 +36,7 @@ def main(args) -> int:
         batch_size=1,
         lookahead=cfg.decode.lookahead if args.lookahead is None else args.lookahead,
     )
-    bf16 = use_bf16(cfg.train.precision)
+    bf16 = use_half(cfg.train.precision)
     model = inference_model(model.eval(), bf16)  # once, not at every reply
     system = args.system if args.system is not None else cfg.data.system_prompt
     history: list[dict] = [{"role": "system", "content": system}] if system else []

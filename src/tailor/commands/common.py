@@ -13,4 +13,6 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    return load_config(args.config, args.overrides)
+    """The config with its overrides; `--device X` is the override train.device=X."""
+    device = getattr(args, "device", None)
+    return load_config(args.config, [*args.overrides, *([f"train.device={device}"] if device else [])])

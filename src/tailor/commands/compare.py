@@ -61,7 +61,7 @@ def compare(a_spec: str, b_spec: str, overrides: list[str], file: str | None = N
     from tailor.eval.compare import bootstrap_deltas
     from tailor.generate.inputs import decode_with_overrides, load_system, read_prompts, with_system_prompt
     from tailor.models.load import context_length
-    from tailor.precision import use_bf16
+    from tailor.precision import use_half
     from tailor.report.run import measure_records
     from tailor.tasks import get_task
 
@@ -70,7 +70,7 @@ def compare(a_spec: str, b_spec: str, overrides: list[str], file: str | None = N
     cfg = source.cfg
     n = samples or cfg.eval.generate_samples
     cfg = replace(cfg, decode=decode_with_overrides(cfg, overrides), eval=dataclasses.replace(cfg.eval, generate_samples=n))
-    bf16 = use_bf16(cfg.train.precision)
+    bf16 = use_half(cfg.train.precision)
     if file:
         records = with_system_prompt(read_prompts(file), cfg.data.system_prompt)[:n]
         prompts_from = file

@@ -15,13 +15,13 @@ def add_arguments(parser) -> None:
 
 def main(args) -> int:
     from tailor.models.load import context_length
-    from tailor.precision import use_bf16
+    from tailor.precision import use_half
     from tailor.runs import load_run
     from tailor.tasks import get_task
 
     cfg, model, tokenizer = load_run(args.run)
     task = get_task(cfg.task)
     splits = task.prepare(cfg, tokenizer, context_length(model))
-    metrics, _ = task.evaluate(model, tokenizer, splits[args.split], cfg, use_bf16(cfg.train.precision), args.split)
+    metrics, _ = task.evaluate(model, tokenizer, splits[args.split], cfg, use_half(cfg.train.precision), args.split)
     print(json.dumps(metrics, indent=2))
     return 0

@@ -31,7 +31,7 @@ def main(args) -> int:
     from tailor.generate.inputs import (decode_with_overrides, load_system, prompt_tokens, read_prompts,
                                         with_system_prompt)
     from tailor.generate.replies import generate
-    from tailor.precision import use_bf16
+    from tailor.precision import use_half
 
     if not args.prompt and not args.file:
         raise TailorError("give prompts with --prompt TEXT (repeatable) or --file PROMPTS.")
@@ -42,7 +42,7 @@ def main(args) -> int:
         records += read_prompts(args.file)
     records = with_system_prompt(records, args.system if args.system is not None else system.cfg.data.system_prompt)
     prompts = [prompt_tokens(system.tokenizer, r["messages"]) for r in records]
-    replies = generate(system.model, system.tokenizer, prompts, decode, use_bf16(system.cfg.train.precision),
+    replies = generate(system.model, system.tokenizer, prompts, decode, use_half(system.cfg.train.precision),
                        seed=decode.seed, desc="generate")
     rows = [{"messages": r["messages"], **({"reference": r["reference"]} if "reference" in r else {}),
              "reply": out["text"], "tokens": out["tokens"], "stopped": out["stopped"]} for r, out in zip(records, replies)]

@@ -40,6 +40,10 @@ class ModelConfig:
     dtype: Literal["float32", "bfloat16"] = setting(
         "float32", help="Dtype of the weights kept in memory; float32 master weights with bf16 autocast is the default."
     )
+    quantize: Literal["none", "4bit", "8bit"] = setting(
+        "none", help="QLoRA: load the frozen base weights quantized by bitsandbytes (4-bit NF4 or 8-bit) and train "
+        "LoRA adapters on them (needs model.lora.rank > 0, a CUDA GPU and the bitsandbytes package)."
+    )
     cache_dir: str = setting(
         "", help="Where converted GGUF models are cached; empty means $TAILOR_CACHE or ~/.cache/tailor."
     )
@@ -62,5 +66,8 @@ class ModelConfig:
             raise TailorError("freeze_layers and train_top_layers must be 0 or positive.")
         if self.train_top_layers and self.freeze != "body":
             raise TailorError("train_top_layers needs freeze: body (it says which blocks stay trainable in a frozen body).")
+        if self.quantize != "none" and not self.lora.rank:
+            raise TailorError(f"model.quantize '{self.quantize}' trains LoRA adapters on quantized weights: set "
+                              "model.lora.rank > 0 (e.g. model.lora.rank=16), or model.quantize=none.")
         if self.lora.rank and (self.freeze != "none" or self.freeze_layers):
             raise TailorError("LoRA (lora.rank > 0) already freezes the pretrained weights; leave freeze and freeze_layers unset.")

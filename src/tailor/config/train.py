@@ -22,8 +22,22 @@ class TrainConfig:
     warmup_ratio: float = setting(0.05, help="Warmup as a share of all steps, when warmup_steps is 0.")
     schedule: Literal["cosine", "linear", "constant"] = setting("cosine", help="Decay after warmup.")
     max_grad_norm: float = setting(1.0, help="Gradient clipping norm (0 = off).")
-    precision: Literal["auto", "bf16", "fp32"] = setting(
-        "auto", help="'auto' uses bf16 autocast where the CPU has native bf16, else fp32."
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = setting(
+        "auto", help="'auto': bf16 autocast on CPUs with native bf16 and on GPUs that have bf16, fp16 with loss "
+        "scaling on GPUs without it, fp32 otherwise; 'fp16' is for GPUs only."
+    )
+    device: Literal["auto", "cpu", "cuda", "mps"] = setting(
+        "auto", help="Where to train: 'auto' takes CUDA, then Apple MPS, then the CPU. Under torchrun each process "
+        "takes its own GPU (cuda:LOCAL_RANK)."
+    )
+    gradient_checkpointing: bool = setting(
+        False, help="Recompute each layer's activations in the backward pass instead of keeping them: less "
+        "memory (activations of one layer, not all), about a third more compute per step."
+    )
+    cpu_fast_paths: bool = setting(
+        True, help="On the CPU, one process: tailor's speed paths (C++ kernels for RMSNorm and the rotary "
+        "embedding, the resident bf16 LM head, the sparse embedding gradient, the retained heap). Off, or on "
+        "any other device, training takes the plain PyTorch/transformers path."
     )
     seed: int = setting(0, help="Seed for data order, initialisation and sampling.")
     eval_every: int = setting(50, help="Validate every N optimizer steps (0 = only at the end).")

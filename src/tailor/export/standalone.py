@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from tailor import device as devices
 from tailor.errors import TailorError
 from tailor.fsutil import write_dir
 
@@ -74,7 +75,7 @@ def _load_full(folder: Path, dtype: str):
         model = cls.from_pretrained(folder, dtype=getattr(torch, dtype), use_safetensors=True)
     except (OSError, ValueError) as e:
         raise TailorError(f"could not load the model in {folder}: {e}") from None
-    return model, kind
+    return devices.place(model), kind
 
 
 def _load_adapter(folder: Path, dtype: str):
@@ -96,7 +97,7 @@ def _load_adapter(folder: Path, dtype: str):
         from transformers import AutoModelForCausalLM
 
         base = AutoModelForCausalLM.from_pretrained(base_name, dtype=getattr(torch, dtype), use_safetensors=True)
-    merged = PeftModel.from_pretrained(base, folder).merge_and_unload()
+    merged = devices.place(PeftModel.from_pretrained(base, folder).merge_and_unload())
     return merged, kind, base_folder
 
 

@@ -9,6 +9,7 @@ import torch
 from tqdm import tqdm
 from transformers import GenerationConfig
 
+from tailor import device as devices
 from tailor.config.decode import DecodeConfig
 from tailor.generate import lean
 from tailor.generate.fast import decode as fast_decode, supports as fast_supports
@@ -84,7 +85,8 @@ def generate(model, tokenizer, prompts: list[list[int]], decode: DecodeConfig, b
     gen = generation_config(decode, tokenizer)
     stops = set(stop_ids(tokenizer))
     runner = inference_model(model, bf16)  # bf16 weights cast once, not by autocast at every step
-    fast = fast_supports(runner, gen)
+    where = devices.of(runner)
+    fast = devices.is_cpu(where) and fast_supports(runner, gen)  # the CPU decoders; elsewhere transformers'
     own_loop = fast and lean.supports(runner)  # Llama-family: generate/lean.py
     torch.manual_seed(seed)
     results: list[dict] = [None] * len(prompts)  # type: ignore[list-item]
@@ -97,6 +99,7 @@ def generate(model, tokenizer, prompts: list[list[int]], decode: DecodeConfig, b
         for row, i in enumerate(chunk):  # left padding: every prompt ends where generation starts
             ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
             mask[row, width - len(prompts[i]) :] = 1
+        ids, mask = devices.put(ids, where), devices.put(mask, where)
         if own_loop:
             new = lean.decode(runner, ids, mask, gen, draft=decode.lookahead)  # (B, n)
         elif fast:

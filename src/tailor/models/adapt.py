@@ -7,6 +7,7 @@ import torch
 from tailor.config.model import ModelConfig
 from tailor.models.freeze import apply_freezing, describe_trainable, head_names
 from tailor.models.lora import wrap
+from tailor.models.quantize import is_quantized, prepare_for_training
 
 
 def adapt(model, m: ModelConfig, kind: str, seed: int = 0):
@@ -14,6 +15,8 @@ def adapt(model, m: ModelConfig, kind: str, seed: int = 0):
     `seed` fixes the adapters' random initialisation, so a run is reproducible."""
     if m.lora.rank:
         torch.manual_seed(seed)
+        if is_quantized(model):  # QLoRA: peft readies the quantized base (norms in fp32, input gradients)
+            model = prepare_for_training(model, gradient_checkpointing=False)  # the loop switches it on
         model = wrap(model, m.lora, kind, head_names(model) if kind == "classification" else None)
     else:
         apply_freezing(model, m.freeze, m.freeze_layers, m.train_top_layers)

@@ -10,14 +10,20 @@ from __future__ import annotations
 import torch
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
+from tailor import device as devices
 from tailor.errors import TailorError
 
 
-def load_classifier(source: str, label_names: list[str] | None, pad_token_id: int | None, dtype: str = "float32", seed: int = 0) -> PreTrainedModel:
-    """With label_names: a (possibly new) head of that many classes; None: the folder's own head."""
-    kw = {}
+def load_classifier(source: str, label_names: list[str] | None, pad_token_id: int | None, dtype: str = "float32",
+                    seed: int = 0, quantize: str = "none") -> PreTrainedModel:
+    """With label_names: a (possibly new) head of that many classes; None: the folder's own head.
+    On this process's device (tailor.device)."""
+    from tailor.models.quantize import from_pretrained_kwargs
+
+    kw = from_pretrained_kwargs(quantize)
+    quantized = bool(kw)
     if label_names is not None:
-        kw = dict(num_labels=len(label_names), id2label=dict(enumerate(label_names)),
+        kw |= dict(num_labels=len(label_names), id2label=dict(enumerate(label_names)),
                   label2id={name: i for i, name in enumerate(label_names)})
     torch.manual_seed(seed)  # the new head's initialisation
     try:
@@ -26,7 +32,7 @@ def load_classifier(source: str, label_names: list[str] | None, pad_token_id: in
         raise TailorError(f"could not load model '{source}' with a classification head: {e}") from None
     if pad_token_id is not None:
         model.config.pad_token_id = pad_token_id  # the head pools the last non-padding token
-    return model
+    return model if quantized else devices.place(model)
 
 
 def label_names_of(model: PreTrainedModel) -> list[str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from tailor import device as devices
 from tailor.errors import TailorError
 from tailor.fsutil import write_dir
 
@@ -90,19 +91,23 @@ def load_tokenizer(source: str) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_model(source: str, dtype: str = "float32") -> PreTrainedModel:
+def load_model(source: str, dtype: str = "float32", quantize: str = "none") -> PreTrainedModel:
+    """The causal LM, on this process's device (tailor.device)."""
+    from tailor.models.quantize import from_pretrained_kwargs
+
+    extra = from_pretrained_kwargs(quantize)  # bad settings fail before the weights are read
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=getattr(torch, dtype), attn_implementation="sdpa"
+            source, dtype=getattr(torch, dtype), attn_implementation="sdpa", **extra
         )
     except OSError as e:
         raise TailorError(f"could not load model '{source}': {e}") from None
-    return model
+    return model if extra else devices.place(model)
 
 
-def load(name: str, dtype: str = "float32", cache_dir: str = "") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load(name: str, dtype: str = "float32", cache_dir: str = "", quantize: str = "none") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     source = resolve(name, cache_dir)
-    return load_model(source, dtype), load_tokenizer(source)
+    return load_model(source, dtype, quantize), load_tokenizer(source)
 
 
 def context_length(model: PreTrainedModel) -> int:

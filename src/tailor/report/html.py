@@ -54,7 +54,7 @@ def environment() -> dict:
     import transformers
 
     import tailor
-    from tailor.precision import cpu_has_bf16
+    from tailor.device import cpu_has_bf16
 
     cpu = platform.processor() or platform.machine()
     try:

@@ -30,6 +30,7 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
+from tailor import device as devices
 from tailor.config.base import build
 from tailor.config.decode import DecodeConfig
 from tailor.errors import TailorError
@@ -364,8 +365,8 @@ def create_app(loaded: Standalone, limits: Limits | None = None, api_key: str | 
 
     @torch.inference_mode()
     def label_probs(texts: list[str]) -> torch.Tensor:
-        batch = tokenizer(texts, padding=True, return_tensors="pt")
-        return model(**batch).logits.float().softmax(-1)  # [N, labels]
+        batch = devices.put(dict(tokenizer(texts, padding=True, return_tensors="pt")), devices.of(model))
+        return model(**batch).logits.float().softmax(-1).cpu()  # [N, labels]
 
     @app.get("/")
     async def page():

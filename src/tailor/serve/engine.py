@@ -25,6 +25,8 @@ from typing import Callable
 import torch
 from transformers import DynamicCache
 
+from tailor import device as devices
+
 log = logging.getLogger("tailor.serve")
 
 
@@ -176,6 +178,8 @@ class Engine:
         for row, seq in enumerate(seqs):  # left padding: every prompt ends at the last column
             ids[row, width - len(seq.prompt):] = torch.tensor(seq.prompt)
             mask[row, width - len(seq.prompt):] = 1
+        where = devices.of(self.model)
+        ids, mask = devices.put(ids, where), devices.put(mask, where)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # [B, T]
         cache = DynamicCache()
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
@@ -184,8 +188,8 @@ class Engine:
         return batch
 
     def _decode_step(self, batch: "Batch") -> None:
-        last = torch.tensor([s.generated[-1] for s in batch.seqs], dtype=torch.long)[:, None]  # [B, 1]
-        batch.mask = torch.cat([batch.mask, torch.ones((batch.size, 1), dtype=torch.long)], dim=1)  # [B, T+1]
+        last = torch.tensor([s.generated[-1] for s in batch.seqs], dtype=torch.long, device=batch.mask.device)[:, None]  # [B, 1]
+        batch.mask = torch.cat([batch.mask, batch.mask.new_ones((batch.size, 1))], dim=1)  # [B, T+1]
         batch.position = batch.position + 1  # [B]
         out = self.model(input_ids=last, attention_mask=batch.mask, position_ids=batch.position[:, None],
                          past_key_values=batch.cache, use_cache=True)
@@ -194,7 +198,7 @@ class Engine:
 
     def _accept(self, batch: "Batch", logits: torch.Tensor) -> None:
         """Pick each row's next token, append it, and deliver the new text."""
-        tokens = pick(logits, batch.seqs)
+        tokens = pick(logits.cpu(), batch.seqs)  # on the CPU: each request's seeded generator lives there
         self.stats["steps"] += 1
         for seq, token in zip(batch.seqs, tokens.tolist()):
             if seq.finished or seq.cancelled:
@@ -268,7 +272,7 @@ class Batch:
         return list(self.cache.layers)
 
     def select(self, rows: list[int]) -> None:
-        index = torch.tensor(rows, dtype=torch.long)
+        index = torch.tensor(rows, dtype=torch.long, device=self.mask.device)
         self.seqs = [self.seqs[r] for r in rows]
         for layer in self.layers():
             layer.keys, layer.values = layer.keys[index], layer.values[index]

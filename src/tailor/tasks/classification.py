@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from tailor import device as devices
 from tailor.config import Config
 from tailor.data.batches import sequential
 from tailor.errors import TailorError
@@ -77,7 +78,8 @@ def label_id(value, names: list[str], origin: str) -> int:
 def load(cfg: Config):
     source = resolve(cfg.model.name, cfg.model.cache_dir)
     tokenizer = load_tokenizer(source)
-    model = load_classifier(source, label_names(cfg), tokenizer.pad_token_id, cfg.model.dtype, cfg.train.seed)
+    model = load_classifier(source, label_names(cfg), tokenizer.pad_token_id, cfg.model.dtype, cfg.train.seed,
+                            cfg.model.quantize)
     return adapt(model, cfg.model, "classification", cfg.train.seed), tokenizer
 
 
@@ -156,7 +158,7 @@ def predict(model, samples: list[dict], pad_id: int, batch_size: int, bf16: bool
     nll, preds, probs = 0.0, [0] * len(samples), [[]] * len(samples)
     for idx in tqdm(sequential(len(samples), batch_size, [len(s["input_ids"]) for s in samples]),
                     desc=desc, unit="batch", leave=False, dynamic_ncols=True):
-        batch = collate([samples[i] for i in idx], pad_id)
+        batch = devices.put(collate([samples[i] for i in idx], pad_id), devices.of(model))
         with autocast(bf16):
             logits = logits_of(model, batch).float()
         nll += float(F.cross_entropy(logits, batch["labels"], reduction="sum"))

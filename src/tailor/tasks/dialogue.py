@@ -70,7 +70,7 @@ def prepare(cfg: Config, tokenizer: PreTrainedTokenizerBase, context: int) -> Sp
 
 
 def load(cfg: Config):
-    model, tokenizer = load_pretrained(cfg.model.name, cfg.model.dtype, cfg.model.cache_dir)
+    model, tokenizer = load_pretrained(cfg.model.name, cfg.model.dtype, cfg.model.cache_dir, cfg.model.quantize)
     return adapt(model, cfg.model, "causal", cfg.train.seed), tokenizer
 
 

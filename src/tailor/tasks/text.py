@@ -45,7 +45,7 @@ def is_pairs(cfg: Config) -> bool:
 
 
 def load(cfg: Config):
-    model, tokenizer = load_pretrained(cfg.model.name, cfg.model.dtype, cfg.model.cache_dir)
+    model, tokenizer = load_pretrained(cfg.model.name, cfg.model.dtype, cfg.model.cache_dir, cfg.model.quantize)
     return adapt(model, cfg.model, "causal", cfg.train.seed), tokenizer
 
 

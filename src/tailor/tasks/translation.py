@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from tailor import device as devices
 from tailor.config import Config
 from tailor.data import batches
 from tailor.data.prompts import check_template, encode_pair, prompt_ids, render
@@ -62,9 +63,9 @@ def load(cfg: Config):
     source = resolve(cfg.model.name, cfg.model.cache_dir)
     tokenizer = load_tokenizer(source)
     if kind(cfg) == "seq2seq":
-        model = load_seq2seq(source, cfg.model.dtype)
+        model = load_seq2seq(source, cfg.model.dtype, cfg.model.quantize)
     else:
-        model = load_model(source, cfg.model.dtype)
+        model = load_model(source, cfg.model.dtype, cfg.model.quantize)
     return adapt(model, cfg.model, kind(cfg), cfg.train.seed), tokenizer
 
 
@@ -165,7 +166,7 @@ def teacher_forced(model, samples: list[dict], pad_id: int, batch_size: int, bf1
     for idx in tqdm(batches.sequential(len(samples), batch_size, [len(s["input_ids"]) for s in samples]),
                     desc=desc, unit="batch", leave=False, dynamic_ncols=True):
         with autocast(bf16):
-            total, n, c = token_stats(model, collate([samples[i] for i in idx], pad_id))
+            total, n, c = token_stats(model, devices.put(collate([samples[i] for i in idx], pad_id), devices.of(model)))
         nll, tokens, correct = nll + float(total), tokens + n, correct + c
     model.train(was_training)
     loss = nll / max(tokens, 1)
@@ -188,7 +189,7 @@ def generate_seq2seq(model, tokenizer, samples: list[dict], cfg: Config, bf16: b
     order = sorted(range(len(samples)), key=lambda i: -len(samples[i]["input_ids"]))
     size = cfg.decode.batch_size
     for chunk in tqdm([order[i : i + size] for i in range(0, len(order), size)], desc=desc, unit="batch", leave=False, dynamic_ncols=True):
-        batch = seq2seq_collate([samples[i] for i in chunk], tokenizer.pad_token_id)
+        batch = devices.put(seq2seq_collate([samples[i] for i in chunk], tokenizer.pad_token_id), devices.of(model))
         with autocast(bf16):
             ids = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], generation_config=gen)
         for row, i in enumerate(chunk):
@@ -226,7 +227,7 @@ def generate_causal(model, tokenizer, samples: list[dict], cfg: Config, bf16: bo
             ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
             mask[row, width - len(prompts[i]) :] = 1
         with autocast(bf16):
-            new = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)[:, width:]  # (B, new)
+            new = model.generate(input_ids=devices.put(ids, devices.of(model)), attention_mask=devices.put(mask, devices.of(model)), generation_config=gen)[:, width:]  # (B, new)
         for row, i in enumerate(chunk):
             out[i] = first_line(tokenizer.decode(new[row], skip_special_tokens=True))
     return out

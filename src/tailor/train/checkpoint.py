@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from tailor import device as devices
 from tailor.errors import TailorError
 from tailor.train import deepspeed_engine, distributed
 from tailor.fsutil import write_dir, write_json, write_text
@@ -78,7 +79,7 @@ def save_checkpoint(run_dir: Path, step: int, model, tokenizer, optimizer, sched
         if optim_state is not None:
             torch.save(optim_state, tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        torch.save({"torch": torch.get_rng_state(), "python": random.getstate()}, tmp / "rng.pt")
+        torch.save({"torch": torch.get_rng_state(), "python": random.getstate(), **devices.rng_state()}, tmp / "rng.pt")
         write_json(tmp / "state.json", {**state, "step": step})
 
     if engine is not None:
@@ -113,6 +114,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, engine=None) -> dic
     rng = torch.load(path / "rng.pt", weights_only=False)  # our own file: a torch tensor and Python's tuple
     torch.set_rng_state(rng["torch"])
     random.setstate(rng["python"])
+    devices.set_rng_state(rng)  # the GPU's generator (dropout on the device), where the run has one
     return json.loads((path / "state.json").read_text())
 
 

@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 
+from tailor import device as devices
 from tailor.config import deepspeed as ds_config
 from tailor.errors import TailorError
 from tailor.fsutil import write_dir, write_json
@@ -29,9 +30,9 @@ TAG = "deepspeed"  # DeepSpeed's sub-folder in a tailor checkpoint
 
 
 def _import():
-    if not torch.cuda.is_available():
+    if devices.is_cpu():
         # Skip DeepSpeed's accelerator probing (and its warning): this is the CPU accelerator.
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        os.environ.setdefault("DS_ACCELERATOR", devices.CPU)
     try:
         import deepspeed
     except ImportError as e:
@@ -39,7 +40,7 @@ def _import():
     import logging
 
     deepspeed.utils.logger.setLevel(logging.WARNING)  # its config dump and per-step info would flood the console
-    if not torch.cuda.is_available():
+    if devices.is_cpu():
         # When its process group starts, DeepSpeed's CPU backend JIT-compiles a shared-memory all-reduce (C++:
         # needs a compiler and half a minute per fresh machine). gloo's all-reduce does the same job, so tell
         # DeepSpeed the op is unavailable (it has no setting for this) and nothing is ever compiled.
@@ -55,11 +56,11 @@ def initialize(train, model: torch.nn.Module, token_stats, optimizer: torch.opti
     if not dist.is_initialized():
         # One process (no torchrun): DeepSpeed still needs a process group; one of size 1 needs no network.
         # It is left in place, as DeepSpeed keeps its own handle on it for the life of the process.
-        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+        dist.init_process_group(devices.backend(), store=dist.HashStore(), rank=0, world_size=1)
         os.environ.setdefault("LOCAL_RANK", "0")  # DeepSpeed asserts a launcher set it
     hidden = getattr(getattr(model, "config", None), "hidden_size", None)
     config = ds_config.resolve(train.deepspeed, train, distributed.world_size(), hidden)
-    if "optimizer" in config and not torch.cuda.is_available():
+    if "optimizer" in config and devices.is_cpu():
         config["optimizer"]["params"].setdefault("torch_adam", True)  # DeepSpeed's fused Adam compiles C++ on CPU
     if distributed.is_main():
         write_json(run_dir / "deepspeed.json", config)  # what DeepSpeed was given, "auto" values filled

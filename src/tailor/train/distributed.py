@@ -2,9 +2,10 @@
 
     torchrun --nproc_per_node 2 -m tailor.cli train CONFIG
 
-Every process runs the same `tailor train`; `init()` joins the process group named by torchrun's
-RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT variables (gloo on CPU, nccl on GPUs). Without them
-(a plain `tailor train`) every helper here is a no-op, so the single-process path is unchanged.
+Every process runs the same `tailor train`; `init()` has Accelerate join the process group named by
+torchrun's RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT variables (gloo on CPUs, nccl on GPUs; see
+tailor.device) and the loop wraps the model with Accelerate (DDP). Without them (a plain `tailor train`)
+every helper here is a no-op, so the single-process path is unchanged.
 
 Rules the loop follows: every rank sees the same step's micro-batches and keeps its share of
 each one's samples (`shard`), so the global batch is the single-process batch; the loss is divided
@@ -13,31 +14,28 @@ by the global supervised-token count (`all_reduce_sum`); only rank 0 (`is_main`)
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 
 import torch
 import torch.distributed as dist
 
+from tailor import device as devices
+from tailor.device import launched
 from tailor.errors import TailorError
 
 
-def launched() -> bool:
-    """True when started by torchrun / accelerate launch with more than one process."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
-def init() -> bool:
-    """Join the process group if launched with several processes; True if this call created it."""
-    if not launched() or dist.is_initialized():
-        return False
-    missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
-    if missing:
-        raise TailorError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but {', '.join(missing)} is not set: "
-                          "start distributed runs with torchrun or accelerate launch.")
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend=backend, timeout=dt.timedelta(minutes=30))
-    return True
+def init(device: str = "auto") -> bool:
+    """Fix this process's device (train.device) and, if launched with several processes, join the process
+    group through Accelerate; True if this call created the group."""
+    if launched() and not dist.is_initialized():
+        missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+        if missing:
+            raise TailorError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but {', '.join(missing)} is not set: "
+                              "start distributed runs with torchrun or accelerate launch.")
+        devices.choose(device)
+        return True
+    devices.choose(device)
+    return False
 
 
 def close() -> None:
@@ -70,7 +68,7 @@ def all_reduce_sum(*values: float) -> list[float]:
     """Sum numbers over all ranks (one collective for all of them)."""
     if not active():
         return list(values)
-    t = torch.tensor(values, dtype=torch.float64)
+    t = torch.tensor(values, dtype=torch.float64, device=devices.collective_device())
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t.tolist()
 
@@ -177,16 +175,24 @@ def load_full_state(model: torch.nn.Module, optimizer, weights: dict, optim_stat
     return missing, unexpected
 
 
-def wrap(model: torch.nn.Module, token_stats) -> torch.nn.Module | None:
-    """DDP over the model's loss when running distributed (FSDP when `shard_model` sharded it);
-    None when single-process."""
+def accelerator(device: torch.device):
+    """Accelerate's handle on this process (its device, process group and DDP wrapping). Mixed precision stays
+    with tailor.device: Accelerate's state fixes it once per process, and a search trains many runs in one."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    return Accelerator(cpu=device.type == devices.CPU, device_placement=False,
+                       kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
+
+
+def wrap(model: torch.nn.Module, token_stats, accel) -> torch.nn.Module | None:
+    """DDP over the model's loss when running distributed, wrapped by Accelerate (FSDP when `shard_model`
+    sharded it); None when single-process."""
     if not active():
         return None
     if sharded(model):  # FSDP2 hooks into the model itself; gradients are reduce-scattered per micro-batch
         return LossModule(model, token_stats)
-    from torch.nn.parallel import DistributedDataParallel
-
-    return DistributedDataParallel(LossModule(model, token_stats), broadcast_buffers=False)
+    return accel.prepare_model(LossModule(model, token_stats), device_placement=False)
 
 
 def local_batches(parts: list[list[int]], collate) -> tuple[list[dict], list[float]]:
@@ -198,13 +204,13 @@ def local_batches(parts: list[list[int]], collate) -> tuple[list[dict], list[flo
     return batches, [1.0 if share else 0.0 for share in shares]
 
 
-def sync_grads(ddp, last: bool):
+def sync_grads(accel, ddp, last: bool):
     """Gradients are all-reduced only on the step's last micro-batch (accumulate locally before)."""
     import contextlib
 
     if ddp is None or last or not hasattr(ddp, "no_sync"):  # FSDP: sharded gradients accumulate as they come
         return contextlib.nullcontext()
-    return ddp.no_sync()
+    return accel.no_sync(ddp)
 
 
 def full_value(value: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,11 @@ Details it does not hide:
   of supervised tokens in the whole step, so long and short responses weigh per token;
 - the order of micro-batches is a pure function of (seed, epoch), so step s always sees the same
   data and a resumed run continues exactly where the checkpoint was taken;
-- tokens/s counts real (non-padding) tokens.
+- tokens/s counts real (non-padding) tokens;
+- the model and every batch live on train.device (tailor.device); autocast and loss scaling follow the
+  device (bf16, or fp16 with a GradScaler on GPUs without bf16); Accelerate wraps the model for DDP;
+- tailor's CPU speed paths (kernels, resident head, sparse embedding gradient, retained heap) apply on the
+  CPU in one process only (train.cpu_fast_paths); everything else is the plain PyTorch path.
 """
 
 from __future__ import annotations
@@ -21,11 +25,11 @@ import torch
 from tqdm import tqdm
 from transformers import get_scheduler
 
+from tailor import device as devices
 from tailor.allocator import retain_freed_memory
 from tailor.config import Config, dump_config
 from tailor.errors import TailorError
 from tailor.data.batches import length_grouped
-from tailor.precision import autocast, use_bf16
 from tailor.tasks import get_task
 from tailor.train import deepspeed_engine, distributed
 from tailor.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_model_folder
@@ -44,6 +48,9 @@ class TrainResult:
     stopped_early: bool
     tokens_per_second: float
     seconds: float
+    device: str = ""
+    precision: str = ""
+    peak_memory_mb: float = 0.0  # the device's: CUDA's largest allocation, else the process's peak RSS
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas: list[float]) -> torch.optim.Optimizer:
@@ -56,6 +63,15 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas
     # fused: one pass over param, grad and both moments per tensor; foreach makes several, which on CPU
     # measured several times slower on 2 CPU cores (BENCHMARKS.md).
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=True)
+
+
+def scaled_clip_and_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, max_norm: float, scaler) -> torch.Tensor:
+    """fp16 with loss scaling: unscale, clip, step (skipped by the scaler when a gradient overflowed), rescale."""
+    scaler.unscale_(optimizer)
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    return norm
 
 
 def clip_and_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, max_norm: float) -> torch.Tensor:
@@ -99,10 +115,14 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
     task = get_task(cfg.task)
     if t.threads:
         torch.set_num_threads(t.threads)
-    retain_freed_memory()
+    device = devices.current()  # fixed by the workflow from train.device
+    devices.check_precision(t.precision, device)
+    half = devices.half_dtype(t.precision, device)  # autocast dtype, None for fp32
+    bf16 = half is not None  # validation and scoring run on a half copy of the weights
+    devices.place(model, device)
+    devices.reset_peak_memory(device)
     torch.manual_seed(t.seed)
     random.seed(t.seed)
-    bf16 = use_bf16(t.precision)
     pad_id = tokenizer.pad_token_id
     config_yaml = dump_config(cfg)
 
@@ -112,6 +132,10 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
     warmup = t.warmup_steps or int(t.warmup_ratio * total_steps)
 
     model.train()
+    if t.gradient_checkpointing:
+        # Non-reentrant checkpointing: works with frozen inputs (LoRA) and keeps the RNG for dropout.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    accel = distributed.accelerator(device)
     sharded = distributed.shard_model(model, t.strategy)  # FSDP (train.strategy fsdp): before the optimizer
     optimizer = make_optimizer(model, t.learning_rate, t.weight_decay, t.betas)
     engine = None  # DeepSpeed's engine (train.strategy deepspeed): it steps the optimizer it returns
@@ -133,8 +157,17 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
     elif not resume and main:
         log.path.unlink(missing_ok=True)
     # The wrapped loss: DeepSpeed's engine, or DDP/FSDP when launched by torchrun with several processes, else None.
-    ddp = None if engine is not None else distributed.wrap(model, task.token_stats)
+    ddp = None if engine is not None else distributed.wrap(model, task.token_stats, accel)
     wrapped = engine if engine is not None else ddp
+    fast = t.cpu_fast_paths and devices.is_cpu(device) and wrapped is None  # tailor's CPU speed paths
+    if fast:
+        retain_freed_memory()
+    # fp16 autocast needs loss scaling (bf16 has fp32's range and does not); DeepSpeed scales by its own config.
+    scaler = torch.amp.GradScaler(device.type) if half == torch.float16 and engine is None else None
+    if main:
+        print(f"{devices.describe(half, device)}; " + ("CPU fast paths" if fast else "plain PyTorch path")
+              + (f"; {distributed.world_size()} processes, {t.strategy}" if wrapped is not None else "")
+              + ("; gradient checkpointing" if t.gradient_checkpointing else ""), flush=True)
 
     data = micro_batches(lengths, t.batch_size, t.seed, step * t.grad_accum)
     bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True, disable=not main)
@@ -163,29 +196,29 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
     # One process: the LM head's bf16 weight and fp32 gradient stay in buffers under autocast (resident_head.py),
     # a tied embedding's gradient comes as sparse rows (sparse_embedding.py), RMSNorm and the rotary embedding
     # run as one kernel pass forward and one backward (fused_norm.py, fused_rotary.py).
-    with resident_head(model, optimizer, enabled=bf16 and wrapped is None), \
-            sparse_tied_gradient(model, enabled=wrapped is None), fused_norms(model, enabled=wrapped is None), \
-            fused_rotary(model, enabled=wrapped is None):
+    with resident_head(model, optimizer, enabled=fast and half == torch.bfloat16), \
+            sparse_tied_gradient(model, enabled=fast), fused_norms(model, enabled=fast), \
+            fused_rotary(model, enabled=fast):
         while step < total_steps:
             tick = time.perf_counter()
             parts = [next(data) for _ in range(t.grad_accum)]
             if wrapped is None:
-                batches = [task.collate([train_set[i] for i in idx], pad_id) for _, idx in parts]
+                batches = [devices.put(task.collate([train_set[i] for i in idx], pad_id), device) for _, idx in parts]
                 weights = [1.0] * len(batches)
             else:  # this rank's share of each micro-batch; the global batch is the single-process one
-                batches, weights = distributed.local_batches([idx for _, idx in parts],
-                                                             lambda ids: task.collate([train_set[i] for i in ids], pad_id))
+                batches, weights = distributed.local_batches(
+                    [idx for _, idx in parts], lambda ids: devices.put(task.collate([train_set[i] for i in ids], pad_id), device))
             step_targets = sum(task.count_targets(b) for b, w in zip(batches, weights) if w)
             if wrapped is not None:
                 step_targets = int(distributed.all_reduce_sum(step_targets)[0])  # the GLOBAL supervised-token count
             loss_sum, step_tokens = 0.0, 0
             for n, (batch, weight) in enumerate(zip(batches, weights)):
-                with autocast(bf16), distributed.sync_grads(ddp, last=n == len(batches) - 1):
+                with devices.autocast(half, device), distributed.sync_grads(accel, ddp, last=n == len(batches) - 1):
                     nll, _, _ = task.token_stats(model, batch) if wrapped is None else wrapped(batch)
                 # DDP and DeepSpeed average gradients over ranks; scaling by the world size makes that average a sum.
                 scaled = nll * (weight * distributed.world_size()) / max(step_targets, 1)
                 if engine is None:
-                    scaled.backward()
+                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
                 else:
                     deepspeed_engine.backward(engine, scaled)  # on the last micro-batch this also steps the optimizer
                 loss_sum += float(nll.detach()) * weight
@@ -198,7 +231,11 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
             all_tokens += step_tokens
             if engine is None:
                 densify(model)
-                if wrapped is None and not sharded:
+                if scaler is not None:
+                    grad_norm = scaled_clip_and_step(model, optimizer, t.max_grad_norm or float("inf"), scaler)
+                    if sharded:
+                        grad_norm = distributed.full_value(grad_norm)
+                elif wrapped is None and not sharded:
                     grad_norm = clip_and_step(model, optimizer, t.max_grad_norm or float("inf"))
                 else:
                     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm or float("inf"))
@@ -219,9 +256,12 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
             if main and (step % t.log_every == 0 or step == total_steps):
                 rate = window_tokens / max(window_time, 1e-9)
                 window_tokens, window_time = 0, 0.0
+                peak = devices.peak_memory_mb(device)
                 log.write({"step": step, "split": "train", "loss": loss, "lr": scheduler.get_last_lr()[0],
-                           "grad_norm": float(grad_norm), "tokens_per_second": rate, "epoch": parts[-1][0]})
-                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{rate:.0f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
+                           "grad_norm": float(grad_norm), "tokens_per_second": rate, "epoch": parts[-1][0],
+                           "peak_memory_mb": round(peak, 1)})
+                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{rate:.0f}", lr=f"{scheduler.get_last_lr()[0]:.1e}",
+                                mem=f"{peak / 1024:.1f}G")
 
             if (t.eval_every and step % t.eval_every == 0) or step == total_steps:
                 stopped_early = validate()
@@ -236,5 +276,8 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
                               if patience_ran_out else "on_validation asked to stop (a pruned search trial)"))
                 break
     bar.close()
+    if t.gradient_checkpointing:
+        model.gradient_checkpointing_disable()
     seconds = time.perf_counter() - started
-    return TrainResult(step, state["best_val_loss"], state["best_step"], stopped_early, all_tokens / max(train_time, 1e-9), seconds)
+    return TrainResult(step, state["best_val_loss"], state["best_step"], stopped_early, all_tokens / max(train_time, 1e-9),
+                       seconds, str(device), devices.precision_name(half), round(devices.peak_memory_mb(device), 1))
