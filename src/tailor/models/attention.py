@@ -23,6 +23,8 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from tailor import device as devices
+
 NAME = "tailor_grouped"
 # Under autocast the training softmax reads and writes bf16 (the CPU kernel computes in fp32 inside):
 # the probabilities equal the fp32 softmax cast to bf16, and forward plus backward take half the time
@@ -95,10 +97,15 @@ AttentionMaskInterface.register(NAME, sdpa_mask)
 
 @contextlib.contextmanager
 def grouped(model):
-    """Route a decoder's self-attention through `grouped_attention` for the forwards inside the block."""
+    """Route a decoder's self-attention through `grouped_attention` for the forwards inside the block.
+
+    A CPU path: on a GPU, SDPA's own kernels are the fast ones. Not with gradient checkpointing either, whose
+    recomputation in the backward pass runs outside this block and must see the attention the forward saw."""
     config = getattr(model, "config", None)
     before = getattr(config, "_attn_implementation", None)
-    if before != "sdpa" or getattr(config, "is_encoder_decoder", False):
+    checkpointing = model.training and getattr(model, "is_activation_checkpointing", False)
+    if (before != "sdpa" or getattr(config, "is_encoder_decoder", False) or checkpointing
+            or not devices.is_cpu(devices.of(model))):
         yield  # eager, flex or encoder-decoder models keep what they were loaded with
         return
     config._attn_implementation = NAME

@@ -187,6 +187,8 @@ def build_report(run_dir: str | Path, finishing: bool = False) -> str:
     throughput = {}
     if train:
         throughput = {
+            "device": " ".join(str(train[k]) for k in ("device", "precision") if train.get(k)) or None,
+            "peak memory (MB; the GPU's allocations, else the process's peak RSS)": train.get("peak_memory_mb"),
             "optimizer steps": train.get("steps"),
             "training tokens / s (real tokens, compute only)": train.get("tokens_per_second"),
             "wall time (s)": train.get("seconds"),

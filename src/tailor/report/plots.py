@@ -58,12 +58,13 @@ def loss_curves(log: list[dict], best_step: int | None = None) -> str | None:
 
 def training_curves(log: list[dict]) -> str | None:
     """Learning rate, gradient norm and throughput against steps."""
-    panels = [(k, _series(log, "train", k)) for k in ("lr", "grad_norm", "tokens_per_second")]
+    panels = [(k, _series(log, "train", k)) for k in ("lr", "grad_norm", "tokens_per_second", "peak_memory_mb")]
     panels = [(k, s) for k, s in panels if s[0]]
     if not panels:
         return None
     fig = _figure(3.3 * len(panels), 2.8)
-    titles = {"lr": "learning rate", "grad_norm": "gradient norm", "tokens_per_second": "tokens / s"}
+    titles = {"lr": "learning rate", "grad_norm": "gradient norm", "tokens_per_second": "tokens / s",
+              "peak_memory_mb": "peak memory (MB)"}
     for i, (key, (steps, values)) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
         ax.plot(steps, values, color="#55a868", linewidth=1.2)

@@ -179,8 +179,13 @@ def accelerator(device: torch.device):
     """Accelerate's handle on this process (its device, process group and DDP wrapping). Mixed precision stays
     with tailor.device: Accelerate's state fixes it once per process, and a search trains many runs in one."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
     from accelerate.utils import DistributedDataParallelKwargs
 
+    held = PartialState._shared_state.get("device")
+    if held is not None and held.type != device.type and not launched():
+        # Accelerate keeps one state per process; a single process may train on the GPU, then on the CPU.
+        AcceleratorState._reset_state(reset_partial_state=True)
     return Accelerator(cpu=device.type == devices.CPU, device_placement=False,
                        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
 
