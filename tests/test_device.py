@@ -126,14 +126,22 @@ def test_explicit_cpu_trains_through_accelerate_and_every_tensor_is_on_it(tiny_c
     assert out[0]["tokens"] > 0 and recorder.devices == {torch.device("cpu")}
 
 
-def test_gradient_checkpointing_and_the_plain_path_train_as_the_fast_path(tiny_config):
+def test_gradient_checkpointing_and_the_plain_path_train_as_the_fast_path(tiny_config, monkeypatch):
+    import transformers.modeling_utils as hf
+
+    recomputed = []
+    real = hf.checkpoint  # what gradient_checkpointing_enable wraps each layer's forward in
+    monkeypatch.setattr(hf, "checkpoint", lambda *a, **k: recomputed.append(1) or real(*a, **k))
+
     def losses(name, **train):
         cfg = load_config(tiny_config(name=name, train={"max_steps": 4, "eval_every": 0, "save_every": 0, **train}))
         train_job(cfg)
         return [r["loss"] for r in read_jsonl(cfg.run_dir / "log.jsonl") if r["split"] == "train"]
 
     fast = losses("fast")
+    assert not recomputed
     assert losses("checkpointed", gradient_checkpointing=True) == pytest.approx(fast, rel=1e-5)
+    assert len(recomputed) == 4 * 2  # each of the 2 layers checkpointed at each of the 4 steps
     assert losses("plain", cpu_fast_paths=False) == pytest.approx(fast, rel=1e-4)
 
 
