@@ -23,17 +23,20 @@ def corpus() -> list[str]:
     return text + ["system user assistant the a of and to in is you that it hello how are"]
 
 
-def make_tokenizer(folder: Path, vocab_size: int = 600) -> PreTrainedTokenizerFast:
-    """A byte-level BPE trained on the test assets, with a ChatML chat template."""
+def make_tokenizer(folder: Path, vocab_size: int = 600, chat: bool = True) -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained on the test assets: with ChatML's special tokens and template (an instruct
+    model's), or without either, ending texts with <|endoftext|> (a GPT-2-style base model's)."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL,
+    specials = SPECIAL if chat else ["<|endoftext|>", "<pad>"]
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(corpus(), trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<pad>",
-                                   bos_token="<|endoftext|>", unk_token=None)
-    fast.chat_template = CHATML
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>" if chat else "<|endoftext|>",
+                                   pad_token="<pad>", bos_token="<|endoftext|>", unk_token=None)
+    if chat:
+        fast.chat_template = CHATML
     fast.save_pretrained(folder)
     return fast
 
@@ -102,4 +105,58 @@ def make_classifier(folder: Path, labels: tuple[str, ...] = ("negative", "positi
         num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
     )
     LlamaForSequenceClassification(config).save_pretrained(folder)
+    return folder
+
+
+# Tiny random models of every family tailor supports, built from each family's config (2 layers, hidden 32).
+CAUSAL = ("gpt2", "llama", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "mistral")
+ENCODERS = ("bert", "roberta", "distilbert")
+SEQ2SEQ = ("t5", "bart", "marian")
+
+
+def family_config(family: str, tok, hidden: int = 32, layers: int = 2):
+    """A transformers config for a tiny model of `family` over the tiny tokenizer's vocabulary."""
+    from transformers import AutoConfig
+
+    ids = dict(pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+    heads = dict(num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=layers, hidden_size=hidden,
+                 intermediate_size=hidden * 2, max_position_embeddings=256, vocab_size=len(tok))
+    if family == "gpt2":
+        return AutoConfig.for_model("gpt2", vocab_size=len(tok), n_embd=hidden, n_layer=layers, n_head=4,
+                                    n_positions=256, **ids)
+    if family in ("llama", "qwen2", "qwen3", "mistral", "phi3"):
+        extra = {"head_dim": 8} if family == "qwen3" else {}
+        return AutoConfig.for_model(family, tie_word_embeddings=True, **heads, **extra, **ids)
+    if family in ("gemma", "gemma2"):
+        extra = {"sliding_window": 64} if family == "gemma2" else {}
+        return AutoConfig.for_model(family, head_dim=8, **heads, **extra, **ids)
+    if family == "bert":
+        return AutoConfig.for_model("bert", vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers,
+                                    num_attention_heads=4, intermediate_size=hidden * 2, max_position_embeddings=256,
+                                    pad_token_id=tok.pad_token_id)
+    if family == "roberta":
+        return AutoConfig.for_model("roberta", vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers,
+                                    num_attention_heads=4, intermediate_size=hidden * 2, max_position_embeddings=260,
+                                    **ids)
+    if family == "distilbert":
+        return AutoConfig.for_model("distilbert", vocab_size=len(tok), dim=hidden, n_layers=layers, n_heads=4,
+                                    hidden_dim=hidden * 2, max_position_embeddings=256, pad_token_id=tok.pad_token_id)
+    raise ValueError(family)
+
+
+def make_family(folder: Path, family: str, chat_template: bool = True, seed: int = 0) -> Path:
+    """A tiny random model of `family` with the tiny tokenizer, saved as a Hugging Face folder: a causal LM, an
+    encoder with its masked-LM head, or an encoder-decoder. chat_template=False: a base model's tokenizer
+    (no ChatML tokens, no template)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+
+    if family in SEQ2SEQ:
+        return make_seq2seq(folder, family, seed=seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = make_tokenizer(folder, chat=chat_template)
+    torch.manual_seed(seed)
+    config = family_config(family, tok)
+    model_class = AutoModelForMaskedLM if family in ENCODERS else AutoModelForCausalLM
+    model_class.from_config(config).save_pretrained(folder)
     return folder

@@ -135,6 +135,7 @@ def conflicting_labels(records: list[dict]) -> list[dict]:
 
 def token_report(cfg, all_records: bool) -> tuple[dict, str, str]:
     """({split: length summary}, what a length counts, a note) from the task's own tokenization."""
+    from tailor.data import chat_format
     from tailor.data.check import length_summary
     from tailor.data.tokenize import IGNORE
     from tailor.models.load import load_tokenizer, resolve
@@ -153,6 +154,8 @@ def token_report(cfg, all_records: bool) -> tuple[dict, str, str]:
         unit = "tokens per document"
     stats_cfg = dataclasses.replace(cfg, data=data, model=dataclasses.replace(cfg.model, max_length=10**9))
     tokenizer = load_tokenizer(resolve(cfg.model.name, cfg.model.cache_dir))
+    if cfg.task == "dialogue" or cfg.data.chat_template:
+        chat_format.apply(tokenizer, cfg.data.chat_format)  # render as training will
     splits = get_task(cfg.task).prepare(stats_cfg, tokenizer, 10**9)
     out = {}
     for split in ("train", "validation", "test"):

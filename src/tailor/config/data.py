@@ -36,6 +36,13 @@ class DataConfig:
         help="Prompt template with {field} placeholders, e.g. 'Translate English to German:\\n{source}\\nGerman:' "
         "(translation), '{prompt}' (text). Empty: the task's default.",
     )
+    chat_format: str = setting(
+        "auto",
+        help="How turns become text: 'auto' (the model's chat template; a base model without one gets "
+        "'separator'), 'separator' (turns joined with the end-of-sequence token, as DialoGPT; for GPT-2-style "
+        "base models), 'chatml' (<|im_start|>/<|im_end|> turns, added as special tokens where missing), or a "
+        "path to a .jinja chat template. Saved with the model, so eval, chat, serve and export render the same.",
+    )
     chat_template: bool = setting(
         False,
         help="Decoder-only translation/text: put the rendered prompt in a user turn and the target in the "
@@ -67,6 +74,9 @@ class DataConfig:
     )
 
     def __post_init__(self) -> None:
+        from tailor.data.chat_format import check
+
+        check(self.chat_format)
         if self.history_turns < 1:
             raise TailorError(f"history_turns must be at least 1, got {self.history_turns}.")
         for name in ("val_fraction", "test_fraction"):

@@ -16,7 +16,7 @@ IGNORE = -100
 def render(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> tuple[str, str]:
     """(prompt text up to the assistant header, full text including the response)."""
     if not getattr(tokenizer, "chat_template", None):
-        raise TailorError("the tokenizer has no chat template; dialogue needs a chat (instruct) model.")
+        raise TailorError("the tokenizer has no chat template; set data.chat_format (separator, chatml or a .jinja file).")
     prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
     full = tokenizer.apply_chat_template(messages, tokenize=False)
     if not full.startswith(prompt):

@@ -23,31 +23,67 @@ def is_lora(model) -> bool:
     return isinstance(model, PeftModel)
 
 
-def default_targets(model: torch.nn.Module) -> list[str] | None:
-    """peft's own default for known architectures; else the attention query/value projections if named so."""
-    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as KNOWN
+# Each family's attention projections that get adapters by default (the query and value projections, as
+# in the LoRA paper; fused families adapt their one fused projection).
+FAMILY_TARGETS = {
+    "gpt2": ["c_attn"],
+    "llama": ["q_proj", "v_proj"], "mistral": ["q_proj", "v_proj"], "qwen2": ["q_proj", "v_proj"],
+    "qwen3": ["q_proj", "v_proj"], "gemma": ["q_proj", "v_proj"], "gemma2": ["q_proj", "v_proj"],
+    "phi3": ["qkv_proj"],
+    "bert": ["query", "value"], "roberta": ["query", "value"], "distilbert": ["q_lin", "v_lin"],
+    "t5": ["q", "v"], "bart": ["q_proj", "v_proj"], "marian": ["q_proj", "v_proj"],
+}
+# Other families: the first of these pairs whose names the model has.
+FALLBACK_TARGETS = (["q_proj", "v_proj"], ["q", "v"], ["query", "value"], ["q_lin", "v_lin"], ["c_attn"], ["qkv_proj"])
 
-    if getattr(model.config, "model_type", None) in KNOWN:
-        return None
-    names = {n.split(".")[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
-    for pair in (["q_proj", "v_proj"], ["q", "v"], ["query", "value"], ["c_attn"]):
+
+def adaptable_names(model: torch.nn.Module) -> list[str]:
+    """The last name of every layer LoRA can adapt (linear layers, and GPT-2's Conv1D)."""
+    from transformers.pytorch_utils import Conv1D
+
+    kinds = (torch.nn.Linear, Conv1D, torch.nn.Embedding)
+    return sorted({n.split(".")[-1] for n, m in model.named_modules() if n and isinstance(m, kinds)})
+
+
+def default_targets(model: torch.nn.Module) -> list[str]:
+    """The family's own targets, else the first query/value pair the model names."""
+    family = getattr(model.config, "model_type", None)
+    if family in FAMILY_TARGETS:
+        return list(FAMILY_TARGETS[family])
+    names = set(adaptable_names(model))
+    for pair in FALLBACK_TARGETS:
         if set(pair) <= names:
             return pair
-    raise TailorError(f"model.lora.target_modules: peft has no default for model type "
-                      f"'{model.config.model_type}'; set it, e.g. [q_proj, v_proj] or ['all-linear'].")
+    raise TailorError(f"model.lora.target_modules: tailor has no default for model type '{family}'; set it, "
+                      f"e.g. ['all-linear'] or some of the layers this model has: {', '.join(adaptable_names(model))}.")
 
 
-def wrap(model: torch.nn.Module, lora: LoraConfig, kind: str, heads: list[str] | None = None):
-    """A peft model with fresh adapters; kind is 'causal', 'seq2seq' or 'classification'."""
+def check_targets(model: torch.nn.Module, targets: list[str]) -> None:
+    """Every name in an explicit model.lora.target_modules must match a layer of the model."""
+    names = adaptable_names(model)
+    unknown = [t for t in targets if t not in names and not any(n.endswith(t) for n in names)]
+    if unknown:
+        raise TailorError(f"model.lora.target_modules: {', '.join(unknown)} matches no layer of this "
+                          f"{getattr(model.config, 'model_type', type(model).__name__)} model; its layers are: "
+                          f"{', '.join(names)}.")
+
+
+def wrap(model: torch.nn.Module, lora: LoraConfig, kind: str, heads: list[str] | None = None,
+         new_tokens: list[int] | None = None):
+    """A peft model with fresh adapters; kind is 'causal', 'seq2seq' or 'classification'. `new_tokens`: ids
+    added to the vocabulary (data.chat_format chatml), whose embedding rows train beside the adapters."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import TaskType, get_peft_model
 
     task_type = {"causal": TaskType.CAUSAL_LM, "seq2seq": TaskType.SEQ_2_SEQ_LM, "classification": TaskType.SEQ_CLS}[kind]
     targets = lora.target_modules
+    if targets and targets != ["all-linear"]:
+        check_targets(model, targets)
     target = "all-linear" if targets == ["all-linear"] else (list(targets) if targets else default_targets(model))
     config = PeftLoraConfig(
         r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=target, task_type=task_type,
         modules_to_save=list(heads) if kind == "classification" and heads else None,
+        trainable_token_indices=list(new_tokens) if new_tokens else None,
     )
     try:
         return get_peft_model(model, config)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from transformers import PreTrainedTokenizerBase
 
 from tailor.config import Config
+from tailor.data import chat_format
 from tailor.data.batches import collate, count_targets  # noqa: F401  (the task's collate and target count)
 from tailor.data.dialogue import split_of, windows
 from tailor.data.sources import read_conversations
@@ -71,7 +72,8 @@ def prepare(cfg: Config, tokenizer: PreTrainedTokenizerBase, context: int) -> Sp
 
 def load(cfg: Config):
     model, tokenizer = load_pretrained(cfg.model.name, cfg.model.dtype, cfg.model.cache_dir, cfg.model.quantize)
-    return adapt(model, cfg.model, "causal", cfg.train.seed), tokenizer
+    added = chat_format.apply(tokenizer, cfg.data.chat_format)  # the template training renders with
+    return adapt(model, cfg.model, "causal", cfg.train.seed, added, len(tokenizer)), tokenizer
 
 
 def load_trained(folder, cfg: Config):

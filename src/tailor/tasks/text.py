@@ -18,6 +18,7 @@ import textwrap
 from statistics import mean
 
 from tailor.config import Config
+from tailor.data import chat_format
 from tailor.data.batches import collate, count_targets  # noqa: F401  (the task's collate and target count)
 from tailor.data.prompts import check_template, encode_pair, prompt_ids, render
 from tailor.data.tables import read_rows
@@ -46,7 +47,8 @@ def is_pairs(cfg: Config) -> bool:
 
 def load(cfg: Config):
     model, tokenizer = load_pretrained(cfg.model.name, cfg.model.dtype, cfg.model.cache_dir, cfg.model.quantize)
-    return adapt(model, cfg.model, "causal", cfg.train.seed), tokenizer
+    added = chat_format.apply(tokenizer, cfg.data.chat_format) if cfg.data.chat_template else []
+    return adapt(model, cfg.model, "causal", cfg.train.seed, added, len(tokenizer)), tokenizer
 
 
 def load_trained(folder, cfg: Config):

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from tailor import device as devices
 from tailor.config import Config
-from tailor.data import batches
+from tailor.data import batches, chat_format
 from tailor.data.prompts import check_template, encode_pair, prompt_ids, render
 from tailor.data.tokenize import IGNORE
 from tailor.errors import TailorError
@@ -66,7 +66,8 @@ def load(cfg: Config):
         model = load_seq2seq(source, cfg.model.dtype, cfg.model.quantize)
     else:
         model = load_model(source, cfg.model.dtype, cfg.model.quantize)
-    return adapt(model, cfg.model, kind(cfg), cfg.train.seed), tokenizer
+    added = chat_format.apply(tokenizer, cfg.data.chat_format) if cfg.data.chat_template and kind(cfg) == "causal" else []
+    return adapt(model, cfg.model, kind(cfg), cfg.train.seed, added, len(tokenizer)), tokenizer
 
 
 def load_trained(folder, cfg: Config):

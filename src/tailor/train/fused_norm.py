@@ -45,14 +45,15 @@ def _forward(self: LlamaRMSNorm, x: torch.Tensor) -> torch.Tensor:
 
 @contextlib.contextmanager
 def fused_norms(model: torch.nn.Module, enabled: bool = True):
-    """Within the block, the model's LlamaRMSNorm modules train through the kernel (module docstring)."""
+    """Within the block, the model's LlamaRMSNorm modules train through the kernel (module docstring).
+    Yields whether any does."""
     norms = [m for m in model.modules() if type(m) is LlamaRMSNorm] if enabled else []
     if norms and not kernel.available():  # asked only when there is a norm to run: the first call builds the kernel
         norms = []
     for norm in norms:
         norm.forward = types.MethodType(_forward, norm)
     try:
-        yield
+        yield bool(norms)
     finally:
         for norm in norms:
             del norm.forward

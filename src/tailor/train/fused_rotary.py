@@ -53,14 +53,15 @@ def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
 
 @contextlib.contextmanager
 def fused_rotary(model: torch.nn.Module, enabled: bool = True):
-    """Within the block, Llama attention's rotary embedding trains through the kernel (module docstring)."""
+    """Within the block, Llama attention's rotary embedding trains through the kernel (module docstring).
+    Yields whether it does."""
     if not enabled or not any(isinstance(m, modeling_llama.LlamaAttention) for m in model.modules()) \
             or not kernel.available():
-        yield
+        yield False
         return
     before = modeling_llama.apply_rotary_pos_emb
     modeling_llama.apply_rotary_pos_emb = apply_rotary_pos_emb
     try:
-        yield
+        yield True
     finally:
         modeling_llama.apply_rotary_pos_emb = before

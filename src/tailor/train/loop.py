@@ -164,10 +164,6 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
         retain_freed_memory()
     # fp16 autocast needs loss scaling (bf16 has fp32's range and does not); DeepSpeed scales by its own config.
     scaler = torch.amp.GradScaler(device.type) if half == torch.float16 and engine is None else None
-    if main:
-        print(f"{devices.describe(half, device)}; " + ("CPU fast paths" if fast else "plain PyTorch path")
-              + (f"; {distributed.world_size()} processes, {t.strategy}" if wrapped is not None else "")
-              + ("; gradient checkpointing" if t.gradient_checkpointing else ""), flush=True)
 
     data = micro_batches(lengths, t.batch_size, t.seed, step * t.grad_accum)
     bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True, disable=not main)
@@ -196,9 +192,17 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
     # One process: the LM head's bf16 weight and fp32 gradient stay in buffers under autocast (resident_head.py),
     # a tied embedding's gradient comes as sparse rows (sparse_embedding.py), RMSNorm and the rotary embedding
     # run as one kernel pass forward and one backward (fused_norm.py, fused_rotary.py).
-    with resident_head(model, optimizer, enabled=fast and half == torch.bfloat16), \
-            sparse_tied_gradient(model, enabled=fast), fused_norms(model, enabled=fast), \
-            fused_rotary(model, enabled=fast):
+    with resident_head(model, optimizer, enabled=fast and half == torch.bfloat16) as head_on, \
+            sparse_tied_gradient(model, enabled=fast) as sparse_on, fused_norms(model, enabled=fast) as norms_on, \
+            fused_rotary(model, enabled=fast and half == torch.bfloat16) as rotary_on:
+        if main:  # said once: where the run trains and which path it takes
+            paths = [name for name, on in (("kernel RMSNorm", norms_on), ("kernel rotary", rotary_on),
+                                           ("resident bf16 LM head", head_on), ("sparse embedding gradient", sparse_on)) if on]
+            family = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+            print(f"{devices.describe(half, device)}; "
+                  + (f"CPU fast paths: {', '.join(paths)}" if paths else f"plain PyTorch/transformers path ({family})")
+                  + (f"; {distributed.world_size()} processes, {t.strategy}" if wrapped is not None else "")
+                  + ("; gradient checkpointing" if t.gradient_checkpointing else ""), flush=True)
         while step < total_steps:
             tick = time.perf_counter()
             parts = [next(data) for _ in range(t.grad_accum)]

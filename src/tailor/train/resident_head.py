@@ -82,17 +82,18 @@ def output_head(model: torch.nn.Module) -> torch.nn.Module | None:
 @contextlib.contextmanager
 def resident_head(model: torch.nn.Module, optimizer: torch.optim.Optimizer, enabled: bool = True):
     """Within the block, training passes through `head_logits` use the resident buffers; each step of
-    `optimizer` marks the copy stale (a fused step changes the weight without bumping its version)."""
+    `optimizer` marks the copy stale (a fused step changes the weight without bumping its version).
+    Yields whether it applies."""
     head = output_head(model) if enabled else None
     if not (type(head) is torch.nn.Linear and head.bias is None and head.weight.dtype == torch.float32
             and head.weight.requires_grad):
-        yield
+        yield False
         return
     resident = Resident(head.weight)
     hook = optimizer.register_step_post_hook(lambda *args: setattr(resident, "fresh", False))
     setattr(head, _ATTRIBUTE, resident)
     try:
-        yield
+        yield True
     finally:
         hook.remove()
         delattr(head, _ATTRIBUTE)

@@ -31,14 +31,15 @@ def tied_embedding(model: torch.nn.Module) -> torch.nn.Embedding | None:
 
 @contextlib.contextmanager
 def sparse_tied_gradient(model: torch.nn.Module, enabled: bool = True):
-    """Within the block, a tied embedding hands autograd a sparse gradient (see the module's docstring)."""
+    """Within the block, a tied embedding hands autograd a sparse gradient (see the module's docstring).
+    Yields whether it does."""
     embedding = tied_embedding(model) if enabled else None
     if embedding is None or embedding.sparse:
-        yield
+        yield False
         return
     embedding.sparse = True
     try:
-        yield
+        yield True
     finally:
         embedding.sparse = False
 
