@@ -41,20 +41,28 @@ def encode(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> dict:
     return {"input_ids": ids, "labels": labels}
 
 
-def encode_fitting(tokenizer: PreTrainedTokenizerBase, sample: dict, max_length: int) -> dict | None:
-    """Encode, dropping the oldest history turns until the sample fits; None if even one turn is too long."""
+def encode_fitting(tokenizer: PreTrainedTokenizerBase, sample: dict, max_length: int, encoder=None) -> dict | None:
+    """Encode (with `encoder(tokenizer, messages)`, default `encode`), dropping the oldest history turns until
+    the sample fits; None if even one turn is too long."""
+    encoder = encoder or encode
     messages = sample["messages"]
     system = [m for m in messages[:1] if m["role"] == "system"]
     turns = messages[len(system):]
     while True:
-        enc = encode(tokenizer, system + turns)
-        if len(enc["input_ids"]) <= max_length:
+        enc = encoder(tokenizer, system + turns)
+        if max(len(enc["input_ids"]), len(enc["labels"])) <= max_length:
             return {**enc, "id": sample["id"], "origin": sample["origin"], "messages": system + turns}
         if len(turns) <= 2:
             return None
         turns = turns[2:]  # drop a user/assistant pair so the history still opens with the user
 
 
+def history_text(tokenizer: PreTrainedTokenizerBase, history: list[dict]) -> str:
+    """The history as the chat template renders it, up to where the reply begins."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise TailorError("the tokenizer has no chat template; set data.chat_format (separator, chatml or a .jinja file).")
+    return tokenizer.apply_chat_template(history, tokenize=False, add_generation_prompt=True)
+
+
 def prompt_ids(tokenizer: PreTrainedTokenizerBase, history: list[dict]) -> list[int]:
-    text = tokenizer.apply_chat_template(history, tokenize=False, add_generation_prompt=True)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return tokenizer(history_text(tokenizer, history), add_special_tokens=False)["input_ids"]

@@ -97,10 +97,16 @@ def load_model(source: str, dtype: str = "float32", quantize: str = "none") -> P
 
     extra = from_pretrained_kwargs(quantize)  # bad settings fail before the weights are read
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=getattr(torch, dtype), attn_implementation="sdpa", **extra
-        )
-    except OSError as e:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                source, dtype=getattr(torch, dtype), attn_implementation="sdpa", **extra
+            )
+        except ValueError as e:
+            if "scaled_dot_product_attention" not in str(e):
+                raise
+            # A family without SDPA (e.g. Gemma 2, whose soft-capped attention needs eager): its own default.
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype), **extra)
+    except (OSError, ValueError) as e:
         raise TailorError(f"could not load model '{source}': {e}") from None
     return model if extra else devices.place(model)
 

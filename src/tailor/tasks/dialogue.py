@@ -1,4 +1,9 @@
-"""Dialogue response generation: conversations -> windowed samples -> tokenized splits."""
+"""Dialogue response generation: conversations -> windowed samples -> tokenized splits.
+
+A decoder-only model reads the history and the reply as one text (data.chat_format) and is trained on the
+reply; an encoder-decoder (T5, BART, Marian) reads the rendered history in its encoder and learns the
+reply in its decoder (tasks/encdec.py).
+"""
 
 from __future__ import annotations
 
@@ -6,20 +11,27 @@ from transformers import PreTrainedTokenizerBase
 
 from tailor.config import Config
 from tailor.data import chat_format
-from tailor.data.batches import collate, count_targets  # noqa: F401  (the task's collate and target count)
 from tailor.data.dialogue import split_of, windows
 from tailor.data.sources import read_conversations
-from tailor.data.tokenize import IGNORE, encode_fitting
+from tailor.data.tokenize import IGNORE, encode_fitting, history_text
 from tailor.errors import TailorError
-from tailor.eval.dialogue import evaluate  # noqa: F401  (the task's test-time evaluation)
-from tailor.eval.dialogue import validation_generation
+from tailor.eval import dialogue as causal_eval
+from tailor.eval.dialogue import fixed_sample, reference_of
+from tailor.eval.metrics import generation_metrics
 from tailor.eval.score import score
 from tailor.models.adapt import adapt
 from tailor.models.load import load as load_pretrained
-from tailor.models.load import load_model
+from tailor.models.load import load_model, load_tokenizer, resolve
+from tailor.models.seq2seq import is_encoder_decoder, load_seq2seq
 from tailor.report import metrics_table, side_by_side  # noqa: F401  (the task's console tables)
+from tailor.tasks import encdec
+from tailor.tasks.encdec import collate, count_targets, token_stats  # noqa: F401  (the task's, both kinds)
 from tailor.tasks.splits import SPLITS, Splits, cap
-from tailor.train.loss import token_stats  # noqa: F401  (the task's training loss)
+
+
+def encode_seq2seq(tokenizer, messages: list[dict]) -> dict:
+    """An encoder-decoder sample: the rendered history in, the reply (and end-of-sequence) out."""
+    return encdec.encode(tokenizer, history_text(tokenizer, messages[:-1]), messages[-1]["content"])
 
 
 def prepare(cfg: Config, tokenizer: PreTrainedTokenizerBase, context: int) -> Splits:
@@ -30,6 +42,7 @@ def prepare(cfg: Config, tokenizer: PreTrainedTokenizerBase, context: int) -> Sp
             f"model.max_length={max_length} is longer than the model's context of {context} tokens; "
             f"set model.max_length to at most {context}."
         )
+    seq2seq = encdec.kind(cfg) == "seq2seq"
     conversations = read_conversations(d.source)
     by_split: dict[str, list[dict]] = {s: [] for s in SPLITS}
     conv_count = {s: 0 for s in SPLITS}
@@ -48,7 +61,7 @@ def prepare(cfg: Config, tokenizer: PreTrainedTokenizerBase, context: int) -> Sp
             )
         encoded = []
         for sample in cap(by_split[split], limits[split], f"{split}-cap"):
-            enc = encode_fitting(tokenizer, sample, max_length)
+            enc = encode_fitting(tokenizer, sample, max_length, encode_seq2seq if seq2seq else None)
             if enc is None:
                 if d.overlong == "error":
                     raise TailorError(
@@ -64,19 +77,26 @@ def prepare(cfg: Config, tokenizer: PreTrainedTokenizerBase, context: int) -> Sp
         "conversations": conv_count,
         "samples": {s: len(out[s]) for s in SPLITS},
         "skipped_overlong": skipped,
-        "train_tokens": sum(len(s["input_ids"]) for s in out["train"]),
+        "train_tokens": sum(len(s["input_ids"]) + (len(s["labels"]) if seq2seq else 0) for s in out["train"]),
         "train_supervised_tokens": sum(sum(1 for x in s["labels"] if x != IGNORE) for s in out["train"]),
     }
     return Splits(out["train"], out["validation"], out["test"], stats)
 
 
 def load(cfg: Config):
-    model, tokenizer = load_pretrained(cfg.model.name, cfg.model.dtype, cfg.model.cache_dir, cfg.model.quantize)
+    kind = encdec.kind(cfg)
+    if kind == "seq2seq":
+        source = resolve(cfg.model.name, cfg.model.cache_dir)
+        model, tokenizer = load_seq2seq(source, cfg.model.dtype, cfg.model.quantize), load_tokenizer(source)
+    else:
+        model, tokenizer = load_pretrained(cfg.model.name, cfg.model.dtype, cfg.model.cache_dir, cfg.model.quantize)
     added = chat_format.apply(tokenizer, cfg.data.chat_format)  # the template training renders with
-    return adapt(model, cfg.model, "causal", cfg.train.seed, added, len(tokenizer)), tokenizer
+    return adapt(model, cfg.model, kind, cfg.train.seed, added, len(tokenizer)), tokenizer
 
 
 def load_trained(folder, cfg: Config):
+    if is_encoder_decoder(str(folder)):
+        return load_seq2seq(str(folder), cfg.model.dtype)
     return load_model(str(folder), cfg.model.dtype)
 
 
@@ -84,7 +104,32 @@ def sample_record(sample: dict) -> dict:
     return {"messages": sample["messages"]}
 
 
+def seq2seq_replies(model, tokenizer, samples: list[dict], cfg: Config, bf16: bool, desc: str) -> tuple[dict, list[dict]]:
+    """An encoder-decoder's replies to the samples' histories; (generation metrics, replies)."""
+    replies = encdec.generate(model, tokenizer, [s["input_ids"] for s in samples], cfg.decode, bf16, cfg.decode.seed, desc)
+    return generation_metrics(replies, [reference_of(s) for s in samples]), replies
+
+
 def validate(model, tokenizer, samples: list[dict], cfg: Config, bf16: bool) -> dict:
     """Teacher-forced scores, plus generation metrics on a fixed sample if eval.val_generate_samples."""
-    metrics = score(model, samples, tokenizer.pad_token_id, cfg.eval.batch_size, bf16, desc="validate")
-    return {**metrics, **validation_generation(model, tokenizer, samples, cfg, bf16)}
+    if not samples or not samples[0].get("seq2seq"):
+        metrics = score(model, samples, tokenizer.pad_token_id, cfg.eval.batch_size, bf16, desc="validate")
+        return {**metrics, **causal_eval.validation_generation(model, tokenizer, samples, cfg, bf16)}
+    metrics = encdec.teacher_forced(model, samples, tokenizer.pad_token_id, cfg.eval.batch_size, bf16, "validate")
+    if cfg.eval.val_generate_samples:
+        chosen = fixed_sample(samples, cfg.eval.val_generate_samples)
+        metrics.update(seq2seq_replies(model, tokenizer, chosen, cfg, bf16, "validate: generate")[0])
+    return metrics
+
+
+def evaluate(model, tokenizer, samples: list[dict], cfg: Config, bf16: bool, label: str = "") -> tuple[dict, list[dict]]:
+    """(metrics, replies) where replies cover the first `eval.generate_samples` samples."""
+    if not samples or not samples[0].get("seq2seq"):
+        return causal_eval.evaluate(model, tokenizer, samples, cfg, bf16, label)
+    metrics = encdec.teacher_forced(model, samples, tokenizer.pad_token_id, cfg.eval.batch_size, bf16,
+                                    f"score {label}".strip())
+    prompts = samples[: cfg.eval.generate_samples]
+    if not prompts:
+        return metrics, []
+    generated, replies = seq2seq_replies(model, tokenizer, prompts, cfg, bf16, f"generate {label}".strip())
+    return {**metrics, **generated}, replies

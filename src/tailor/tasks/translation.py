@@ -13,41 +13,28 @@ the `decode` section (num_beams > 1 for beam search), plus teacher-forced loss /
 
 from __future__ import annotations
 
-import math
 import textwrap
 from functools import lru_cache
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from tailor import device as devices
 from tailor.config import Config
-from tailor.data import batches, chat_format
+from tailor.data import chat_format
 from tailor.data.prompts import check_template, encode_pair, prompt_ids, render
-from tailor.data.tokenize import IGNORE
 from tailor.errors import TailorError
 from tailor.generate.replies import generation_config, stop_ids
 from tailor.models.adapt import adapt
 from tailor.models.load import load_model, load_tokenizer, resolve
 from tailor.models.seq2seq import is_encoder_decoder, load_seq2seq
 from tailor.precision import autocast
-from tailor.tasks import console
+from tailor.tasks import console, encdec
+from tailor.tasks.encdec import collate, count_targets, kind, teacher_forced, token_stats  # noqa: F401  (the task's)
 from tailor.tasks.splits import SPLITS, Splits, cap, check_context, limits, load_records, text_field
-from tailor.train import loss as causal_loss
 
 FIELDS = ["source", "target"]
 DEFAULT_TEMPLATE = {"causal": "Translate:\n{source}\nTranslation:", "seq2seq": "{source}"}
-
-
-@lru_cache(maxsize=8)
-def _kind(name: str, cache_dir: str) -> str:
-    return "seq2seq" if is_encoder_decoder(resolve(name, cache_dir)) else "causal"
-
-
-def kind(cfg: Config) -> str:
-    """'seq2seq' for encoder-decoder models, else 'causal'."""
-    return _kind(cfg.model.name, cfg.model.cache_dir)
 
 
 def template(cfg: Config) -> str:
@@ -81,11 +68,7 @@ def encode(cfg: Config, tokenizer, record: dict) -> dict:
     source, target = text_field(record, "source"), text_field(record, "target")
     prompt = render(template(cfg), {"source": source})
     if kind(cfg) == "seq2seq":
-        ids, labels = tokenizer(prompt)["input_ids"], tokenizer(text_target=target)["input_ids"]
-        eos = tokenizer.eos_token_id
-        if eos is not None:  # the decoder must learn to stop; T5/Marian/BART tokenizers add it already
-            ids, labels = (ids if ids[-1:] == [eos] else ids + [eos]), (labels if labels[-1:] == [eos] else labels + [eos])
-        enc = {"input_ids": ids, "labels": labels, "seq2seq": True}
+        enc = encdec.encode(tokenizer, prompt, target)
     else:
         enc = encode_pair(tokenizer, prompt, target, cfg.data.chat_template)
     return {**enc, "source": source, "target": target, "prompt": prompt, "origin": record["origin"]}
@@ -119,83 +102,11 @@ def prepare(cfg: Config, tokenizer, context: int) -> Splits:
     return Splits(out["train"], out["validation"], out["test"], stats)
 
 
-def collate(samples: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
-    return seq2seq_collate(samples, pad_id) if samples[0].get("seq2seq") else batches.collate(samples, pad_id)
-
-
-def seq2seq_collate(samples: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded encoder inputs with their mask; labels padded with -100 (the decoder input is
-    the labels shifted right, made by the model)."""
-    width = max(len(s["input_ids"]) for s in samples)
-    target_width = max(len(s["labels"]) for s in samples)
-    ids = torch.full((len(samples), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(samples), width), dtype=torch.long)
-    labels = torch.full((len(samples), target_width), IGNORE, dtype=torch.long)
-    for row, s in enumerate(samples):
-        ids[row, : len(s["input_ids"])] = torch.tensor(s["input_ids"])
-        mask[row, : len(s["input_ids"])] = 1
-        labels[row, : len(s["labels"])] = torch.tensor(s["labels"])
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels, "decoder_attention_mask": (labels != IGNORE).long()}
-
-
-def count_targets(batch: dict[str, torch.Tensor]) -> int:
-    if "decoder_attention_mask" in batch:
-        return int((batch["labels"] != IGNORE).sum())
-    return batches.count_targets(batch)
-
-
-def token_stats(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int, int]:
-    """(summed NLL over target tokens, their number, how many the argmax got right)."""
-    if "decoder_attention_mask" not in batch:
-        return causal_loss.token_stats(model, batch)
-    labels = batch["labels"]  # (B, T); the model shifts them right into the decoder input
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels,
-                   decoder_attention_mask=batch["decoder_attention_mask"], use_cache=False).logits  # (B, T, V)
-    keep = labels != IGNORE  # (B, T)
-    lg, y = logits[keep].float(), labels[keep]  # (N, V), (N,)
-    return F.cross_entropy(lg, y, reduction="sum"), int(y.numel()), int((lg.argmax(-1) == y).sum())
-
-
 # ---------------------------------------------------------------- evaluation
-
-
-@torch.inference_mode()
-def teacher_forced(model, samples: list[dict], pad_id: int, batch_size: int, bf16: bool, desc: str) -> dict:
-    was_training = model.training
-    model.eval()
-    nll, tokens, correct = 0.0, 0, 0
-    for idx in tqdm(batches.sequential(len(samples), batch_size, [len(s["input_ids"]) for s in samples]),
-                    desc=desc, unit="batch", leave=False, dynamic_ncols=True):
-        with autocast(bf16):
-            total, n, c = token_stats(model, devices.put(collate([samples[i] for i in idx], pad_id), devices.of(model)))
-        nll, tokens, correct = nll + float(total), tokens + n, correct + c
-    model.train(was_training)
-    loss = nll / max(tokens, 1)
-    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "token_accuracy": correct / max(tokens, 1), "tokens": tokens}
 
 
 def validate(model, tokenizer, samples: list[dict], cfg: Config, bf16: bool) -> dict:
     return teacher_forced(model, samples, tokenizer.pad_token_id, cfg.eval.batch_size, bf16, "validate")
-
-
-@torch.inference_mode()
-def generate_seq2seq(model, tokenizer, samples: list[dict], cfg: Config, bf16: bool, desc: str) -> list[str]:
-    model.eval()
-    gen = generation_config(cfg.decode, tokenizer)
-    gen.eos_token_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else model.config.eos_token_id
-    start = getattr(model.generation_config, "decoder_start_token_id", None) or model.config.decoder_start_token_id
-    gen.decoder_start_token_id = start
-    torch.manual_seed(cfg.train.seed)
-    out: list[str] = [""] * len(samples)
-    order = sorted(range(len(samples)), key=lambda i: -len(samples[i]["input_ids"]))
-    size = cfg.decode.batch_size
-    for chunk in tqdm([order[i : i + size] for i in range(0, len(order), size)], desc=desc, unit="batch", leave=False, dynamic_ncols=True):
-        batch = devices.put(seq2seq_collate([samples[i] for i in chunk], tokenizer.pad_token_id), devices.of(model))
-        with autocast(bf16):
-            ids = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], generation_config=gen)
-        for row, i in enumerate(chunk):
-            out[i] = tokenizer.decode(ids[row], skip_special_tokens=True).strip()
-    return out
 
 
 def first_line(text: str) -> str:
@@ -236,7 +147,8 @@ def generate_causal(model, tokenizer, samples: list[dict], cfg: Config, bf16: bo
 
 def translate(model, tokenizer, samples: list[dict], cfg: Config, bf16: bool, desc: str = "translate") -> list[str]:
     if kind(cfg) == "seq2seq":
-        return generate_seq2seq(model, tokenizer, samples, cfg, bf16, desc)
+        replies = encdec.generate(model, tokenizer, [s["input_ids"] for s in samples], cfg.decode, bf16, cfg.train.seed, desc)
+        return [r["text"] for r in replies]
     return generate_causal(model, tokenizer, samples, cfg, bf16, desc)
 
 

@@ -38,8 +38,11 @@ def token_stats(model: PreTrainedModel, batch: dict[str, torch.Tensor],
     y = targets[keep]  # (N,)
     total = hidden.new_zeros((), dtype=torch.float32)
     correct = 0
+    cap = getattr(backbone.config, "final_logit_softcapping", None)  # Gemma 2: the model's forward caps its logits
     for start in range(0, y.numel(), CHUNK):
         logits = head_logits(head, h[start : start + CHUNK])  # (n, V), bf16 under autocast
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
         # The log-softmax reads bf16 logits and computes in fp32, as a cast first would, without the fp32 copy;
         # its backward hands the head a bf16 gradient, as the cast's backward did.
         logprobs = F.log_softmax(logits, -1, dtype=torch.float32)
