@@ -33,10 +33,13 @@ from starlette.concurrency import run_in_threadpool
 from tailor import device as devices
 from tailor.config.base import build
 from tailor.config.decode import DecodeConfig
+from tailor.data.tokenize import history_text
 from tailor.errors import TailorError
 from tailor.export.standalone import Standalone
 from tailor.generate.replies import stop_ids
 from tailor.serve.engine import Engine, QueueFull, Sampling, Sequence
+from tailor.serve.seq2seq_engine import Seq2SeqEngine
+from tailor.tasks.encdec import encoder_ids
 from tailor.serve.schemas import ChatRequest, ClassifyRequest, CompletionRequest, Decoding
 
 STATIC = Path(__file__).parent / "static"
@@ -112,15 +115,20 @@ def context_of(model) -> int:
 
 def create_app(loaded: Standalone, limits: Limits | None = None, api_key: str | None = None) -> FastAPI:
     limits = limits or Limits()
-    if loaded.kind not in ("generate", "classify"):
-        raise TailorError(f"tailor serve runs causal language models and classifiers; {loaded.folder} holds an "
-                          f"encoder-decoder ({type(loaded.model).__name__}). Use tailor generate for it.")
+    if loaded.kind not in ("generate", "classify", "seq2seq"):
+        raise TailorError(f"tailor serve runs causal language models, encoder-decoders and classifiers; "
+                          f"{loaded.folder} holds a {type(loaded.model).__name__}.")
     decode, system_prompt = run_settings(loaded)
     model, tokenizer = loaded.model, loaded.tokenizer
     context = context_of(model)
     max_prompt = min(limits.max_prompt_tokens, context - 1)
     created = int(time.time())
-    engine = Engine(model, tokenizer, stop_ids(tokenizer), limits.max_batch, limits.max_queue) if loaded.kind == "generate" else None
+    if loaded.kind == "generate":
+        engine = Engine(model, tokenizer, stop_ids(tokenizer), limits.max_batch, limits.max_queue)
+    elif loaded.kind == "seq2seq":  # the encoder reads the prompt; one request at a time
+        engine = Seq2SeqEngine(model, tokenizer, limits.max_queue)
+    else:
+        engine = None
     classify_lock = asyncio.Lock()
     classify_waiting = 0
     if loaded.kind == "classify" and getattr(model.config, "pad_token_id", None) is None:
@@ -161,7 +169,7 @@ def create_app(loaded: Standalone, limits: Limits | None = None, api_key: str | 
                            param="model", code="model_not_found")
 
     def need(kind: str) -> None:
-        if loaded.kind != kind:
+        if loaded.kind != kind and not (kind == "generate" and loaded.kind == "seq2seq"):
             other = "POST /v1/classify" if loaded.kind == "classify" else "/v1/chat/completions or /v1/completions"
             raise ApiError(400, f"this server's model is a {'classifier' if loaded.kind == 'classify' else 'text generator'}; use {other}.")
 
@@ -292,10 +300,11 @@ def create_app(loaded: Standalone, limits: Limits | None = None, api_key: str | 
         if not getattr(tokenizer, "chat_template", None):
             raise ApiError(400, "this model has no chat template; use /v1/completions with a plain prompt.")
         try:
-            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            text = history_text(tokenizer, messages)  # as training rendered the history
         except Exception as e:  # the template may reject a role order (e.g. two user turns in a row)
             raise ApiError(400, f"the chat template rejected these messages: {e}", param="messages") from None
-        prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
+        # A decoder continues the rendered text; an encoder-decoder reads it in its encoder.
+        prompt = encoder_ids(tokenizer, text) if loaded.kind == "seq2seq" else tokenizer(text, add_special_tokens=False)["input_ids"]
         sampling = sampling_for(req, len(prompt))
         rid, now = "chatcmpl-" + secrets.token_hex(12), int(time.time())
         if req.stream:
@@ -315,7 +324,7 @@ def create_app(loaded: Standalone, limits: Limits | None = None, api_key: str | 
         need("generate")
         check_model(req.model)
         check_chars(len(req.prompt), "prompt")
-        prompt = tokenizer(req.prompt)["input_ids"]
+        prompt = encoder_ids(tokenizer, req.prompt) if loaded.kind == "seq2seq" else tokenizer(req.prompt)["input_ids"]
         if not prompt:
             raise ApiError(400, "prompt: the prompt is empty.", param="prompt")
         sampling = sampling_for(req, len(prompt))
