@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # The stamp names a checksum of every file that says what to install, so editing one reinstalls.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt Makefile | cksum | cut -d' ' -f1)
 
-.PHONY: install browser demo test test-fast clean
+.PHONY: install browser llamacpp demo test test-fast clean
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,6 +21,18 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 
 install: $(STAMP)
 
+# Real llama.cpp for the GGUF export tests: the CPU library of the pinned wheel llama-cpp-cffi==0.4.42 (hash-checked,
+# llama.cpp b4965), set up by the shared tool into a git-ignored folder here (the shared copy may be read-only).
+# Redone when the venv is reinstalled (cffi goes into it); setup.sh skips what is already there.
+LLAMACPP_TOOLS ?= $(abspath ../shared/tools/llamacpp)
+LLAMACPP := $(abspath .llamacpp)
+$(LLAMACPP)/.installed: $(STAMP)
+	$(PY) -m pip install -q cffi==2.1.1
+	bash $(LLAMACPP_TOOLS)/setup.sh --python $(PY) $(LLAMACPP)
+	touch $@
+
+llamacpp: $(LLAMACPP)/.installed
+
 # Headless Chromium (Debian packages) renders the run report and the chat page in the browser tests.
 browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
@@ -28,11 +40,12 @@ browser:
 demo: install
 	$(VENV)/bin/tailor run configs/dialogue/smollm2-chitchat.yaml --overwrite
 
-test: install browser
-	$(PY) -m pytest -q -rs
+# The tests find llama.cpp through these variables and fail (not skip) when it is missing.
+test: install browser llamacpp
+	LLAMACPP_RUNTIME=$(LLAMACPP) LLAMACPP_TOOLS=$(LLAMACPP_TOOLS) $(PY) -m pytest -q -rs
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
 clean:
-	rm -rf $(VENV) runs .cache
+	rm -rf $(VENV) runs .cache .llamacpp

@@ -161,19 +161,35 @@ def test_export_errors(trained_run, tmp_path, capsys):
 
 
 def test_gguf_refuses_other_architectures(tmp_path, tiny_model):
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=16, n_layer=1, n_head=2, n_positions=64))
-    with pytest.raises(TailorError, match="llama-family"):
-        write_gguf(model, tokenizer, tmp_path / "gpt2.gguf")
+    model = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
+                                             num_attention_heads=2, intermediate_size=32))
+    with pytest.raises(TailorError, match="llama, qwen2, gpt2; this model is 'gpt_neox'"):
+        write_gguf(model, tokenizer, tmp_path / "neox.gguf")
     assert not list(tmp_path.glob("*.gguf*"))
 
 
-def test_encoder_decoder_runs_export_merged_but_are_not_served(tmp_path):
+def test_gguf_file_is_readable_like_any_new_file(trained_run, tmp_path):
+    """Not mkstemp's private 0600: a runtime running as another user (an Ollama service) must read it."""
+    import os
+
+    loaded = load_standalone(trained_run)
+    old = os.umask(0o022)
+    try:
+        out = write_gguf(loaded.model, loaded.tokenizer, tmp_path / "a.gguf", "f32")
+        assert out.stat().st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        out = write_gguf(loaded.model, loaded.tokenizer, tmp_path / "b.gguf", "f32")
+        assert out.stat().st_mode & 0o777 == 0o600  # the umask is respected, not overridden
+    finally:
+        os.umask(old)
+
+
+def test_encoder_decoder_runs_export_merged_but_not_gguf(tmp_path):
     from transformers import AutoModelForSeq2SeqLM
 
-    from tailor.serve.app import create_app
     from tiny import make_seq2seq
 
     folder = make_seq2seq(tmp_path / "t5")
@@ -183,8 +199,5 @@ def test_encoder_decoder_runs_export_merged_but_are_not_served(tmp_path):
     x = torch.tensor([[5, 6, 7, 8]])
     with torch.no_grad():
         assert torch.equal(a.generate(x, max_new_tokens=5, do_sample=False), b.generate(x, max_new_tokens=5, do_sample=False))
-    loaded = load_standalone(folder)
-    assert loaded.kind == "seq2seq"
-    with pytest.raises(TailorError, match="encoder-decoder"):
-        create_app(loaded)
+    assert load_standalone(folder).kind == "seq2seq"
     assert main(["export", str(folder), "--gguf", str(tmp_path / "t5.gguf")]) == 2
