@@ -2,9 +2,10 @@
 
 --merged OUT     a plain Hugging Face folder (safetensors, tokenizer, chat template, tailor.yaml) with any
                  LoRA adapter merged into the base, loadable with from_pretrained and nothing else.
---gguf OUT.gguf  one GGUF file for llama.cpp-style runtimes (llama-family models, byte-level BPE
+--gguf OUT.gguf  one GGUF file for llama.cpp-style runtimes (llama, qwen2 and gpt2 models, byte-level BPE
                  tokenizers), with the tokenizer and chat template inside; --gguf-dtype picks f16 (default),
-                 f32 or q8_0 weights.
+                 f32 or q8_0 weights. An Ollama `Modelfile` is written beside it (chat template, stop strings,
+                 the run's decoding defaults); one tailor did not write is only replaced with --overwrite.
 Both can be given at once. Outputs are written atomically.
 """
 
@@ -27,6 +28,7 @@ def main(args) -> int:
 
     from tailor.errors import TailorError
     from tailor.export.gguf_file import write_gguf
+    from tailor.export.modelfile import check_writable, write_modelfile
     from tailor.export.standalone import export_merged, load_standalone
 
     if not args.merged and not args.gguf:
@@ -37,6 +39,7 @@ def main(args) -> int:
             raise TailorError(f"--gguf takes a file name ending in .gguf, got {gguf}.")
         if gguf.exists() and not args.overwrite:
             raise TailorError(f"{gguf} already exists; pass --overwrite to replace it.")
+        check_writable(gguf, args.overwrite)  # before any work: never replace a Modelfile tailor did not write
     if args.merged:
         out = export_merged(args.run, args.merged, overwrite=args.overwrite)
         print(f"merged model folder: {out}")
@@ -48,4 +51,8 @@ def main(args) -> int:
                               f"({type(loaded.model).__name__}).")
         out = write_gguf(loaded.model, loaded.tokenizer, args.gguf, args.gguf_dtype, name=loaded.name)
         print(f"GGUF file: {out} ({out.stat().st_size / 1e6:.1f} MB, {args.gguf_dtype})")
+        modelfile, notes = write_modelfile(out, loaded.tokenizer, loaded.config_yaml, overwrite=args.overwrite)
+        print(f"Ollama Modelfile: {modelfile} (ollama create NAME -f {modelfile})")
+        for note in notes:
+            print(f"note: {note}")
     return 0
