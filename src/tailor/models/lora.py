@@ -8,6 +8,7 @@ that loads without peft).
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 
@@ -80,13 +81,21 @@ def wrap(model: torch.nn.Module, lora: LoraConfig, kind: str, heads: list[str] |
     if targets and targets != ["all-linear"]:
         check_targets(model, targets)
     target = "all-linear" if targets == ["all-linear"] else (list(targets) if targets else default_targets(model))
+    from transformers.pytorch_utils import Conv1D
+
+    # GPT-2's Conv1D stores its weight transposed (in x out): peft must be told, or it warns and guesses.
+    transposed = any(isinstance(m, Conv1D) and (target == "all-linear" or n.split(".")[-1] in target)
+                     for n, m in model.named_modules())
     config = PeftLoraConfig(
         r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=target, task_type=task_type,
+        fan_in_fan_out=transposed,
         modules_to_save=list(heads) if kind == "classification" and heads else None,
         trainable_token_indices=list(new_tokens) if new_tokens else None,
     )
     try:
-        return get_peft_model(model, config)
+        with warnings.catch_warnings():  # peft asks transformers a deprecated question; nothing for users to do
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            return get_peft_model(model, config)
     except ValueError as e:
         raise TailorError(f"model.lora: {e}") from None
 
