@@ -140,3 +140,27 @@ def write_modelfile(gguf: Path, tokenizer, config_yaml: str = "", overwrite: boo
     tmp.write_text(text)
     tmp.replace(path)
     return path, notes
+
+
+def instructions(text: str) -> dict[str, list[str]]:
+    """A Modelfile's values by instruction ("FROM", "TEMPLATE", "PARAMETER stop", ...), quotes removed."""
+    out: dict[str, list[str]] = {}
+    lines = iter(text.splitlines())
+    for line in lines:
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        word, _, arg = line.strip().partition(" ")
+        key = word.upper()
+        if key == "PARAMETER":
+            name, _, arg = arg.strip().partition(" ")
+            key = f"PARAMETER {name}"
+        arg = arg.strip()
+        if arg.startswith('"""'):
+            arg = arg[3:]
+            while '"""' not in arg:
+                arg += "\n" + next(lines, '"""')
+            arg = arg.split('"""', 1)[0]
+        elif len(arg) > 1 and arg[0] == arg[-1] == '"':
+            arg = arg[1:-1]
+        out.setdefault(key, []).append(arg)
+    return out
