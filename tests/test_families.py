@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelF
 
 from conftest import read_jsonl
 from tiny import ASSETS, CAUSAL, ENCODERS, SEQ2SEQ, make_family
+from tailor.cli import main as cli
 from tailor.config import load_config
 from tailor.errors import TailorError
 from tailor.export.standalone import load_standalone
@@ -97,6 +98,10 @@ def test_family_task_mode(family, task, mode, families, tmp_path):
     assert torch.isfinite(torch.tensor(metrics["loss"]))
     if task != "classification":  # the generating tasks generated their outputs
         assert outputs and all(isinstance(o["text"], str) for o in outputs)
+    if task == "dialogue":  # and `tailor generate RUN` replies with the run's model, of either kind
+        out = tmp_path / "replies.jsonl"
+        assert cli(["generate", str(cfg.run_dir), "--prompt", "hello", "--output", str(out)]) == 0
+        assert len(read_jsonl(out)) == 1
 
     loaded = load_standalone(cfg.run_dir)
     with TestClient(create_app(loaded, Limits(max_tokens=8), None)) as client:

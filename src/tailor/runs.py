@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tailor.config import Config, config_from_dict, read_yaml
 from tailor.errors import TailorError
-from tailor.models.load import load_model, load_tokenizer
+from tailor.models.load import load_tokenizer
 
 
 def model_folder(path: str | Path) -> Path:
@@ -29,10 +29,9 @@ def load_run(path: str | Path, dtype: str = "float32") -> tuple[Config, object, 
     require_safetensors(folder)
     cfg_file = folder / "tailor.yaml"
     cfg = config_from_dict(read_yaml(cfg_file), str(cfg_file)) if cfg_file.is_file() else Config()
-    if cfg.task != "dialogue":
-        from dataclasses import replace
+    from dataclasses import replace
 
-        from tailor.tasks import get_task
+    from tailor.tasks import get_task
 
-        return cfg, get_task(cfg.task).load_trained(folder, replace(cfg, model=replace(cfg.model, dtype=dtype))), load_tokenizer(str(folder))
-    return cfg, load_model(str(folder), dtype), load_tokenizer(str(folder))
+    # The task's own loader: a causal LM, an encoder-decoder or a classifier, as the run trained it.
+    return cfg, get_task(cfg.task).load_trained(folder, replace(cfg, model=replace(cfg.model, dtype=dtype))), load_tokenizer(str(folder))

@@ -23,8 +23,7 @@ def add_arguments(parser) -> None:
 def main(args) -> int:
     import dataclasses
 
-    from tailor.data.tokenize import prompt_ids
-    from tailor.generate.replies import generate
+    from tailor.tasks import dialogue
     from tailor.precision import inference_model, use_half
     from tailor.runs import load_run
 
@@ -55,7 +54,7 @@ def main(args) -> int:
         if not text:
             continue
         history.append({"role": "user", "content": text})
-        reply = generate(model, tokenizer, [prompt_ids(tokenizer, history)], decode, bf16, seed=decode.seed + len(history), desc="reply")[0]
+        reply = dialogue.reply(model, tokenizer, [history], decode, bf16, seed=decode.seed + len(history), desc="reply")[0]
         history.append({"role": "assistant", "content": reply["text"]})
         print(f"model> {reply['text']}", flush=True)
         sys.stdout.flush()

@@ -32,6 +32,7 @@ def main(args) -> int:
                                         with_system_prompt)
     from tailor.generate.replies import generate
     from tailor.precision import use_half
+    from tailor.tasks import dialogue
 
     if not args.prompt and not args.file:
         raise TailorError("give prompts with --prompt TEXT (repeatable) or --file PROMPTS.")
@@ -41,9 +42,13 @@ def main(args) -> int:
     if args.file:
         records += read_prompts(args.file)
     records = with_system_prompt(records, args.system if args.system is not None else system.cfg.data.system_prompt)
-    prompts = [prompt_tokens(system.tokenizer, r["messages"]) for r in records]
-    replies = generate(system.model, system.tokenizer, prompts, decode, use_half(system.cfg.train.precision),
-                       seed=decode.seed, desc="generate")
+    if getattr(system.model.config, "is_encoder_decoder", False):  # the encoder reads the rendered history
+        replies = dialogue.reply(system.model, system.tokenizer, [r["messages"] for r in records], decode,
+                                 use_half(system.cfg.train.precision), seed=decode.seed, desc="generate")
+    else:
+        prompts = [prompt_tokens(system.tokenizer, r["messages"]) for r in records]
+        replies = generate(system.model, system.tokenizer, prompts, decode, use_half(system.cfg.train.precision),
+                           seed=decode.seed, desc="generate")
     rows = [{"messages": r["messages"], **({"reference": r["reference"]} if "reference" in r else {}),
              "reply": out["text"], "tokens": out["tokens"], "stopped": out["stopped"]} for r, out in zip(records, replies)]
     if args.output:

@@ -30,6 +30,7 @@ class System:
 def load_system(spec: str, dtype: str = "float32") -> System:
     """Load a run folder, model folder or model name."""
     from tailor.models.load import load, load_model, load_tokenizer
+    from tailor.models.seq2seq import is_encoder_decoder, load_seq2seq
 
     path = Path(spec)
     if path.exists():
@@ -40,7 +41,8 @@ def load_system(spec: str, dtype: str = "float32") -> System:
         if not cfg_file.is_file() and (path / "config.yaml").is_file():
             cfg_file = path / "config.yaml"
         cfg = config_from_dict(read_yaml(cfg_file), str(cfg_file)) if cfg_file.is_file() else Config()
-        return System(spec, cfg, load_model(str(folder), dtype), load_tokenizer(str(folder)), cfg_file.is_file())
+        load_folder = load_seq2seq if is_encoder_decoder(str(folder)) else load_model
+        return System(spec, cfg, load_folder(str(folder), dtype), load_tokenizer(str(folder)), cfg_file.is_file())
     model, tokenizer = load(spec, dtype)
     return System(spec, Config(), model, tokenizer, False)
 

@@ -13,11 +13,12 @@ from tailor.config import Config
 from tailor.data import chat_format
 from tailor.data.dialogue import split_of, windows
 from tailor.data.sources import read_conversations
-from tailor.data.tokenize import IGNORE, encode_fitting, history_text
+from tailor.data.tokenize import IGNORE, encode_fitting, history_text, prompt_ids
 from tailor.errors import TailorError
 from tailor.eval import dialogue as causal_eval
 from tailor.eval.dialogue import fixed_sample, reference_of
 from tailor.eval.metrics import generation_metrics
+from tailor.generate.replies import generate
 from tailor.eval.score import score
 from tailor.models.adapt import adapt
 from tailor.models.load import load as load_pretrained
@@ -102,6 +103,15 @@ def load_trained(folder, cfg: Config):
 
 def sample_record(sample: dict) -> dict:
     return {"messages": sample["messages"]}
+
+
+def reply(model, tokenizer, histories: list[list[dict]], decode, bf16: bool, seed: int = 0, desc: str = "generate") -> list[dict]:
+    """Replies to conversation histories, rendered as training rendered them, for a model of either kind:
+    {"text", "tokens", "stopped"} each (tailor generate and chat use this)."""
+    if getattr(model.config, "is_encoder_decoder", False):
+        inputs = [encdec.encoder_ids(tokenizer, history_text(tokenizer, h)) for h in histories]
+        return encdec.generate(model, tokenizer, inputs, decode, bf16, seed, desc)
+    return generate(model, tokenizer, [prompt_ids(tokenizer, h) for h in histories], decode, bf16, seed=seed, desc=desc)
 
 
 def seq2seq_replies(model, tokenizer, samples: list[dict], cfg: Config, bf16: bool, desc: str) -> tuple[dict, list[dict]]:
