@@ -35,7 +35,7 @@ llamacpp: $(LLAMACPP)/.installed
 
 # Headless Chromium (Debian packages) renders the run report and the chat page in the browser tests.
 browser:
-	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
+	@(command -v chromium && command -v chromedriver) >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
 
 demo: install
 	$(VENV)/bin/tailor run configs/dialogue/smollm2-chitchat.yaml --overwrite

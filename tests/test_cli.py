@@ -97,7 +97,9 @@ def test_sequence_longer_than_context(tiny_config):
 @pytest.mark.parametrize("command", ["run", "train", "eval", "chat"])
 def test_every_command_has_help(command):
     result = tailor(command, "--help", cwd=ROOT)
-    assert result.returncode == 0 and "usage" in result.stdout
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"usage: tailor {command} ")  # this command's own help, not the top level's
+    assert "--device" in result.stdout and result.stderr == ""
 
 
 def test_chat_refuses_pickled_weights(tiny_model, tmp_path):

@@ -27,7 +27,7 @@ def test_real_model_loads_trains_a_few_steps_and_generates(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())["test"]
     # The instruct model already speaks English: response perplexity is far below the 49,152-token vocabulary.
     assert 1 < metrics["base"]["perplexity"] < 500
-    assert metrics["fine_tuned"]["perplexity"] < metrics["base"]["perplexity"] * 1.5
+    assert metrics["fine_tuned"]["perplexity"] < metrics["base"]["perplexity"]  # 4 steps on chitchat already help
     train_log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in train_log if r["split"] == "train"] == [1, 2, 3, 4]
 
@@ -53,8 +53,8 @@ def test_real_model_lean_decoding_gives_generate_tokens():
     from tailor.generate import kernel, lean
     from tailor.models.load import load, resolve
 
-    if not kernel.available():
-        pytest.skip("no AVX512-BF16 here, or the kernel did not build")
+    if not kernel.supported():
+        pytest.skip("no AVX512-BF16 on this CPU")
     _, tok = load("smollm2-135m-instruct")
     model = AutoModelForCausalLM.from_pretrained(resolve("smollm2-135m-instruct"), dtype=torch.bfloat16,
                                                  attn_implementation="sdpa").eval()

@@ -9,6 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from gguf_models import SPLIT_TEXT
 from tailor.export.gguf_file import write_gguf
 from tailor.models.load import resolve
+from llamacpp_fixture import llama_cpp  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow
 

@@ -13,6 +13,7 @@ import torch
 from gguf_models import FAMILY_SPLITS, SPLIT_TEXT, make_model, make_tokenizer
 from tailor.errors import TailorError
 from tailor.export.gguf_file import write_gguf
+from llamacpp_fixture import llama_cpp  # noqa: F401  (fixture)
 
 CHATS = [
     [{"role": "user", "content": "Hi! How are you doing today? I have 1234 cats."}],

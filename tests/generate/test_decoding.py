@@ -138,10 +138,11 @@ def test_beam_search_finds_a_sequence_at_least_as_likely_as_greedy(lm):
 
     n = 6
     for prompt in p:
-        gen_cfg = DecodeConfig(max_new_tokens=n, batch_size=1)
+        # Both exactly n tokens long (no early end), so their log-probabilities compare like for like.
+        gen_cfg = DecodeConfig(max_new_tokens=n, min_new_tokens=n, batch_size=1)
         out_g = model.generate(input_ids=torch.tensor([prompt]), generation_config=generation_config(gen_cfg, tok))
-        beam_cfg = dataclasses.replace(gen_cfg, num_beams=4, length_penalty=0.0, min_new_tokens=n)
+        beam_cfg = dataclasses.replace(gen_cfg, num_beams=4, length_penalty=0.0)
         out_b = model.generate(input_ids=torch.tensor([prompt]), generation_config=generation_config(beam_cfg, tok))
         g, b = out_g[0, len(prompt):].tolist(), out_b[0, len(prompt):].tolist()
-        if len(g) == len(b) == n:
-            assert logprob(prompt, b) >= logprob(prompt, g) - 1e-4
+        assert len(g) == len(b) == n
+        assert logprob(prompt, b) >= logprob(prompt, g) - 1e-4

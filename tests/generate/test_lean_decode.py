@@ -171,7 +171,7 @@ def test_fused_weights_are_kept_until_the_weights_change(lm):
     assert torch.equal(after, want) and not torch.equal(after, before)
 
 
-@pytest.mark.skipif(not kernel.available(), reason="no AVX512-BF16 here, or the kernel did not build")
+@pytest.mark.skipif(not kernel.supported(), reason="no AVX512-BF16 on this CPU")
 def test_bf16_drafts_are_checked_as_one_token_steps(lm, tmp_path, monkeypatch):
     """bf16 with every product on the kernel (hidden 128, vocabulary padded to a multiple of 16): drafted
     tokens are checked several at a time and the reply is plain greedy's. Where a product has no way of

@@ -46,10 +46,16 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+def supported() -> bool:
+    """True when this CPU has the instructions the kernel needs (AVX512-BF16) and TAILOR_KERNELS is not 0:
+    here the kernel should build, and a failed build is a broken install, not a missing feature."""
+    return os.environ.get("TAILOR_KERNELS", "1") != "0" and "avx512_bf16" in cpu_flags()
+
+
 @functools.cache
 def available() -> bool:
     """True when the kernel is built and loaded here (TAILOR_KERNELS=0 turns it off)."""
-    if os.environ.get("TAILOR_KERNELS", "1") == "0" or "avx512_bf16" not in cpu_flags():
+    if not supported():
         return False
     if hasattr(torch.ops.tailor_kernels, "dot_bf16"):  # loaded already: a namespace registers once per process
         return True

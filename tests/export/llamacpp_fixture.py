@@ -1,4 +1,6 @@
-"""Real llama.cpp for the export tests (the `llama_cpp` fixture).
+"""Real llama.cpp for the export tests (the `llama_cpp` fixture; test modules import it from here).
+
+Not a conftest.py: a second module named `conftest` would shadow tests/conftest.py for `from conftest import`.
 
 llama.cpp is the CPU library of the pinned llama-cpp-cffi wheel, set up by `make test` (see the
 Makefile's llamacpp target) into .llamacpp/ and named by LLAMACPP_RUNTIME; the loader is the shared
