@@ -12,21 +12,47 @@ task's tokenization, and prints one report.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 
-from tailor.data.sources import check_messages
 from tailor.errors import TailorError
+
+ROLES = ("system", "user", "assistant")
 
 
 def finding(level: str, where: str, message: str) -> dict:
     return {"level": level, "where": where, "message": message}
 
 
+def location(origin: str) -> str:
+    """An origin as an error message names it: "data.jsonl:12" -> "data.jsonl, line 12".
+
+    >>> location("data/chats.jsonl:12"), location("dataset.json:a07e")
+    ('data/chats.jsonl, line 12', 'dataset.json:a07e')
+    """
+    match = re.fullmatch(r"(.*):(\d+)", origin, re.DOTALL)
+    return f"{match[1]}, line {match[2]}" if match else origin
+
+
+def check_messages(messages: object, where: str) -> list[dict]:
+    if not isinstance(messages, list) or not messages:
+        raise TailorError(f"{where}: field 'messages' must be a non-empty list of {{role, content}} objects.")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise TailorError(f"{where}: messages[{i}] must be an object with 'role' and 'content'.")
+        role, content = m.get("role"), m.get("content")
+        if role not in ROLES:
+            raise TailorError(f"{where}: messages[{i}].role is {role!r}; expected one of {', '.join(ROLES)}.")
+        if not isinstance(content, str):
+            raise TailorError(f"{where}: messages[{i}].content must be a string, got {type(content).__name__}.")
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
 def check_conversation(row: dict) -> list[dict]:
     """Schema, role order and empty turns of one {"messages": [...]} row."""
     where = row["origin"]
     if "messages" not in row["values"]:
-        return [finding("error", where, "missing field 'messages'")]
+        return [finding("error", where, "missing field 'messages' (expected {\"messages\": [{\"role\", \"content\"}, ...]})")]
     try:
         messages = check_messages(row["values"]["messages"], where)
     except TailorError as e:

@@ -13,8 +13,6 @@ from pathlib import Path
 
 from tailor.errors import TailorError
 
-ROLES = ("system", "user", "assistant")
-
 
 def chitchat_path() -> Path:
     spec = importlib.util.find_spec("chitchat_dataset")
@@ -38,49 +36,61 @@ def read_chitchat(path: Path | None = None) -> list[dict]:
     return conversations
 
 
-def check_messages(messages: object, where: str) -> list[dict]:
-    if not isinstance(messages, list) or not messages:
-        raise TailorError(f"{where}: field 'messages' must be a non-empty list of {{role, content}} objects.")
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict):
-            raise TailorError(f"{where}: messages[{i}] must be an object with 'role' and 'content'.")
-        role, content = m.get("role"), m.get("content")
-        if role not in ROLES:
-            raise TailorError(f"{where}: messages[{i}].role is {role!r}; expected one of {', '.join(ROLES)}.")
-        if not isinstance(content, str):
-            raise TailorError(f"{where}: messages[{i}].content must be a string, got {type(content).__name__}.")
-    return [{"role": m["role"], "content": m["content"]} for m in messages]
+def conversation_rows(source: object, problems: list | None = None) -> list[dict]:
+    """The rows {"origin", "values"} of a dialogue source, before any check. With `problems` (a list),
+    malformed JSONL lines are noted there and skipped (tailor data check) instead of stopping at the first."""
+    from tailor.data.tables import read_jsonl as read_rows_of
 
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
+    if source == "chitchat":
+        return [{"origin": c["origin"], "values": {"messages": c["messages"], "id": c["id"]}} for c in read_chitchat()]
+    if not isinstance(source, str):
+        raise TailorError(f"data source {source!r}: the dialogue task reads 'chitchat' or a .jsonl file of "
+                          "conversations, not a {column: file} mapping.")
+    path = Path(source)
+    if path.suffix not in (".jsonl", ".json"):
+        raise TailorError(f"data source {source}: expected 'chitchat' or a .jsonl file of conversations.")
+    if not path.exists():
         raise TailorError(f"data file {path} does not exist.")
-    conversations = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise TailorError(f"{where}: not valid JSON ({e.msg} at column {e.colno}).") from None
-            if not isinstance(row, dict) or "messages" not in row:
-                raise TailorError(f"{where}: missing field 'messages' (expected {{\"messages\": [{{\"role\", \"content\"}}, ...]}}).")
-            messages = check_messages(row["messages"], where)
-            conv_id = str(row.get("id", f"{path.name}:{lineno}"))
-            conversations.append({"id": conv_id, "origin": f"{path}:{lineno}", "messages": messages})
+    return read_rows_of(path, problems)
+
+
+def conversation(row: dict) -> dict:
+    """A checked row as a conversation {"id", "origin", "messages"}; the id defaults to file:line."""
+    values = row["values"]
+    conv_id = str(values.get("id", Path(row["origin"]).name))
+    return {"id": conv_id, "origin": row["origin"],
+            "messages": [{"role": m["role"], "content": m["content"]} for m in values["messages"]]}
+
+
+def checked_conversations(rows: list[dict], findings: list | None = None) -> list[dict]:
+    """The conversations of rows that pass tailor data check's checks (data/check.py). Without `findings`
+    the first error is raised, so training refuses exactly what data check reports as an error; with a
+    list, every finding is added to it and the rows with an error are left out."""
+    from tailor.data.check import check_conversation, location
+
+    conversations, errors = [], []
+    for row in rows:
+        found = check_conversation(row)
+        if findings is not None:
+            findings += found
+        bad = [f for f in found if f["level"] == "error"]
+        errors += bad
+        if not bad:
+            conversations.append(conversation(row))
+    if errors and findings is None:
+        first = errors[0]
+        more = f" ({len(errors) - 1} more error(s); `tailor data check CONFIG` lists them all)" if len(errors) > 1 else ""
+        raise TailorError(f"{location(first['where'])}: {first['message']}.{more}")
     return conversations
 
 
-def read_conversations(source: str) -> list[dict]:
-    if source == "chitchat":
-        conversations = read_chitchat()
-    else:
-        path = Path(source)
-        if path.suffix not in (".jsonl", ".json"):
-            raise TailorError(f"data source {source}: expected 'chitchat' or a .jsonl file of conversations.")
-        conversations = read_jsonl(path)
+def read_jsonl(path: Path) -> list[dict]:
+    """The conversations of a JSONL file; the first bad line is an error naming it."""
+    return checked_conversations(conversation_rows(str(path)))
+
+
+def read_conversations(source: object) -> list[dict]:
+    conversations = checked_conversations(conversation_rows(source))
     if not conversations:
         raise TailorError(f"data source {source} holds no conversations.")
     return conversations

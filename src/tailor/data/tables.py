@@ -20,28 +20,19 @@ Sources (one per split, see `data.source`, `data.validation_source`, `data.test_
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
+from tailor.data.files import parse_json, read_lines
 from tailor.errors import TailorError
 
 TEXT_SUFFIXES = (".txt", ".text", ".utf8", "")
 
 
-def read_lines(path: Path) -> list[str]:
-    if not path.is_file():
-        raise TailorError(f"data file {path} does not exist.")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        line = path.read_bytes()[: e.start].count(b"\n") + 1
-        raise TailorError(f"{path}, line {line}: not valid UTF-8 (byte {e.object[e.start]:#x}); "
-                          "re-encode the file as UTF-8.") from None
-    return text.splitlines()
-
-
 def read_parallel(files: dict[str, str]) -> list[dict]:
     """Line i of each file forms row i; the files must have as many lines as each other."""
+    for name, path in files.items():
+        if not isinstance(path, str):
+            raise TailorError(f"data source {{column: file}}: the file of column '{name}' must be a path, got {path!r}.")
     columns = {name: read_lines(Path(path)) for name, path in files.items()}
     counts = {name: len(lines) for name, lines in columns.items()}
     if len(set(counts.values())) > 1:
@@ -66,9 +57,9 @@ def read_jsonl(path: Path, problems: list | None = None) -> list[dict]:
         if not line.strip():
             continue
         try:
-            value = json.loads(line)
-        except json.JSONDecodeError as e:
-            _bad(problems, f"{path}, line {lineno}: not valid JSON ({e.msg} at column {e.colno}).")
+            value = parse_json(line, f"{path}, line {lineno}")
+        except TailorError as e:
+            _bad(problems, str(e))
             continue
         if not isinstance(value, dict):
             _bad(problems, f"{path}, line {lineno}: expected a JSON object, got {type(value).__name__}.")
@@ -83,19 +74,23 @@ def read_delimited(path: Path, delimiter: str, problems: list | None = None) -> 
         return []
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     reader = csv.reader(lines, delimiter=delimiter, quoting=quoting)
-    header = next(reader)
-    if len(set(header)) != len(header):
-        raise TailorError(f"{path}, line 1: the header repeats a column name ({', '.join(header)}).")
     rows = []
-    for cells in reader:
-        lineno = reader.line_num
-        if not any(c.strip() for c in cells):
-            continue
-        if len(cells) != len(header):
-            _bad(problems, f"{path}, line {lineno}: {len(cells)} fields, but the header has {len(header)} "
-                           f"({', '.join(header)}).")
-            continue
-        rows.append({"origin": f"{path}:{lineno}", "values": dict(zip(header, cells))})
+    try:
+        header = next(reader)
+        if len(set(header)) != len(header):
+            raise TailorError(f"{path}, line 1: the header repeats a column name ({', '.join(header)}).")
+        for cells in reader:
+            lineno = reader.line_num
+            if not any(c.strip() for c in cells):
+                continue
+            if len(cells) != len(header):
+                _bad(problems, f"{path}, line {lineno}: {len(cells)} fields, but the header has {len(header)} "
+                               f"({', '.join(header)}).")
+                continue
+            rows.append({"origin": f"{path}:{lineno}", "values": dict(zip(header, cells))})
+    except csv.Error as e:  # a NUL byte, a lone carriage return, an overlong field
+        kind = "TSV" if delimiter == "\t" else "CSV"
+        raise TailorError(f"{path}, line {reader.line_num}: not a valid {kind} row ({e}).") from None
     return rows
 
 
