@@ -6,14 +6,19 @@ config -> run folder -> model + tokenizer -> data splits -> (base eval) -> train
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
+import os
 import shutil
+import socket
 from pathlib import Path
+
+import yaml
 
 from tailor import device as devices
 from tailor.config import Config, dump_config
 from tailor.errors import TailorError
-from tailor.fsutil import write_json, write_text
+from tailor.fsutil import recover, write_json, write_text
 from tailor.models.load import context_length
 from tailor.precision import use_half
 from tailor.report import compare_run, comparison_table, write_report
@@ -26,7 +31,37 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+LOCK = "run.lock"  # held (fcntl) by the job using the run folder; the kernel drops it when the process dies
+# What may change between a run and its --resume without breaking exact resume: how long it trains, and
+# what it logs, saves, validates and evaluates (not the metric the best model is chosen by).
+RESUMABLE = ("name", "output_dir", "train.max_steps", "train.epochs", "train.save_every", "train.log_every",
+             "train.eval_every", "train.patience", "train.threads", "eval.", "decode.", "search.")
+_held: dict[Path, object] = {}  # run folder -> its open, locked lock file
+
+
+def check_name(name: str, what: str = "name") -> None:
+    """A run name is one plain path component: `..`, `a/b` or an absolute path would put the run folder (and
+    what --overwrite deletes) outside output_dir."""
+    if not name or name in (".", "..") or "/" in name or (os.altsep and os.altsep in name) or "\0" in name:
+        raise TailorError(f"{what} must be one plain folder name (no '/', not '.' or '..'), got {name!r}.")
+
+
+def is_run_folder(path: Path) -> bool:
+    """A folder tailor made for a run: its status.json is tailor's. --overwrite deletes nothing else."""
+    try:
+        status = json.loads((path / "status.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(status, dict) and "status" in status and "started" in status
+
+
+def others(run_dir: Path) -> list[Path]:
+    """What the run folder holds besides its lock file."""
+    return [e for e in run_dir.iterdir() if e.name != LOCK]
+
+
 def check_run_dir(cfg: Config, resume: bool, overwrite: bool) -> None:
+    check_name(cfg.name)
     run_dir = cfg.run_dir
     if run_dir.exists() and not resume and not overwrite:
         raise TailorError(
@@ -35,20 +70,100 @@ def check_run_dir(cfg: Config, resume: bool, overwrite: bool) -> None:
         )
     if resume and not run_dir.exists():
         raise TailorError(f"--resume: run folder {run_dir} does not exist.")
+    if overwrite and not resume and run_dir.exists() and not run_dir.is_dir():
+        raise TailorError(f"--overwrite: {run_dir} is not a folder; tailor deletes only run folders it made.")
+    if overwrite and not resume and run_dir.is_dir() and others(run_dir) and not is_run_folder(run_dir):
+        raise TailorError(f"--overwrite: {run_dir} is not a tailor run folder (no tailor status.json inside); "
+                          "tailor deletes only run folders it made. Set another name (name=...).")
+    if resume:
+        check_resumable(run_dir, cfg)
+
+
+def _flat(data, prefix: str = "") -> dict:
+    if isinstance(data, dict):
+        out = {}
+        for k, v in data.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: data}
+
+
+def check_resumable(run_dir: Path, cfg: Config) -> None:
+    """--resume continues the checkpoint exactly: the optimizer's learning rate, the data order and position
+    come from the run's own settings. Refuse a config that changes them rather than silently mixing both."""
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        return
+    old, new = _flat(yaml.safe_load(saved.read_text()) or {}), _flat(yaml.safe_load(dump_config(cfg)) or {})
+    changed = [k for k in sorted(old.keys() | new.keys())
+               if old.get(k) != new.get(k) and not any(k == r or (r.endswith(".") and k.startswith(r)) for r in RESUMABLE)]
+    if changed:
+        details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:8])
+        raise TailorError(f"--resume: the config changes settings the checkpoint in {run_dir} depends on ({details}). "
+                          f"Resume with the run's own settings ({saved}); only {', '.join(RESUMABLE[2:8])} and the "
+                          "eval/decode settings may change. To train with the new settings, start a new run (name=...).")
+
+
+def lock_run(run_dir: Path) -> None:
+    """Hold the run folder's lock for the life of the job: a second job on the same run is refused."""
+    f = open(run_dir / LOCK, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        holder = {}
+        try:
+            holder = json.loads((run_dir / "status.json").read_text())
+        except (OSError, ValueError):
+            pass
+        raise TailorError(f"run folder {run_dir} is in use by another tailor job (pid {holder.get('pid', '?')} on "
+                          f"{holder.get('host', '?')}); wait for it to end or set another name (name=...).") from None
+    _held[run_dir] = f
+
+
+def unlock_run(run_dir: Path) -> None:
+    f = _held.pop(run_dir, None)
+    if f is not None:
+        f.close()  # closing drops the flock
+
+
+def clear_run_dir(run_dir: Path) -> None:
+    """--overwrite: empty a run folder tailor made, keeping the lock file this job holds."""
+    for entry in others(run_dir):
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def open_run(cfg: Config, resume: bool, overwrite: bool) -> Path:
-    """Create (or reopen) the run folder; status.json says 'running' until the job completes.
-    Under torchrun, rank 0 does this once every rank has checked the folder."""
+    """Create (or reopen) the run folder, locked for this job; status.json says 'running' (with this
+    process's pid and host) until the job completes. Under torchrun, rank 0 does this once every rank has
+    checked the folder."""
     check_run_dir(cfg, resume, overwrite)
     run_dir = cfg.run_dir
+    if distributed.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock_run(run_dir)
     distributed.barrier()
     if distributed.is_main():
-        if run_dir.exists() and not resume:
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_text(run_dir / "config.yaml", dump_config(cfg))
-        write_json(run_dir / "status.json", {"status": "running", "started": now()})
+        try:
+            if not resume:  # checked again, now that no other job can change the folder
+                if others(run_dir) and not overwrite:
+                    raise TailorError(f"run folder {run_dir} already exists (made by another job just now).")
+                if others(run_dir) and not is_run_folder(run_dir):
+                    raise TailorError(f"--overwrite: {run_dir} is not a tailor run folder; tailor deletes only "
+                                      "run folders it made.")
+                clear_run_dir(run_dir)
+            else:
+                recover(run_dir)  # model/ or adapter/ moved aside by a killed writer, its temporary folders
+            # status.json first: a folder holding it is tailor's, which --overwrite relies on.
+            write_json(run_dir / "status.json", {"status": "running", "started": now(), "pid": os.getpid(),
+                                                 "host": socket.gethostname()})
+            write_text(run_dir / "config.yaml", dump_config(cfg))
+        except BaseException:
+            unlock_run(run_dir)
+            raise
     distributed.barrier()
     return run_dir
 
@@ -72,12 +187,15 @@ def guarded(run_dir: Path, job):
         distributed.barrier()
         return result
     try:
-        result = job()
-        distributed.barrier()  # complete only once every rank is done
-    except BaseException as e:
-        finish_run(run_dir, "failed", error=f"{type(e).__name__}: {e}")
-        raise
-    finish_run(run_dir, "complete")
+        try:
+            result = job()
+            distributed.barrier()  # complete only once every rank is done
+        except BaseException as e:
+            finish_run(run_dir, "failed", error=f"{type(e).__name__}: {e}")
+            raise
+        finish_run(run_dir, "complete")
+    finally:
+        unlock_run(run_dir)
     return result
 
 

@@ -21,11 +21,16 @@ def main(args) -> int:
 
     from tailor.errors import TailorError
     from tailor.report import compare_run, write_report
+    from tailor.runs import run_status
 
     run = Path(args.run)
     if not (run / "config.yaml").is_file():
         raise TailorError(f"{run} is not a run folder (no config.yaml inside).")
     if (run / "samples.json").is_file():
         compare_run(run, resamples=args.bootstrap)
+    status = run_status(run)
+    if status.get("status") == "interrupted":
+        print(f"{run}: interrupted (its process {status.get('pid')} on {status.get('host')} is gone); "
+              "continue it with `tailor train CONFIG --resume`")
     print(write_report(run))
     return 0

@@ -18,6 +18,7 @@ from pathlib import Path
 from tailor.config.evaluation import HIGHER_IS_BETTER
 from tailor.eval.compare import format_interval
 from tailor.fsutil import write_text
+from tailor.runs import run_status
 from tailor.report import plots
 from tailor.report.console import LABELS, ROWS, fmt
 
@@ -34,7 +35,7 @@ pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; 
 img.plot { max-width: 100%; display: block; margin: 0.6em 0; }
 .muted { color: #777; } .better { color: #1a7f37; } .worse { color: #b42318; }
 table.samples td { max-width: 330px; white-space: pre-wrap; word-wrap: break-word; }
-.status-complete { color: #1a7f37; } .status-failed { color: #b42318; }
+.status-complete { color: #1a7f37; } .status-failed { color: #b42318; } .status-interrupted { color: #b42318; }
 """
 
 
@@ -172,7 +173,7 @@ def build_report(run_dir: str | Path, finishing: bool = False) -> str:
     """The page; `finishing`: written as the job's last step, just before status.json says complete."""
     run_dir = Path(run_dir)
     config = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else ""
-    status = _read_json(run_dir / "status.json") or {}
+    status = run_status(run_dir)  # a killed run reads 'interrupted', not 'running' forever
     if finishing and status.get("status") == "running":
         status = {**status, "status": "complete", "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     stats = _read_json(run_dir / "data_stats.json")

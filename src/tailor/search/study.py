@@ -37,7 +37,7 @@ from tailor.fsutil import write_text
 from tailor.search.space import baseline_params, check_space, grid_values, suggest, trial_config
 from tailor.train.checkpoint import latest_checkpoint
 from tailor.train.log import JsonlLog
-from tailor.workflow import finish_run, train_job
+from tailor.workflow import check_name, finish_run, train_job
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 HEARTBEAT_SECONDS = 20  # a worker's running trial is considered dead after GRACE_SECONDS without heartbeat
@@ -257,10 +257,19 @@ def _short(v) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
+def is_search_folder(folder: Path) -> bool:
+    """A folder tailor made for a study (its SQLite study or its lock file): --overwrite deletes nothing else."""
+    return (folder / "study.db").is_file() or (folder / ".study.lock").is_file()
+
+
 def prepare_folder(cfg: Config, overwrite: bool) -> Path:
+    check_name(cfg.name)  # the search folder <output_dir>/<name>-search must stay inside output_dir
     folder = search_dir(cfg)
     text = dump_config(cfg)
     if overwrite and folder.exists():
+        if not folder.is_dir() or (any(folder.iterdir()) and not is_search_folder(folder)):
+            raise TailorError(f"--overwrite: {folder} is not a tailor search folder (no study.db inside); "
+                              "tailor deletes only folders it made. Set another name (name=...).")
         shutil.rmtree(folder)
     saved = folder / "config.yaml"
     if saved.is_file():

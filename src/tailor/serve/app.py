@@ -1,6 +1,6 @@
 """The HTTP app: OpenAI-compatible routes over one run's model, plus the chat page at /.
 
-    GET  /health                 liveness, queue and batch figures (no key needed)
+    GET  /health                 liveness (503 when the engine thread has died), queue and batch figures (no key needed)
     GET  /v1/models              the one model served
     POST /v1/chat/completions    chat, streamed as server-sent events when "stream": true
     POST /v1/completions         plain text completion, likewise
@@ -8,8 +8,9 @@
     GET  /                       the chat page (static files shipped in tailor/serve/static)
 
 Errors use OpenAI's shape, {"error": {"message", "type", "param", "code"}}: 400 for a bad request
-or one over the server's limits, 401 for a missing/wrong key, 404 for another model's name, 429
-when the queue is full, 504 when a request outlives the time limit.
+or one over the server's limits, 401 for a missing/wrong key, 404 for another model's name, 413 for a
+body over max_body_bytes (refused before it is parsed), 429 when the queue is full, 504 when a request
+outlives the time limit.
 """
 
 from __future__ import annotations
@@ -55,9 +56,10 @@ class Limits:
     max_queue: int = 32  # requests waiting for a batch slot before 429
     timeout: float = 120.0  # seconds from arrival until a request is abandoned (504)
     max_inputs: int = 32  # texts in one /v1/classify request
+    max_body_bytes: int = 4 << 20  # request body size; far above any prompt the token limits let through
 
     def __post_init__(self) -> None:
-        for name in ("max_tokens", "max_prompt_tokens", "max_batch", "max_queue", "max_inputs"):
+        for name in ("max_tokens", "max_prompt_tokens", "max_batch", "max_queue", "max_inputs", "max_body_bytes"):
             if getattr(self, name) < 1:
                 raise TailorError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}.")
         if self.timeout <= 0:
@@ -94,6 +96,52 @@ class KeyCheck:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    """Plain ASGI middleware: a request body over `limit` bytes gets a 413 before anything parses it.
+
+    A declared Content-Length is checked at once; a chunked body is read up to the limit and then
+    handed on whole, so the route never sees more than `limit` bytes."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    def too_large(self):
+        return ApiError(413, f"the request body is over this server's limit of {self.limit} bytes.",
+                        code="request_too_large").response()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await self.too_large()(scope, receive, send)
+            return
+        if declared is not None:  # the server reads no more than the declared length
+            await self.app(scope, receive, send)
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                break
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                await self.too_large()(scope, receive, send)
+                return
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: disconnects, as the route expects
+
+        await self.app(scope, replay, send)
 
 
 def run_settings(loaded: Standalone) -> tuple[DecodeConfig, str]:
@@ -159,7 +207,8 @@ def create_app(loaded: Standalone, limits: Limits | None = None, api_key: str | 
         msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
         return ApiError(400, f"{where}: {msg}" if where else msg, param=where or None).response()
 
-    if api_key:
+    app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
+    if api_key:  # outermost: a request without the key is refused before its body is read
         app.add_middleware(KeyCheck, key=api_key)
 
     # ---- helpers -------------------------------------------------------------------------------
@@ -282,7 +331,11 @@ def create_app(loaded: Standalone, limits: Limits | None = None, api_key: str | 
     @app.get("/health")
     async def health():
         figures = engine.snapshot() if engine is not None else {}
-        return {"status": "ok", "model": loaded.name, "kind": loaded.kind, "auth": bool(api_key), **figures}
+        alive = engine is None or (engine.thread is not None and engine.thread.is_alive())
+        body = {"status": "ok" if alive else "error", "model": loaded.name, "kind": loaded.kind, "auth": bool(api_key),
+                "engine": "none" if engine is None else ("running" if alive else "dead"), **figures}
+        # A dead engine thread answers no request: say so, so a load balancer or supervisor can restart us.
+        return body if alive else JSONResponse(body, status_code=503)
 
     @app.get("/v1/models")
     async def models():
@@ -348,6 +401,8 @@ def create_app(loaded: Standalone, limits: Limits | None = None, api_key: str | 
         check_model(req.model)
         if len(req.input) > limits.max_inputs:
             raise ApiError(400, f"input has {len(req.input)} texts, above this server's limit of {limits.max_inputs}.", param="input")
+        # Tokenized here on the event loop only; the model's thread gets ids, never the tokenizer, which is
+        # not safe to share between threads (the fast tokenizer raises "Already borrowed").
         encoded = tokenizer(req.input)["input_ids"]
         for i, ids in enumerate(encoded):
             if len(ids) > max_prompt:
@@ -358,8 +413,12 @@ def create_app(loaded: Standalone, limits: Limits | None = None, api_key: str | 
                            type="rate_limit_error", code="queue_full")
         classify_waiting += 1
         try:
-            async with classify_lock:
-                probs = await asyncio.wait_for(run_in_threadpool(label_probs, req.input), timeout=limits.timeout)
+            await classify_lock.acquire()
+            # The lock is released when the model is done, not when this request gives up: a timed-out
+            # request's forward pass keeps running in its thread, and the next one must wait for it.
+            work = asyncio.ensure_future(run_in_threadpool(label_probs, encoded))
+            work.add_done_callback(lambda _: classify_lock.release())
+            probs = await asyncio.wait_for(asyncio.shield(work), timeout=limits.timeout)
         except TimeoutError:
             raise ApiError(504, "the request took longer than the server's time limit", type="timeout") from None
         finally:
@@ -373,8 +432,8 @@ def create_app(loaded: Standalone, limits: Limits | None = None, api_key: str | 
                 "usage": {"prompt_tokens": sum(map(len, encoded)), "total_tokens": sum(map(len, encoded))}}
 
     @torch.inference_mode()
-    def label_probs(texts: list[str]) -> torch.Tensor:
-        batch = devices.put(dict(tokenizer(texts, padding=True, return_tensors="pt")), devices.of(model))
+    def label_probs(encoded: list[list[int]]) -> torch.Tensor:
+        batch = devices.put(padded(encoded, tokenizer.pad_token_id, tokenizer.padding_side), devices.of(model))
         return model(**batch).logits.float().softmax(-1).cpu()  # [N, labels]
 
     @app.get("/")
@@ -385,6 +444,18 @@ def create_app(loaded: Standalone, limits: Limits | None = None, api_key: str | 
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+def padded(encoded: list[list[int]], pad_id: int, side: str = "right") -> dict:
+    """input_ids and attention_mask of token id lists padded to one length, as the tokenizer's padding=True
+    would make them (built here so the model's thread never touches the tokenizer)."""
+    width = max(map(len, encoded))
+    ids, mask = [], []
+    for row in encoded:
+        fill = width - len(row)
+        ids.append(([pad_id] * fill + row) if side == "left" else (row + [pad_id] * fill))
+        mask.append(([0] * fill + [1] * len(row)) if side == "left" else ([1] * len(row) + [0] * fill))
+    return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
 
 
 def sse(data: dict) -> str:

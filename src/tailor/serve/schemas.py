@@ -44,7 +44,7 @@ class Decoding(BaseModel):
     top_k: int | None = Field(None, ge=0, le=1000)
     repetition_penalty: float | None = Field(None, ge=1.0, le=2.0)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)  # what torch's generators accept
     n: int = Field(1, ge=1, le=1)
     stream: bool = False
     stream_options: StreamOptions | None = None

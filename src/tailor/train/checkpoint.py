@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from tailor import device as devices
 from tailor.errors import TailorError
 from tailor.train import deepspeed_engine, distributed
-from tailor.fsutil import write_dir, write_json, write_text
+from tailor.fsutil import recover, write_dir, write_json, write_text
 from tailor.models.lora import is_lora, load_adapter_state, merged_copy
 
 
@@ -79,7 +79,7 @@ def save_checkpoint(run_dir: Path, step: int, model, tokenizer, optimizer, sched
         if optim_state is not None:
             torch.save(optim_state, tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        torch.save({"torch": torch.get_rng_state(), "python": random.getstate(), **devices.rng_state()}, tmp / "rng.pt")
+        torch.save({"torch": torch.get_rng_state(), "python": python_rng_state(), **devices.rng_state()}, tmp / "rng.pt")
         write_json(tmp / "state.json", {**state, "step": step})
 
     if engine is not None:
@@ -95,14 +95,34 @@ def save_checkpoint(run_dir: Path, step: int, model, tokenizer, optimizer, sched
     return path
 
 
+def python_rng_state() -> dict:
+    """Python's random state as plain ints and a tensor, so rng.pt loads with torch.load(weights_only=True)."""
+    version, internal, gauss = random.getstate()
+    return {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss}
+
+
+def set_python_rng_state(saved) -> None:
+    if isinstance(saved, dict):
+        random.setstate((saved["version"], tuple(int(x) for x in saved["state"].tolist()), saved["gauss"]))
+    else:  # written by an older tailor: random.getstate()'s own tuple
+        random.setstate(saved)
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    pointer = run_dir / "checkpoints" / "latest"
-    if not pointer.is_file():
-        return None
-    path = run_dir / "checkpoints" / pointer.read_text().strip()
-    if not (path / "state.json").is_file():
-        raise TailorError(f"{pointer} names {path.name}, which is incomplete or missing.")
-    return path
+    """The checkpoint `latest` names; if that one is missing or incomplete, the newest complete one."""
+    root = run_dir / "checkpoints"
+    recover(root)  # a checkpoint folder moved aside by a killed writer comes back; its temporary folders go
+    pointer = root / "latest"
+    complete = sorted(p for p in root.glob("step-*") if (p / "state.json").is_file())
+    if pointer.is_file():
+        path = root / pointer.read_text().strip()
+        if (path / "state.json").is_file():
+            return path
+        if not complete:
+            raise TailorError(f"{pointer} names {path.name}, which is incomplete or missing, and no other "
+                              "complete checkpoint is left.")
+        print(f"{pointer} names {path.name}, which is incomplete or missing; resuming from {complete[-1].name}")
+    return complete[-1] if complete else None
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler, engine=None) -> dict:
@@ -111,9 +131,9 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, engine=None) -> dic
     else:
         _load_weights_and_optimizer(path, model, optimizer)
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    rng = torch.load(path / "rng.pt", weights_only=False)  # our own file: a torch tensor and Python's tuple
+    rng = torch.load(path / "rng.pt", weights_only=True)  # tensors and ints only: nothing to unpickle
     torch.set_rng_state(rng["torch"])
-    random.setstate(rng["python"])
+    set_python_rng_state(rng["python"])
     devices.set_rng_state(rng)  # the GPU's generator (dropout on the device), where the run has one
     return json.loads((path / "state.json").read_text())
 

@@ -154,7 +154,7 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
         step = state["step"]
         if main:
             log.truncate_after(step)
-    elif not resume and main:
+    elif main:  # a new run, or a resume before the first checkpoint: steps start at 1 again, so does the log
         log.path.unlink(missing_ok=True)
     # The wrapped loss: DeepSpeed's engine, or DDP/FSDP when launched by torchrun with several processes, else None.
     ddp = None if engine is not None else distributed.wrap(model, task.token_stats, accel)
