@@ -69,7 +69,7 @@ def test_translation_lint_reports_supervised_share_and_truncation(tmp_path, tiny
     cfg = write_config(tmp_path, task="translation", model={"name": str(tiny_model), "max_length": 16},
                        data={"source": {"en": str(TASK_ASSETS / "pairs.en"), "de": str(TASK_ASSETS / "pairs.de")},
                              "columns": {"source": "en", "target": "de"}, "template": "English: {source}\nGerman:",
-                             "val_fraction": 0.3, "test_fraction": 0.3})
+                             "val_fraction": 0.3, "test_fraction": 0.3, "overlong": "skip"})
     result = check(cfg, "--json", tmp_path / "r.json")
     assert result.returncode == 0, result.stdout + result.stderr
     tokens = json.loads((tmp_path / "r.json").read_text())["tokens"]

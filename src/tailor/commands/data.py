@@ -27,31 +27,19 @@ def add_arguments(parser) -> None:
     check.add_argument("--all", action="store_true", help="token statistics over all records (ignore data.max_*_samples)")
 
 
-def conversation_rows(cfg, problems: list) -> list[dict]:
-    from tailor.data.sources import read_chitchat
-    from tailor.data.tables import read_rows
-
-    if cfg.data.source == "chitchat":
-        return [{"origin": c["origin"], "values": {"messages": c["messages"], "id": c["id"]}} for c in read_chitchat()]
-    return read_rows(cfg.data.source, "train", problems)
-
-
 def dialogue_records(cfg, findings: list) -> dict[str, list[dict]]:
-    from tailor.data.check import check_conversation, finding
+    """Conversations by split, read and checked by the code training reads them with (data/sources.py)."""
+    from tailor.data.check import finding
     from tailor.data.dialogue import split_of
+    from tailor.data.sources import checked_conversations, conversation_rows
 
     problems: list[str] = []
-    rows = conversation_rows(cfg, problems)
+    rows = conversation_rows(cfg.data.source, problems)
     findings += [finding("error", *p.split(": ", 1)) for p in problems]
     out = {"train": [], "validation": [], "test": []}
-    for row in rows:
-        found = check_conversation(row)
-        findings += found
-        if any(f["level"] == "error" for f in found):
-            continue
-        conv_id = str(row["values"].get("id", row["origin"].rsplit("/", 1)[-1]))
-        split = split_of(conv_id, cfg.data.val_fraction, cfg.data.test_fraction)
-        out[split].append({"origin": row["origin"], "messages": row["values"]["messages"]})
+    for conv in checked_conversations(rows, findings):
+        split = split_of(conv["id"], cfg.data.val_fraction, cfg.data.test_fraction)
+        out[split].append({"origin": conv["origin"], "messages": conv["messages"]})
     return out
 
 
@@ -69,54 +57,14 @@ def task_fields(cfg) -> tuple[list[str], list[str], list[str]]:
 
 
 def table_records(cfg, findings: list) -> dict[str, list[dict]]:
-    from tailor.data.check import check_texts, finding
-    from tailor.data.tables import pick, read_rows
-    from tailor.errors import TailorError
-    from tailor.tasks.splits import SPLITS, source_of, split_records
+    """Records by split, read and checked by the code training reads them with (tasks/splits.py)."""
+    from tailor.tasks.splits import SPLITS, read_records, source_of, split_records
 
     fields, key_fields, _ = task_fields(cfg)
-    text_fields = [f for f in fields if f != "label"]
-    names = None
-    if cfg.task == "classification":
-        from tailor.tasks.classification import label_names
-
-        try:
-            names = label_names(cfg)
-        except TailorError as e:
-            findings.append(finding("error", str(cfg.data.source), str(e)))
-
-    def read(source, split) -> list[dict]:
-        problems: list[str] = []
-        try:
-            rows = read_rows(source, split, problems)
-        except TailorError as e:
-            findings.append(finding("error", str(source), str(e)))
-            return []
-        findings.extend(finding("error", *p.split(": ", 1)) for p in problems)
-        records = []
-        for row in rows:
-            try:
-                record = pick([row], cfg.data.columns, fields)[0]
-            except TailorError as e:
-                findings.append(finding("error", row["origin"], str(e).removeprefix(row["origin"] + ": ")))
-                continue
-            found = check_texts(record, text_fields)
-            if names is not None:
-                from tailor.tasks.classification import label_id
-
-                try:
-                    label_id(record["label"], names, record["origin"])
-                except TailorError as e:
-                    found.append(finding("error", record["origin"], str(e).removeprefix(record["origin"] + ": ")))
-            findings.extend(found)
-            if not any(f["level"] == "error" for f in found):
-                records.append(record)
-        return records
-
-    out = split_records(cfg, read(cfg.data.source, "train"), key_fields)
+    out = split_records(cfg, read_records(cfg, cfg.data.source, "train", fields, findings=findings), key_fields)
     for split in SPLITS[1:]:
         if source_of(cfg, split) is not None:
-            out[split] = read(source_of(cfg, split), split)
+            out[split] = read_records(cfg, source_of(cfg, split), split, fields, findings=findings)
     return out
 
 
@@ -133,12 +81,45 @@ def conflicting_labels(records: list[dict]) -> list[dict]:
     return out
 
 
-def token_report(cfg, all_records: bool) -> tuple[dict, str, str]:
-    """({split: length summary}, what a length counts, a note) from the task's own tokenization."""
+def task_tokenizer(cfg):
+    """The tokenizer as the task's training loads it, and the model's context length."""
+    from types import SimpleNamespace
+
+    from transformers import AutoConfig
+
     from tailor.data import chat_format
+    from tailor.models.load import context_length, load_tokenizer, resolve
+
+    source = resolve(cfg.model.name, cfg.model.cache_dir)
+    tokenizer = load_tokenizer(source)
+    if cfg.task == "dialogue" or cfg.data.chat_template:
+        chat_format.apply(tokenizer, cfg.data.chat_format)  # render as training will
+    try:
+        context = context_length(SimpleNamespace(config=AutoConfig.from_pretrained(source)))
+    except (OSError, ValueError):  # no config.json to read it from: training finds out when it loads the model
+        context = 1 << 30
+    return tokenizer, context
+
+
+def training_check(cfg, tokenizer, context: int) -> list[dict]:
+    """What training's data preparation (the task's prepare, with the config as it is) refuses: empty
+    splits, a sample longer than model.max_length with data.overlong=error, a chat template that
+    refuses a conversation. The same call as training's, so data check and training agree."""
+    from tailor.data.check import finding
+    from tailor.errors import TailorError
+    from tailor.tasks import get_task
+
+    try:
+        get_task(cfg.task).prepare(cfg, tokenizer, context)
+    except TailorError as e:
+        return [finding("error", "training", str(e))]
+    return []
+
+
+def token_report(cfg, all_records: bool, tokenizer=None) -> tuple[dict, str, str]:
+    """({split: length summary}, what a length counts, a note) from the task's own tokenization."""
     from tailor.data.check import length_summary
     from tailor.data.tokenize import IGNORE
-    from tailor.models.load import load_tokenizer, resolve
     from tailor.tasks import get_task
 
     max_length = cfg.model.max_length
@@ -153,9 +134,8 @@ def token_report(cfg, all_records: bool) -> tuple[dict, str, str]:
                 "the table shows document lengths.")
         unit = "tokens per document"
     stats_cfg = dataclasses.replace(cfg, data=data, model=dataclasses.replace(cfg.model, max_length=10**9))
-    tokenizer = load_tokenizer(resolve(cfg.model.name, cfg.model.cache_dir))
-    if cfg.task == "dialogue" or cfg.data.chat_template:
-        chat_format.apply(tokenizer, cfg.data.chat_format)  # render as training will
+    if tokenizer is None:
+        tokenizer = task_tokenizer(cfg)[0]
     splits = get_task(cfg.task).prepare(stats_cfg, tokenizer, 10**9)
     out = {}
     for split in ("train", "validation", "test"):
@@ -181,7 +161,7 @@ def token_report(cfg, all_records: bool) -> tuple[dict, str, str]:
 
 
 def check(cfg, all_records: bool = False) -> dict:
-    from tailor.data.check import duplicates, overlap
+    from tailor.data.check import duplicates, finding, overlap
     from tailor.errors import TailorError
     from tailor.tasks.splits import source_of
 
@@ -207,11 +187,19 @@ def check(cfg, all_records: bool = False) -> dict:
         "overlap_key": ", ".join(overlap_fields),
         "overlap": {s: overlap(records["train"], records[s], key_of(overlap_fields)) for s in ("validation", "test")},
     }
-    if any(f["level"] == "error" for f in findings):
+    tokenizer = None
+    if not any(f["level"] == "error" for f in findings):
+        try:
+            tokenizer, context = task_tokenizer(cfg)
+        except TailorError as e:  # training could not load it either
+            findings.append(finding("error", "model", str(e)))
+        else:
+            findings += training_check(cfg, tokenizer, context)
+    if tokenizer is None:  # the table still helps with a training-check error, e.g. to pick model.max_length
         report["tokens_skipped"] = "fix the errors above first"
     else:
         try:
-            report["tokens"], report["length_unit"], report["tokens_note"] = token_report(cfg, all_records)
+            report["tokens"], report["length_unit"], report["tokens_note"] = token_report(cfg, all_records, tokenizer)
         except TailorError as e:
             report["tokens_skipped"] = str(e)
     return report

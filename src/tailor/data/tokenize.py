@@ -6,6 +6,7 @@ to stop. Everything before it (system, history, the assistant header) has label 
 
 from __future__ import annotations
 
+from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerBase
 
 from tailor.errors import TailorError
@@ -49,7 +50,11 @@ def encode_fitting(tokenizer: PreTrainedTokenizerBase, sample: dict, max_length:
     system = [m for m in messages[:1] if m["role"] == "system"]
     turns = messages[len(system):]
     while True:
-        enc = encoder(tokenizer, system + turns)
+        try:
+            enc = encoder(tokenizer, system + turns)
+        except TemplateError as e:  # a strict template (e.g. one that raises on a system turn) refuses it
+            raise TailorError(f"{sample['origin']}: the chat template refuses this conversation ({e}). Fix the "
+                              "conversation, or set data.chat_format to a template that accepts it.") from None
         if max(len(enc["input_ids"]), len(enc["labels"])) <= max_length:
             return {**enc, "id": sample["id"], "origin": sample["origin"], "messages": system + turns}
         if len(turns) <= 2:

@@ -52,14 +52,10 @@ def prepare(cfg: Config, tokenizer: PreTrainedTokenizerBase, context: int) -> Sp
         conv_count[split] += 1
         by_split[split] += windows(conv, d.history_turns, d.system_prompt)
     limits = {"train": d.max_train_samples, "validation": d.max_val_samples, "test": d.max_test_samples}
-    out, skipped = {}, 0
+    out, skipped = {}, {s: 0 for s in SPLITS}
+    # Every split is encoded before any is found empty, so an overlong sample is named as such (and not
+    # reported as the empty split it leaves behind).
     for split in SPLITS:
-        if not by_split[split]:
-            raise TailorError(
-                f"data source {d.source}: the {split} split is empty ({len(conversations)} conversations, "
-                f"{conv_count[split]} in {split}, no assistant turn with history). Add data or change "
-                "data.val_fraction / data.test_fraction."
-            )
         encoded = []
         for sample in cap(by_split[split], limits[split], f"{split}-cap"):
             enc = encode_fitting(tokenizer, sample, max_length, encode_seq2seq if seq2seq else None)
@@ -70,14 +66,23 @@ def prepare(cfg: Config, tokenizer: PreTrainedTokenizerBase, context: int) -> Sp
                         f"with only the last turn as history. Raise model.max_length (the model's context "
                         f"is {context}) or set data.overlong=skip."
                     )
-                skipped += 1
+                skipped[split] += 1
                 continue
             encoded.append(enc)
         out[split] = encoded
+    for split in SPLITS:
+        if not out[split]:
+            dropped = (f", {skipped[split]} sample(s) longer than model.max_length={max_length} skipped"
+                       if skipped[split] else "")
+            raise TailorError(
+                f"data source {d.source}: the {split} split is empty ({len(conversations)} conversations, "
+                f"{conv_count[split]} in {split}, {len(by_split[split])} assistant turn(s) with history{dropped}). "
+                "Add data or change data.val_fraction / data.test_fraction."
+            )
     stats = {
         "conversations": conv_count,
         "samples": {s: len(out[s]) for s in SPLITS},
-        "skipped_overlong": skipped,
+        "skipped_overlong": sum(skipped.values()),
         "train_tokens": sum(len(s["input_ids"]) + (len(s["labels"]) if seq2seq else 0) for s in out["train"]),
         "train_supervised_tokens": sum(sum(1 for x in s["labels"] if x != IGNORE) for s in out["train"]),
     }

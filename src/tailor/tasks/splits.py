@@ -57,15 +57,63 @@ def load_records(cfg: Config, required: list[str], optional: tuple[str, ...] = (
         raise TailorError(f"task '{cfg.task}' needs data.source: a file, folder or {{column: file}} mapping "
                           "('chitchat' is dialogue data).")
     key_fields = key_fields or required[:1]
-    out = split_records(cfg, pick(read_rows(d.source, "train"), d.columns, required, optional), key_fields)
+    out = split_records(cfg, read_records(cfg, d.source, "train", required, optional), key_fields)
     for split in ("validation", "test"):
         if source_of(cfg, split) is not None:
-            out[split] = pick(read_rows(source_of(cfg, split), split), d.columns, required, optional)
+            out[split] = read_records(cfg, source_of(cfg, split), split, required, optional)
     for split in SPLITS:
         if not out[split]:
             raise TailorError(f"data source {source_of(cfg, split) or d.source}: the {split} split is empty. Add data, "
                               f"set data.{split}_source, or change data.val_fraction / data.test_fraction.")
     return out
+
+
+def read_records(cfg: Config, source, split: str, fields: list[str], optional: tuple[str, ...] = (),
+                 findings: list | None = None) -> list[dict]:
+    """The records of one source, checked as `tailor data check` checks them: the columns are there, the
+    texts are non-empty strings, a classification label is one of the classes. Training (no `findings`)
+    stops at the first problem; data check passes a list, which gets every problem while the bad rows
+    are left out. One code path, so the two cannot disagree about a row."""
+    from tailor.data.check import check_texts, finding
+
+    def found(where: str, error: TailorError) -> dict:
+        return finding("error", where, str(error).removeprefix(f"{where}: ").removesuffix("."))
+
+    problems = None if findings is None else []
+    rows = read_rows(source, split, problems)
+    if findings is not None:
+        findings.extend(finding("error", *p.split(": ", 1)) for p in problems)
+    names = None
+    if cfg.task == "classification":
+        from tailor.tasks.classification import label_id, label_names
+
+        try:
+            names = label_names(cfg)
+        except TailorError as e:
+            if findings is None:
+                raise
+            findings.append(found(str(cfg.data.source), e))
+    records = []
+    for row in rows:
+        try:
+            record = pick([row], cfg.data.columns, fields, optional)[0]
+        except TailorError as e:
+            problems_here = [found(row["origin"], e)]
+        else:
+            problems_here = check_texts(record, [f for f in fields if f != "label"])
+            if names is not None:
+                try:
+                    label_id(record["label"], names, record["origin"])
+                except TailorError as e:
+                    problems_here.append(found(record["origin"], e))
+        if findings is not None:
+            findings.extend(problems_here)
+        elif problems_here:
+            first = problems_here[0]
+            raise TailorError(f"{first['where']}: {first['message']}.")
+        if not any(f["level"] == "error" for f in problems_here):
+            records.append(record)
+    return records
 
 
 def split_records(cfg: Config, records: list[dict], key_fields: list[str]) -> dict[str, list[dict]]:

@@ -88,8 +88,9 @@ def prepare_raw(cfg: Config, tokenizer, records: dict[str, list[dict]]) -> tuple
     eos, n = tokenizer.eos_token_id, cfg.model.max_length
     out, truncated = {}, 0
     for split in SPLITS:
-        docs = [(tokenizer(text_field(r, "text"), add_special_tokens=False)["input_ids"] + [eos], r["origin"])
-                for r in records[split] if r["text"].strip()]
+        texts = [(text_field(r, "text"), r["origin"]) for r in records[split]]  # a number is an error, not a crash
+        docs = [(tokenizer(text, add_special_tokens=False)["input_ids"] + [eos], origin)
+                for text, origin in texts if text.strip()]
         if cfg.data.pack:
             samples = pack([d for d, _ in docs], n, [o for _, o in docs])
         else:
