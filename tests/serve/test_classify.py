@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -64,3 +66,80 @@ def test_classifier_refuses_generation_and_too_many_inputs(classifier_run, serve
     assert chat.status_code == 400 and "/v1/classify" in chat.json()["error"]["message"]
     assert many.status_code == 400 and "limit of 2" in many.json()["error"]["message"]
     assert empty.status_code == 400
+
+
+class BackendSpy:
+    """Stands in for the fast tokenizer's Rust backend and records which threads use it."""
+
+    def __init__(self, inner):
+        object.__setattr__(self, "inner", inner)
+        object.__setattr__(self, "threads", set())
+
+    def __getattr__(self, name):
+        self.threads.add(threading.get_ident())
+        return getattr(self.inner, name)
+
+    def __setattr__(self, name, value):
+        self.threads.add(threading.get_ident())
+        setattr(self.inner, name, value)
+
+
+def test_the_tokenizer_is_used_by_one_thread_only_under_concurrent_requests(classifier_run, serve):
+    # The fast tokenizer is not thread-safe ("Already borrowed"): the model's worker thread must never touch it.
+    base, app = serve(classifier_run)
+    tokenizer = app.state.loaded.tokenizer
+    spy = BackendSpy(tokenizer._tokenizer)
+    tokenizer._tokenizer = spy
+    texts = [["hello how are you", "the a of"], ["you that it is the hello and to in"], ["a", "to in is you that"]]
+    results = []
+
+    def ask(batch):
+        results.append(httpx.post(base + "/v1/classify", json={"input": batch}, timeout=60))
+
+    threads = [threading.Thread(target=ask, args=(texts[i % 3],)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(results) == 12 and all(r.status_code == 200 for r in results), [r.text for r in results]
+    assert len(spy.threads) == 1
+
+
+def test_a_timed_out_request_keeps_the_model_busy_until_it_finishes(classifier_run, serve):
+    base, app = serve(classifier_run, timeout=0.5)
+    model = app.state.loaded.model
+    release, inside = threading.Event(), threading.Event()
+    running, most = [0], [0]
+    forward = model.forward
+
+    def slow_forward(*args, **kwargs):
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        inside.set()
+        try:
+            release.wait(30)  # the first request outlives its time limit in here
+            return forward(*args, **kwargs)
+        finally:
+            running[0] -= 1
+
+    model.forward = slow_forward
+    results = {}
+
+    def ask(key):
+        results[key] = httpx.post(base + "/v1/classify", json={"input": ["hello"]}, timeout=60)
+
+    first = threading.Thread(target=ask, args=("first",))
+    first.start()
+    assert inside.wait(30)
+    first.join(30)
+    assert results["first"].status_code == 504
+    second = threading.Thread(target=ask, args=("second",))
+    second.start()
+    watch_until = time.monotonic() + 3  # were the lock already free, the second request would reach the model now
+    while running[0] < 2 and time.monotonic() < watch_until:
+        time.sleep(0.02)
+    assert running[0] == 1  # the first forward pass still holds the model
+    release.set()
+    second.join(30)
+    assert most[0] == 1
+    assert results["second"].status_code in (200, 504)

@@ -181,6 +181,8 @@ def create_app(loaded: Standalone, limits: Limits | None = None, api_key: str | 
     classify_waiting = 0
     if loaded.kind == "classify" and getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
+    # Read once here: even tokenizer.pad_token_id asks the fast tokenizer, which the model's thread must not use.
+    classify_pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -194,6 +196,7 @@ def create_app(loaded: Standalone, limits: Limits | None = None, api_key: str | 
 
     app = FastAPI(title=f"tailor: {loaded.name}", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine = engine
+    app.state.loaded = loaded
     app.state.limits = limits
 
     @app.exception_handler(ApiError)
@@ -433,7 +436,7 @@ def create_app(loaded: Standalone, limits: Limits | None = None, api_key: str | 
 
     @torch.inference_mode()
     def label_probs(encoded: list[list[int]]) -> torch.Tensor:
-        batch = devices.put(padded(encoded, tokenizer.pad_token_id, tokenizer.padding_side), devices.of(model))
+        batch = devices.put(padded(encoded, classify_pad_id, tokenizer.padding_side), devices.of(model))
         return model(**batch).logits.float().softmax(-1).cpu()  # [N, labels]
 
     @app.get("/")
