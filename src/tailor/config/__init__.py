@@ -19,6 +19,7 @@ from tailor.config.evaluation import EvalConfig
 from tailor.config.model import ModelConfig
 from tailor.config.search import SearchConfig
 from tailor.config.train import TrainConfig
+from tailor.data.files import not_text, read_text
 from tailor.errors import TailorError
 
 __all__ = ["Config", "load_config", "config_from_dict", "dump_config", "describe"]
@@ -43,16 +44,43 @@ class Config:
         return Path(self.output_dir) / self.name
 
 
+def parse_yaml(text: str, where: str) -> Any:
+    """A YAML value; every way it can fail is a TailorError starting with `where` (the file, and the line
+    where YAML knows it)."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f"{where}, line {mark.line + 1}" if mark else where
+        raise TailorError(f"{at}: not valid YAML ({getattr(e, 'problem', None) or e}).") from None
+    except RecursionError:
+        raise TailorError(f"{where}: not valid YAML (nested deeper than Python can read).") from None
+    except (ValueError, TypeError, OverflowError) as e:  # e.g. a date like 2024-13-45
+        raise TailorError(f"{where}: not valid YAML ({e}).") from None
+    problem = not_text(data)
+    if problem:
+        raise TailorError(f"{where}: {problem}.")
+    return data
+
+
 def _parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
         raise TailorError(f"override '{item}' must look like section.key=value, e.g. train.learning_rate=1e-4.")
     key, raw = item.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+    return key.strip().split("."), parse_yaml(raw, f"override '{item}'") if raw.strip() else ""
+
+
+def shorthand(data: dict) -> dict:
+    """`model: NAME` is short for `model: {name: NAME}`."""
+    if isinstance(data.get("model"), str):
+        return {**data, "model": {"name": data["model"]}}
+    return data
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     for item in overrides:
         path, value = _parse_override(item)
+        data = shorthand(data)
         node = data
         for part in path[:-1]:
             node = node.setdefault(part, {})
@@ -63,19 +91,14 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 
 def config_from_dict(data: dict, where: str = "config") -> Config:
-    return build(Config, data, where)
+    return build(Config, shorthand(data) if isinstance(data, dict) else data, where)
 
 
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
-    if not path.is_file():
-        raise TailorError(f"config file {path} does not exist.")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}, line {mark.line + 1}" if mark else str(path)
-        raise TailorError(f"{where}: not valid YAML ({getattr(e, 'problem', e)}).") from None
+    data = parse_yaml(read_text(path, "config file"), str(path))
+    if data is None:  # an empty file: every setting at its default
+        data = {}
     if not isinstance(data, dict):
         raise TailorError(f"{path}: the top level must be a mapping of settings.")
     return data
@@ -83,6 +106,7 @@ def read_yaml(path: str | Path) -> dict:
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     data = apply_overrides(read_yaml(path), overrides or [])
+    data = shorthand(data)
     data.setdefault("name", Path(path).stem)
     if not data["name"]:
         data["name"] = Path(path).stem

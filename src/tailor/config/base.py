@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from typing import Any
@@ -41,7 +42,9 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             try:
                 return _coerce(value, arg, where)
             except TailorError as e:
-                errors.append(str(e))
+                # the error of the arm of the value's own shape says most ({column: file} with a bad file)
+                shaped = isinstance(value, (dict, list)) and typing.get_origin(arg) in (dict, list)
+                errors.insert(0, str(e)) if shaped else errors.append(str(e))
         raise TailorError(errors[0] if errors else f"{where}: invalid value {value!r}")
     if origin is typing.Literal:
         if value not in args:
@@ -54,21 +57,39 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise TailorError(f"{where}: expected a mapping, got {value!r}.")
+        if args:  # e.g. {column: file}: a number or a list as a file name would fail much later
+            return {_coerce(k, args[0], f"{where} (a key)"): _coerce(v, args[1], f"{where}.{k}") for k, v in value.items()}
         return dict(value)
     if dataclasses.is_dataclass(hint):
         return build(hint, value, where)
     if hint is Any:
         return value
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str):
+    if hint is float and isinstance(value, (int, str)) and not isinstance(value, bool):
         try:
-            return float(value)  # YAML reads "3e-4" as a string
-        except ValueError:
+            value = float(value)  # YAML reads "3e-4" as a string
+        except (ValueError, OverflowError):
             pass
+    if hint is float and isinstance(value, float) and not math.isfinite(value):
+        raise TailorError(f"{where}: expected a finite number, got {value}.")
     if hint in (int, float, str, bool) and not (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
         raise TailorError(f"{where}: expected {hint.__name__}, got {value!r}.")
     return value
+
+
+def check_range(name: str, value: float, low: float | None = None, high: float | None = None, *,
+                low_open: bool = False, high_open: bool = False, note: str = "") -> None:
+    """Refuse a number outside [low, high] (an open end excludes the bound) or not finite: a value that
+    passes here must not break the run later, after its folder exists."""
+    ok = isinstance(value, (int, float)) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        lo = "-inf" if low is None else low
+        hi = "inf" if high is None else high
+        span = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
+        raise TailorError(f"{name} must be in {span}{note}, got {value}.")
 
 
 def build(cls: type, data: Any, where: str = "config") -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from tailor.config.base import setting
+from tailor.config.base import check_range, setting
 from tailor.errors import TailorError
 
 
@@ -83,3 +83,6 @@ class DataConfig:
             value = getattr(self, name)
             if not 0 <= value < 0.5:
                 raise TailorError(f"{name} must be in [0, 0.5), got {value}.")
+        check_range("history_turns", self.history_turns, 1, 10**6)
+        for name in ("max_train_samples", "max_val_samples", "max_test_samples"):
+            check_range(name, getattr(self, name), 0, 10**9, note=" (0 = all)")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tailor.config.base import setting
+from tailor.config.base import check_range, setting
 from tailor.errors import TailorError
 
 
@@ -64,6 +64,16 @@ class DecodeConfig:
             raise TailorError(f"lookahead must be 0 (off) or positive, got {self.lookahead}.")
         if self.batch_size < 1:
             raise TailorError(f"batch_size must be at least 1, got {self.batch_size}.")
+        check_range("max_new_tokens", self.max_new_tokens, 1, 10**6)
+        check_range("temperature", self.temperature, 0, 100, low_open=True)
+        check_range("top_k", self.top_k, 0, 10**7)
+        check_range("num_beams", self.num_beams, 1, 1024)
+        check_range("length_penalty", self.length_penalty, -100, 100)
+        check_range("repetition_penalty", self.repetition_penalty, 0, 100, low_open=True)
+        check_range("no_repeat_ngram_size", self.no_repeat_ngram_size, 0, 10**6)
+        check_range("lookahead", self.lookahead, 0, 1024)
+        check_range("seed", self.seed, 0, 2**32 - 1)
+        check_range("batch_size", self.batch_size, 1, 10**6)
         for name in ("bad_words", "stop_strings"):
             for i, value in enumerate(getattr(self, name)):
                 if not isinstance(value, str) or not value:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from tailor.config.base import setting
+from tailor.config.base import check_range, setting
 from tailor.errors import TailorError
 
 #: Metrics computed from generated replies (need eval.val_generate_samples > 0 during training).
@@ -65,5 +65,8 @@ class EvalConfig:
         for name in ("generate_samples", "val_generate_samples", "show_samples", "bootstrap"):
             if getattr(self, name) < 0:
                 raise TailorError(f"{name} must be 0 or more, got {getattr(self, name)}.")
+        check_range("batch_size", self.batch_size, 1, 10**6)
+        for name in ("generate_samples", "val_generate_samples", "show_samples", "bootstrap"):
+            check_range(name, getattr(self, name), 0, 10**9)
         if not 0 < self.confidence < 1:
             raise TailorError(f"confidence must be in (0, 1), got {self.confidence}.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from tailor.config.base import setting
+from tailor.config.base import check_range, setting
 from tailor.errors import TailorError
 
 
@@ -27,6 +27,8 @@ class LoraConfig:
             raise TailorError(f"lora.alpha must be positive, got {self.alpha}.")
         if not 0 <= self.dropout < 1:
             raise TailorError(f"lora.dropout must be in [0, 1), got {self.dropout}.")
+        check_range("lora.rank", self.rank, 0, 65536)
+        check_range("lora.alpha", self.alpha, 0, 10**6, low_open=True)
 
 
 @dataclass
@@ -64,6 +66,9 @@ class ModelConfig:
             raise TailorError(f"max_length must be at least 8, got {self.max_length}.")
         if self.freeze_layers < 0 or self.train_top_layers < 0:
             raise TailorError("freeze_layers and train_top_layers must be 0 or positive.")
+        check_range("max_length", self.max_length, 8, 2**31 - 1)
+        for name in ("freeze_layers", "train_top_layers"):
+            check_range(name, getattr(self, name), 0, 10**6)
         if self.train_top_layers and self.freeze != "body":
             raise TailorError("train_top_layers needs freeze: body (it says which blocks stay trainable in a frozen body).")
         if self.quantize != "none" and not self.lora.rank:

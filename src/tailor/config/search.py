@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from tailor.config.base import setting
+from tailor.config.base import check_range, setting
 from tailor.errors import TailorError
 
 PARAM_TYPES = ("float", "int", "categorical")
@@ -46,8 +46,9 @@ def check_param(key: str, spec: Any) -> dict:
             raise TailorError(f"{where}: a {kind} parameter needs '{bound}'.")
         try:
             spec[bound] = float(spec[bound]) if kind == "float" else int(spec[bound])
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise TailorError(f"{where}.{bound}: expected a number, got {spec[bound]!r}.") from None
+        check_range(f"{where}.{bound}", spec[bound])
     if spec["low"] > spec["high"]:
         raise TailorError(f"{where}: low ({spec['low']}) is above high ({spec['high']}).")
     if spec.get("log") and spec["low"] <= 0:
@@ -91,3 +92,9 @@ class SearchConfig:
             raise TailorError(f"timeout must be 0 or positive, got {self.timeout}.")
         if self.reduction_factor < 2:
             raise TailorError(f"reduction_factor must be at least 2, got {self.reduction_factor}.")
+        check_range("trials", self.trials, 1, 10**6)
+        check_range("timeout", self.timeout, 0, None, note=" (0 = no limit)")
+        check_range("startup_trials", self.startup_trials, 0, 10**6)
+        check_range("min_steps", self.min_steps, 1, 10**9)
+        check_range("reduction_factor", self.reduction_factor, 2, 1000)
+        check_range("seed", self.seed, 0, 2**32 - 1)

@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from tailor.config.base import setting
+from tailor.config.base import check_range, setting
 from tailor.errors import TailorError
+
+COUNT = 10**9  # upper bound of counts of steps and samples: larger is a typo, and overflows further on
+SEED = 2**32 - 1  # numpy's generators take seeds up to this
 
 
 @dataclass
@@ -67,6 +70,22 @@ class TrainConfig:
             raise TailorError(f"learning_rate must be positive, got {self.learning_rate}.")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise TailorError("set epochs > 0 or max_steps > 0.")
+        check_range("learning_rate", self.learning_rate, 0, 1, low_open=True)
+        check_range("weight_decay", self.weight_decay, 0, 1)
+        if len(self.betas) != 2:
+            raise TailorError(f"betas must be two numbers [beta1, beta2], got {self.betas}.")
+        for i, beta in enumerate(self.betas):
+            check_range(f"betas[{i}]", beta, 0, 1, high_open=True)
+        for name in ("batch_size", "grad_accum"):
+            check_range(name, getattr(self, name), 1, 10**6)
+        check_range("epochs", self.epochs, 0, 10**6)
+        check_range("warmup_ratio", self.warmup_ratio, 0, 1)
+        check_range("max_grad_norm", self.max_grad_norm, 0, None, note=" (0 = off; a negative norm flips the gradients)")
+        for name in ("max_steps", "warmup_steps", "eval_every", "save_every", "patience"):
+            check_range(name, getattr(self, name), 0, COUNT)
+        check_range("log_every", self.log_every, 1, COUNT)
+        check_range("threads", self.threads, 0, 4096, note=" (0 = torch's default)")
+        check_range("seed", self.seed, 0, SEED)
         if self.strategy == "deepspeed":
             from tailor.config import deepspeed
 

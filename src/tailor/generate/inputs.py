@@ -10,11 +10,12 @@ file, a hub id). Prompts come from the command line or a file:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from tailor.config import Config, config_from_dict, read_yaml
+from tailor.data.check import ROLES
+from tailor.data.files import parse_json, read_lines
 from tailor.errors import TailorError
 
 
@@ -55,8 +56,9 @@ def _prompt_record(data, where: str) -> dict:
     if "messages" in data:
         messages = data["messages"]
         if (not isinstance(messages, list) or not messages
-                or not all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages)):
-            raise TailorError(f"{where}: 'messages' must be a non-empty list of {{\"role\", \"content\"}} objects.")
+                or not all(isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str) for m in messages)):
+            raise TailorError(f"{where}: 'messages' must be a non-empty list of {{\"role\", \"content\"}} objects "
+                              f"(role one of {', '.join(ROLES)}).")
         record = {"messages": messages, "origin": where}
         if messages[-1]["role"] == "assistant":
             record = {"messages": messages[:-1], "reference": messages[-1]["content"], "origin": where}
@@ -78,18 +80,13 @@ def _prompt_record(data, where: str) -> dict:
 def read_prompts(path: str | Path) -> list[dict]:
     """Prompt records {"messages": history, "reference"?: str, "origin": "file:line"} from a file."""
     path = Path(path)
-    if not path.is_file():
-        raise TailorError(f"prompt file {path} does not exist.")
     records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(read_lines(path, "prompt file"), 1):
         if not line.strip():
             continue
         where = f"{path}, line {number}"
         if path.suffix == ".jsonl":
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise TailorError(f"{where}: not valid JSON ({e.msg}).") from None
+            data = parse_json(line, where)
         else:
             data = line.strip()
         records.append(_prompt_record(data, where))
