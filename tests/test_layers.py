@@ -1,0 +1,55 @@
+"""Imports point down the layers written at the top of src/tailor/__init__.py: a module imports from its
+own layer or the layers below, never above (a new upward import fails here)."""
+
+import ast
+from pathlib import Path
+
+import tailor
+
+SRC = Path(tailor.__file__).parent
+RANK = {unit: depth for depth, layer in enumerate(tailor.LAYERS) for unit in layer}
+# Known upward imports, each to be removed by the issue named (issue 21: one Task interface passed down).
+KNOWN = {
+    ("tasks/dialogue.py", "report"): "issue 21: console tables move into report/ callers",
+    ("train/loop.py", "tasks"): "issue 21: the workflow resolves the task once and passes it down",
+}
+
+
+def unit_of(path: Path) -> str:
+    rel = path.relative_to(SRC)
+    return rel.parts[0].removesuffix(".py")
+
+
+def imported_units(tree: ast.AST) -> set[str]:
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "tailor":
+            parts = node.module.split(".")
+            found |= {parts[1]} if len(parts) > 1 else {a.name for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("tailor.")}
+    return found
+
+
+def test_every_module_is_in_a_layer():
+    units = {unit_of(p) for p in SRC.rglob("*.py")} - {"__init__"}
+    assert units <= set(RANK), f"not in tailor.LAYERS: {sorted(units - set(RANK))}"
+
+
+def test_imports_point_down_the_layers():
+    upward = []
+    for path in sorted(SRC.rglob("*.py")):
+        unit = unit_of(path)
+        if unit == "__init__":
+            continue
+        rel = path.relative_to(SRC).as_posix()
+        for target in imported_units(ast.parse(path.read_text())):
+            if target in RANK and RANK[target] < RANK[unit] and (rel, target) not in KNOWN:
+                upward.append(f"{rel} imports tailor.{target} ({unit} is below {target})")
+    assert not upward, "\n".join(upward)
+
+
+def test_the_known_exceptions_still_exist():
+    """An exception that was fixed must leave the list, so the list stays true."""
+    for rel, target in KNOWN:
+        assert target in imported_units(ast.parse((SRC / rel).read_text())), f"{rel} no longer imports {target}"
