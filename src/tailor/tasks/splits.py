@@ -92,7 +92,8 @@ def read_records(cfg: Config, source, split: str, fields: list[str], optional: t
         except TailorError as e:
             if findings is None:
                 raise
-            findings.append(found(str(cfg.data.source), e))
+            if split == "train":  # one finding, not one per source
+                findings.append(found(str(cfg.data.source), e))
     records = []
     for row in rows:
         try:
