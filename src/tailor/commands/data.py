@@ -15,7 +15,7 @@ import json
 from tailor.commands.common import add_config_arguments, config_from_args
 
 NAME = "data"
-HELP = "data tools: `tailor data check CONFIG` lints the config's data"
+HELP = "data tools: `tailor data check CONFIG` lints the config's data; `tailor data convert IN OUT` writes messages JSONL"
 
 
 def add_arguments(parser) -> None:
@@ -25,6 +25,13 @@ def add_arguments(parser) -> None:
     check.add_argument("--show", type=int, default=10, help="findings listed per section (default 10)")
     check.add_argument("--json", dest="json_out", default=None, help="also write the full report to this JSON file")
     check.add_argument("--all", action="store_true", help="token statistics over all records (ignore data.max_*_samples)")
+    convert = sub.add_parser("convert", help="write a dialogue file (OpenAI messages, ShareGPT, Alpaca) as OpenAI "
+                             "messages JSONL", description="Reads IN in any dialogue format tailor reads (data.format), "
+                             "checks every row as training would, and writes OUT: one {\"messages\": [...]} per line.")
+    convert.add_argument("input", help="a .jsonl dialogue file")
+    convert.add_argument("output", help="the .jsonl file to write")
+    convert.add_argument("--format", default="auto", help="auto (each row by its fields), openai, sharegpt or alpaca")
+    convert.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
 
 
 def dialogue_records(cfg, findings: list) -> dict[str, list[dict]]:
@@ -34,7 +41,7 @@ def dialogue_records(cfg, findings: list) -> dict[str, list[dict]]:
     from tailor.data.sources import checked_conversations, conversation_rows
 
     problems: list[str] = []
-    rows = conversation_rows(cfg.data.source, problems)
+    rows = conversation_rows(cfg.data.source, problems, cfg.data.format)
     findings += [finding("error", *p.split(": ", 1)) for p in problems]
     out = {"train": [], "validation": [], "test": []}
     for conv in checked_conversations(rows, findings):
@@ -205,10 +212,31 @@ def check(cfg, all_records: bool = False) -> dict:
     return report
 
 
+def convert(args) -> int:
+    from pathlib import Path
+
+    from tailor.data.sources import read_conversations
+    from tailor.errors import TailorError
+    from tailor.fsutil import write_text
+
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise TailorError(f"{out} already exists; pass --overwrite to replace it.")
+    if out.resolve() == Path(args.input).resolve():
+        raise TailorError(f"{out} is the input file; write the converted file elsewhere.")
+    conversations = read_conversations(args.input, args.format)  # every row checked as training checks it
+    write_text(out, "".join(json.dumps({"id": c["id"], "messages": c["messages"]}, ensure_ascii=False) + "\n"
+                            for c in conversations))
+    print(f"{len(conversations)} conversations written to {out}")
+    return 0
+
+
 def main(args) -> int:
     from tailor.data.check import format_report
     from tailor.fsutil import write_json
 
+    if args.data_command == "convert":
+        return convert(args)
     cfg = config_from_args(args)
     report = check(cfg, args.all)
     print(format_report(report, args.show))

@@ -36,6 +36,11 @@ class DataConfig:
         help="Prompt template with {field} placeholders, e.g. 'Translate English to German:\\n{source}\\nGerman:' "
         "(translation), '{prompt}' (text). Empty: the task's default.",
     )
+    format: str = setting(
+        "auto",
+        help="Dialogue files: 'openai' ({\"messages\": [{role, content}]}), 'sharegpt' ({\"conversations\": [{from: "
+        "human|gpt|system, value}]}), 'alpaca' ({instruction, input, output}), or 'auto' (each row by its fields).",
+    )
     chat_format: str = setting(
         "auto",
         help="How turns become text: 'auto' (the model's chat template; a base model without one gets "
@@ -75,7 +80,10 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         from tailor.data.chat_format import check
+        from tailor.data.formats import FORMATS
 
+        if self.format not in FORMATS:
+            raise TailorError(f"data.format '{self.format}' is not one of {', '.join(FORMATS)}.")
         check(self.chat_format)
         if self.history_turns < 1:
             raise TailorError(f"history_turns must be at least 1, got {self.history_turns}.")

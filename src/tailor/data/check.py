@@ -52,7 +52,8 @@ def check_conversation(row: dict) -> list[dict]:
     """Schema, role order and empty turns of one {"messages": [...]} row."""
     where = row["origin"]
     if "messages" not in row["values"]:
-        return [finding("error", where, "missing field 'messages' (expected {\"messages\": [{\"role\", \"content\"}, ...]})")]
+        return [finding("error", where, "missing field 'messages' (expected {\"messages\": [{\"role\", \"content\"}, ...]}, "
+                                        "ShareGPT's {\"conversations\": [...]} or Alpaca's {\"instruction\", \"output\"})")]
     try:
         messages = check_messages(row["values"]["messages"], where)
     except TailorError as e:

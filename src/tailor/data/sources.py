@@ -36,9 +36,11 @@ def read_chitchat(path: Path | None = None) -> list[dict]:
     return conversations
 
 
-def conversation_rows(source: object, problems: list | None = None) -> list[dict]:
-    """The rows {"origin", "values"} of a dialogue source, before any check. With `problems` (a list),
-    malformed JSONL lines are noted there and skipped (tailor data check) instead of stopping at the first."""
+def conversation_rows(source: object, problems: list | None = None, fmt: str = "auto") -> list[dict]:
+    """The rows {"origin", "values"} of a dialogue source, in OpenAI `messages` form (data.format: ShareGPT
+    and Alpaca rows are mapped, data/formats.py), before any check. With `problems` (a list), malformed
+    JSONL lines are noted there and skipped (tailor data check) instead of stopping at the first."""
+    from tailor.data.formats import to_messages
     from tailor.data.tables import read_jsonl as read_rows_of
 
     if source == "chitchat":
@@ -51,7 +53,8 @@ def conversation_rows(source: object, problems: list | None = None) -> list[dict
         raise TailorError(f"data source {source}: expected 'chitchat' or a .jsonl file of conversations.")
     if not path.exists():
         raise TailorError(f"data file {path} does not exist.")
-    return read_rows_of(path, problems)
+    return [{**row, "values": to_messages(row["values"], fmt) if isinstance(row["values"], dict) else row["values"]}
+            for row in read_rows_of(path, problems)]
 
 
 def conversation(row: dict) -> dict:
@@ -80,7 +83,7 @@ def checked_conversations(rows: list[dict], findings: list | None = None) -> lis
     if errors and findings is None:
         first = errors[0]
         more = f" ({len(errors) - 1} more error(s); `tailor data check CONFIG` lists them all)" if len(errors) > 1 else ""
-        raise TailorError(f"{location(first['where'])}: {first['message']}.{more}")
+        raise TailorError(f"{location(first['where'])}: {first['message'].rstrip('.')}.{more}")
     return conversations
 
 
@@ -89,8 +92,8 @@ def read_jsonl(path: Path) -> list[dict]:
     return checked_conversations(conversation_rows(str(path)))
 
 
-def read_conversations(source: object) -> list[dict]:
-    conversations = checked_conversations(conversation_rows(source))
+def read_conversations(source: object, fmt: str = "auto") -> list[dict]:
+    conversations = checked_conversations(conversation_rows(source, fmt=fmt))
     if not conversations:
         raise TailorError(f"data source {source} holds no conversations.")
     return conversations

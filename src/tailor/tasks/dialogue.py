@@ -44,7 +44,7 @@ def prepare(cfg: Config, tokenizer: PreTrainedTokenizerBase, context: int) -> Sp
             f"set model.max_length to at most {context}."
         )
     seq2seq = encdec.kind(cfg) == "seq2seq"
-    conversations = read_conversations(d.source)
+    conversations = read_conversations(d.source, d.format)
     by_split: dict[str, list[dict]] = {s: [] for s in SPLITS}
     conv_count = {s: 0 for s in SPLITS}
     for conv in conversations:
