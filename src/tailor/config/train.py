@@ -48,6 +48,13 @@ class TrainConfig:
     save_every: int = setting(50, help="Write a resumable checkpoint every N optimizer steps (0 = only at the end).")
     log_every: int = setting(10, help="Log to log.jsonl every N optimizer steps.")
     threads: int = setting(0, help="torch intra-op threads (0 = torch's default).")
+    report_to: list[str] = setting(
+        [], help="Experiment trackers beside log.jsonl: [tensorboard] (runs/<name>/tensorboard/), [mlflow] (a local "
+        "store, see tracking_uri), or both; empty: none. Both work offline."
+    )
+    tracking_uri: str = setting(
+        "", help="With report_to mlflow: the MLflow tracking URI; empty: a SQLite store, mlflow.db, in output_dir."
+    )
     strategy: Literal["ddp", "fsdp", "deepspeed"] = setting(
         "ddp", help="Under torchrun with several processes: 'ddp' keeps a full model copy per process; 'fsdp' "
         "shards parameters, gradients and optimizer state over the processes (PyTorch FSDP2, per decoder "
@@ -63,6 +70,11 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
+        from tailor.train.tracking import CHOICES
+
+        unknown = [name for name in self.report_to if name not in CHOICES]
+        if unknown:
+            raise TailorError(f"train.report_to: '{unknown[0]}' is not one of {', '.join(CHOICES)}.")
         for name in ("batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise TailorError(f"{name} must be at least 1, got {getattr(self, name)}.")

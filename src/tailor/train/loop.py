@@ -108,7 +108,7 @@ def micro_batches(lengths: list[int], batch_size: int, seed: int, start: int):
 
 
 def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[dict], run_dir: Path, resume: bool = False,
-          on_validation: Callable[[int, dict], bool] | None = None) -> TrainResult:
+          on_validation: Callable[[int, dict], bool] | None = None, trackers=None) -> TrainResult:
     """Fine-tune `model`; `on_validation(step, metrics)` hears each validation and returns True to stop
     (the hyperparameter search prunes bad trials this way)."""
     t = cfg.train
@@ -170,12 +170,18 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
     started, window_tokens, window_time = time.perf_counter(), 0, 0.0
     all_tokens, train_time, stopped_early = 0, 0.0, False
 
+    def record(entry: dict) -> None:
+        """One line of log.jsonl, and the same figures to the trackers (train.report_to, tracking.py)."""
+        log.write(entry)
+        if trackers is not None:
+            trackers.log(entry)
+
     def validate() -> bool:
         """Score the validation split; keep the best model; True when patience has run out."""
         metrics = task.validate(model, tokenizer, val_set, cfg, bf16)
         model.train()
         if main:
-            log.write({"step": step, "split": "validation", **metrics})
+            record({"step": step, "split": "validation", **metrics})
             bar.write(f"step {step}: validation " + "  ".join(
                 f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
         if metric not in metrics:
@@ -261,7 +267,7 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
                 rate = window_tokens / max(window_time, 1e-9)
                 window_tokens, window_time = 0, 0.0
                 peak = devices.peak_memory_mb(device)
-                log.write({"step": step, "split": "train", "loss": loss, "lr": scheduler.get_last_lr()[0],
+                record({"step": step, "split": "train", "loss": loss, "lr": scheduler.get_last_lr()[0],
                            "grad_norm": float(grad_norm), "tokens_per_second": rate, "epoch": parts[-1][0],
                            "peak_memory_mb": round(peak, 1)})
                 bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{rate:.0f}", lr=f"{scheduler.get_last_lr()[0]:.1e}",
