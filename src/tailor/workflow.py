@@ -34,8 +34,12 @@ def now() -> str:
 LOCK = "run.lock"  # held (fcntl) by the job using the run folder; the kernel drops it when the process dies
 # What may change between a run and its --resume without breaking exact resume: how long it trains, and
 # what it logs, saves, validates and evaluates (not the metric the best model is chosen by).
+# train.strategy and train.deepspeed are left to the checkpoint loader, which names a strategy the checkpoint
+# cannot be resumed with (one process and DDP train alike, so switching between them keeps resume exact).
 RESUMABLE = ("name", "output_dir", "train.max_steps", "train.epochs", "train.save_every", "train.log_every",
-             "train.eval_every", "train.patience", "train.threads", "eval.", "decode.", "search.")
+             "train.eval_every", "train.patience", "train.threads", "eval", "decode", "search",
+             "train.strategy", "train.deepspeed")  # each a setting, or a section with all inside it
+KEPT = ("eval.metric", "eval.mode")  # the checkpoint's best-so-far is a value of this metric
 _held: dict[Path, object] = {}  # run folder -> its open, locked lock file
 
 
@@ -95,10 +99,11 @@ def check_resumable(run_dir: Path, cfg: Config) -> None:
     if not saved.is_file():
         return
     old, new = _flat(yaml.safe_load(saved.read_text()) or {}), _flat(yaml.safe_load(dump_config(cfg)) or {})
-    changed = [k for k in sorted(old.keys() | new.keys())
-               if old.get(k) != new.get(k) and not any(k == r or (r.endswith(".") and k.startswith(r)) for r in RESUMABLE)]
+    # Settings only one side knows come from another tailor version (a new setting at its default): not a change.
+    changed = [k for k in sorted(old.keys() & new.keys())
+               if old[k] != new[k] and (k in KEPT or not any(k == r or k.startswith(r + ".") for r in RESUMABLE))]
     if changed:
-        details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:8])
+        details = ", ".join(f"{k}: {old[k]!r} -> {new[k]!r}" for k in changed[:8])
         raise TailorError(f"--resume: the config changes settings the checkpoint in {run_dir} depends on ({details}). "
                           f"Resume with the run's own settings ({saved}); only {', '.join(RESUMABLE[2:8])} and the "
                           "eval/decode settings may change. To train with the new settings, start a new run (name=...).")
@@ -142,11 +147,10 @@ def open_run(cfg: Config, resume: bool, overwrite: bool) -> Path:
     checked the folder."""
     check_run_dir(cfg, resume, overwrite)
     run_dir = cfg.run_dir
+    distributed.barrier()  # every rank has checked the folder before rank 0 makes or changes it
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         lock_run(run_dir)
-    distributed.barrier()
-    if distributed.is_main():
         try:
             if not resume:  # checked again, now that no other job can change the folder
                 if others(run_dir) and not overwrite:

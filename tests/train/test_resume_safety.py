@@ -118,3 +118,10 @@ def test_a_kill_during_a_save_always_resumes_to_the_same_run(tiny_config, tmp_pa
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5), (a["step"], a["split"])
     assert (run / "model" / "config.json").is_file()
     assert (run / "model" / "metrics.json").read_text() == (tmp_path / "runs" / "straight" / "model" / "metrics.json").read_text()
+
+
+def test_resume_refuses_another_best_model_metric(tiny_config):
+    path = tiny_config(train=TRAIN)
+    train_job(load_config(path))
+    with pytest.raises(TailorError, match=r"eval\.mode"):
+        train_job(load_config(path, ["eval.mode=max", "eval.metric=perplexity"]), resume=True)
