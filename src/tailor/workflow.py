@@ -5,6 +5,7 @@ config -> run folder -> model + tokenizer -> data splits -> (base eval) -> train
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import json
@@ -23,7 +24,8 @@ from tailor.models.load import context_length
 from tailor.precision import use_half
 from tailor.report import compare_run, comparison_table, write_report
 from tailor.tasks import get_task
-from tailor.train import distributed
+from tailor.export.model_card import write_card
+from tailor.train import distributed, tracking
 from tailor.train.loop import train
 
 
@@ -203,11 +205,30 @@ def guarded(run_dir: Path, job):
     return result
 
 
+@contextlib.contextmanager
+def tracked(cfg: Config, run_dir: Path, main: bool):
+    """The run's experiment trackers (train.report_to) on rank 0, or None; closed at the end of the block, with
+    the report and model as MLflow artifacts when the block completes."""
+    if not (main and cfg.train.report_to):
+        yield None
+        return
+    from tailor.config.base import to_dict
+
+    trackers = tracking.Trackers(cfg.train.report_to, run_dir, to_dict(cfg), cfg.name, cfg.train.tracking_uri)
+    try:
+        yield trackers
+    except BaseException:
+        trackers.finish(run_dir, "FAILED")
+        raise
+    trackers.finish(run_dir)
+
+
 def train_job(cfg: Config, resume: bool = False, overwrite: bool = False, on_validation=None) -> dict:
     """Fine-tune into the run folder. Under `torchrun --nproc_per_node N` every process runs this and
     trains data-parallel (see tailor.train.distributed); rank 0 alone writes the run folder."""
     created_group = distributed.init(cfg.train.device)  # the device, and the process group under torchrun
     devices.check_precision(cfg.train.precision)
+    tracking.check(cfg.train.report_to)
     check_run_dir(cfg, resume, overwrite)
     model, tokenizer, splits = setup(cfg)  # bad input fails here, before any run folder exists
     run_dir = open_run(cfg, resume, overwrite)
@@ -216,12 +237,14 @@ def train_job(cfg: Config, resume: bool = False, overwrite: bool = False, on_val
     def job():
         if main:
             write_json(run_dir / "data_stats.json", splits.stats)
-        result = train(cfg, model, tokenizer, splits.train, splits.validation, run_dir, resume=resume,
-                       on_validation=on_validation)
-        summary = {"train": result.__dict__, "data": splits.stats, "world_size": distributed.world_size()}
-        if main:
-            write_json(run_dir / "train_summary.json", summary)
-            print(f"report: {write_report(run_dir, finishing=True)}")
+        with tracked(cfg, run_dir, main) as trackers:
+            result = train(cfg, model, tokenizer, splits.train, splits.validation, run_dir, resume=resume,
+                           on_validation=on_validation, trackers=trackers)
+            summary = {"train": result.__dict__, "data": splits.stats, "world_size": distributed.world_size()}
+            if main:
+                write_json(run_dir / "train_summary.json", summary)
+                print(f"report: {write_report(run_dir, finishing=True)}")
+                write_card(cfg, run_dir)
         return summary
 
     try:
@@ -238,6 +261,7 @@ def run_job(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
                           "then `tailor eval` the run folder.")
     devices.choose(cfg.train.device)
     devices.check_precision(cfg.train.precision)
+    tracking.check(cfg.train.report_to)
     check_run_dir(cfg, resume, overwrite)
     model, tokenizer, splits = setup(cfg)  # bad input fails here, before any run folder exists
     run_dir = open_run(cfg, resume, overwrite)
@@ -255,36 +279,45 @@ def run_job(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
             base = {"metrics": metrics, "replies": replies}
             write_json(base_file, base)
 
-        result = train(cfg, model, tokenizer, splits.train, splits.validation, run_dir, resume=resume)
-        tuned_model = get_task(cfg.task).load_trained(run_dir / "model", cfg)
-        metrics, replies = get_task(cfg.task).evaluate(tuned_model, tokenizer, splits.test, cfg, bf16, "fine-tuned")
-        tuned = {"metrics": metrics, "replies": replies}
-
-        summary = {
-            "test": {"base": base["metrics"], "fine_tuned": tuned["metrics"]},
-            "train": result.__dict__,
-            "data": splits.stats,
-        }
-        write_json(run_dir / "metrics.json", summary)
-        write_json(run_dir / "samples.json", [
-            {**get_task(cfg.task).sample_record(s), "base": b, "fine_tuned": f}
-            for s, b, f in zip(splits.test, base["replies"], tuned["replies"])
-        ])
-        print()
-        made = getattr(get_task(cfg.task), "OUTPUTS", "generated")  # what the task's replies are
-        print(f"test split, {len(splits.test)} samples ({len(tuned['replies'])} {made}):")
-        print(get_task(cfg.task).metrics_table({"base": base["metrics"], "fine-tuned": tuned["metrics"]}))
-        print(f"\ntraining: {result.steps} steps, best validation loss {result.best_val_loss:.4f} at step "
-              f"{result.best_step}, {result.tokens_per_second:.0f} tokens/s, {result.seconds:.0f} s")
-        print()
-        print(get_task(cfg.task).side_by_side(splits.test, {"base": base["replies"], "fine-tuned": tuned["replies"]}, cfg.eval.show_samples))
-        comparison = compare_run(run_dir)  # paired bootstrap over the generated test prompts
-        if comparison:
-            print(f"\nbase vs fine-tuned on the {comparison['samples']} {made} test samples:")
-            print(comparison_table(comparison["metrics"], "base", "fine-tuned", comparison["confidence"]))
-        print(f"\nreport: {write_report(run_dir, finishing=True)}")
-        print(f"run folder: {run_dir}  (chat with it: tailor chat {run_dir})")
+        with tracked(cfg, run_dir, True) as trackers:
+            result = train(cfg, model, tokenizer, splits.train, splits.validation, run_dir, resume=resume,
+                           trackers=trackers)
+            summary = finish_run_job(cfg, run_dir, tokenizer, splits, base, result, bf16)
         return summary
 
     return guarded(run_dir, job)
+
+
+def finish_run_job(cfg: Config, run_dir: Path, tokenizer, splits, base: dict, result, bf16: bool) -> dict:
+    """`tailor run` after training: the kept model on the test split, the comparison, the report and card."""
+    tuned_model = get_task(cfg.task).load_trained(run_dir / "model", cfg)
+    metrics, replies = get_task(cfg.task).evaluate(tuned_model, tokenizer, splits.test, cfg, bf16, "fine-tuned")
+    tuned = {"metrics": metrics, "replies": replies}
+
+    summary = {
+        "test": {"base": base["metrics"], "fine_tuned": tuned["metrics"]},
+        "train": result.__dict__,
+        "data": splits.stats,
+    }
+    write_json(run_dir / "metrics.json", summary)
+    write_json(run_dir / "samples.json", [
+        {**get_task(cfg.task).sample_record(s), "base": b, "fine_tuned": f}
+        for s, b, f in zip(splits.test, base["replies"], tuned["replies"])
+    ])
+    print()
+    made = getattr(get_task(cfg.task), "OUTPUTS", "generated")  # what the task's replies are
+    print(f"test split, {len(splits.test)} samples ({len(tuned['replies'])} {made}):")
+    print(get_task(cfg.task).metrics_table({"base": base["metrics"], "fine-tuned": tuned["metrics"]}))
+    print(f"\ntraining: {result.steps} steps, best validation loss {result.best_val_loss:.4f} at step "
+          f"{result.best_step}, {result.tokens_per_second:.0f} tokens/s, {result.seconds:.0f} s")
+    print()
+    print(get_task(cfg.task).side_by_side(splits.test, {"base": base["replies"], "fine-tuned": tuned["replies"]}, cfg.eval.show_samples))
+    comparison = compare_run(run_dir)  # paired bootstrap over the generated test prompts
+    if comparison:
+        print(f"\nbase vs fine-tuned on the {comparison['samples']} {made} test samples:")
+        print(comparison_table(comparison["metrics"], "base", "fine-tuned", comparison["confidence"]))
+    print(f"\nreport: {write_report(run_dir, finishing=True)}")
+    write_card(cfg, run_dir)
+    print(f"run folder: {run_dir}  (chat with it: tailor chat {run_dir})")
+    return summary
 

@@ -12,6 +12,9 @@ COUNT = 10**9  # upper bound of counts of steps and samples: larger is a typo, a
 SEED = 2**32 - 1  # numpy's generators take seeds up to this
 
 
+TRACKERS = ("tensorboard", "mlflow")  # train.report_to (train/tracking.py writes them)
+
+
 @dataclass
 class TrainConfig:
     learning_rate: float = setting(5e-5, help="Peak AdamW learning rate.")
@@ -70,11 +73,9 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
-        from tailor.train.tracking import CHOICES
-
-        unknown = [name for name in self.report_to if name not in CHOICES]
+        unknown = [name for name in self.report_to if name not in TRACKERS]
         if unknown:
-            raise TailorError(f"train.report_to: '{unknown[0]}' is not one of {', '.join(CHOICES)}.")
+            raise TailorError(f"train.report_to: '{unknown[0]}' is not one of {', '.join(TRACKERS)}.")
         for name in ("batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise TailorError(f"{name} must be at least 1, got {getattr(self, name)}.")

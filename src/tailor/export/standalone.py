@@ -138,7 +138,7 @@ def export_merged(run: str | Path, out: str | Path, overwrite: bool = False) -> 
         loaded.tokenizer.save_pretrained(tmp)
         if loaded.config_yaml:
             (tmp / "tailor.yaml").write_text(loaded.config_yaml)
-        for extra in ("metrics.json",):
+        for extra in ("metrics.json", "README.md"):  # the model card travels with the model
             if (source / extra).is_file():
                 shutil.copyfile(source / extra, tmp / extra)
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from tailor.config.train import TRACKERS as CHOICES
 from tailor.errors import TailorError
 
-CHOICES = ("tensorboard", "mlflow")
 INSTALL = {"tensorboard": "pip install tensorboard", "mlflow": "pip install mlflow-skinny"}
 
 
