@@ -55,3 +55,22 @@ def test_a_bad_sharegpt_turn_is_named_with_its_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "bad.jsonl, line 2" in err and "robot" in err and ".." not in err
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_a_saved_dataset_folder_of_alpaca_rows_trains(tmp_path, tiny_config):
+    import datasets
+
+    rows = [alpaca(c) for c in OPENAI]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "saved"))
+    cfg = load_config(tiny_config(data={"source": str(tmp_path / "saved")}, train={"max_steps": 2, "eval_every": 2}))
+    assert train_job(cfg)["train"]["steps"] == 2
+
+
+def test_a_hub_dataset_without_network_says_so(tmp_path, tiny_config, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    path = tiny_config(data={"source": "hf:someone/no-such-dialogues"})
+    assert cli(["train", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "hf:someone/no-such-dialogues" in err and "needs network access" in err
+    assert not load_config(path).run_dir.exists()

@@ -49,6 +49,10 @@ def conversation_rows(source: object, problems: list | None = None, fmt: str = "
         raise TailorError(f"data source {source!r}: the dialogue task reads 'chitchat' or a .jsonl file of "
                           "conversations, not a {column: file} mapping.")
     path = Path(source)
+    if source.startswith("hf:") or path.is_dir():  # a hub dataset, or a folder from datasets' save_to_disk
+        from tailor.data.tables import read_rows
+
+        return [{**row, "values": to_messages(dict(row["values"]), fmt)} for row in read_rows(source, "train")]
     if path.suffix not in (".jsonl", ".json"):
         raise TailorError(f"data source {source}: expected 'chitchat' or a .jsonl file of conversations.")
     if not path.exists():

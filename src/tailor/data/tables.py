@@ -124,6 +124,31 @@ def read_saved_dataset(path: Path, split: str) -> list[dict]:
     return [{"origin": f"{where}:row {i + 1}", "values": v} for i, v in enumerate(saved)]
 
 
+# A task's split names as datasets on the hub spell them, most common first.
+HUB_SPLITS = {"train": ("train",), "validation": ("validation", "valid", "dev", "val"), "test": ("test",)}
+
+
+def read_hub_dataset(spec: str, split: str) -> list[dict]:
+    """`hf:NAME[:CONFIG]`: a split of a Hugging Face hub dataset (needs the network, or datasets' cache)."""
+    import datasets
+
+    name, _, config = spec.partition(":")
+    try:
+        available = datasets.get_dataset_split_names(name, config or None)
+    except Exception as e:  # no network, unknown name, gated dataset: datasets raises many types
+        raise TailorError(f"data source hf:{spec}: could not read the dataset's splits from the Hugging Face hub "
+                          f"({type(e).__name__}: {str(e)[:200]}). It needs network access; offline, save it once with "
+                          "datasets' save_to_disk and point data.source at that folder.") from None
+    chosen = next((s for s in HUB_SPLITS.get(split, (split,)) if s in available), None)
+    if chosen is None:
+        raise TailorError(f"data source hf:{spec} has splits {', '.join(available)}, none for '{split}'.")
+    try:
+        rows = datasets.load_dataset(name, config or None, split=chosen)
+    except Exception as e:
+        raise TailorError(f"data source hf:{spec}: could not load split '{chosen}' ({type(e).__name__}: {str(e)[:200]}).") from None
+    return [{"origin": f"hf:{spec}[{chosen}]:row {i + 1}", "values": v} for i, v in enumerate(rows)]
+
+
 def read_plain(path: Path) -> list[dict]:
     return [{"origin": f"{path}:{i}", "values": {"text": line}} for i, line in enumerate(read_lines(path), 1) if line.strip()]
 
@@ -135,6 +160,8 @@ def read_rows(source: str | dict[str, str], split: str = "train", problems: list
         if not source:
             raise TailorError("data source: an empty mapping; expected {column: file, ...}.")
         return read_parallel(source)
+    if source.startswith("hf:"):
+        return read_hub_dataset(source[3:], split)
     path = Path(source)
     if path.is_dir():
         return read_saved_dataset(path, split)
