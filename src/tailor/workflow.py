@@ -206,15 +206,17 @@ def guarded(run_dir: Path, job):
 
 
 @contextlib.contextmanager
-def tracked(cfg: Config, run_dir: Path, main: bool):
+def tracked(cfg: Config, run_dir: Path, main: bool, parent_run_id: str | None = None):
     """The run's experiment trackers (train.report_to) on rank 0, or None; closed at the end of the block, with
-    the report and model as MLflow artifacts when the block completes."""
+    the report and model as MLflow artifacts when the block completes. `parent_run_id`: the MLflow run of the
+    search study this run is a trial of."""
     if not (main and cfg.train.report_to):
         yield None
         return
     from tailor.config.base import to_dict
 
-    trackers = tracking.Trackers(cfg.train.report_to, run_dir, to_dict(cfg), cfg.name, cfg.train.tracking_uri)
+    trackers = tracking.Trackers(cfg.train.report_to, run_dir, to_dict(cfg), cfg.name, cfg.train.tracking_uri,
+                                 parent_run_id)
     try:
         yield trackers
     except BaseException:
@@ -223,7 +225,8 @@ def tracked(cfg: Config, run_dir: Path, main: bool):
     trackers.finish(run_dir)
 
 
-def train_job(cfg: Config, resume: bool = False, overwrite: bool = False, on_validation=None) -> dict:
+def train_job(cfg: Config, resume: bool = False, overwrite: bool = False, on_validation=None,
+              parent_run_id: str | None = None) -> dict:
     """Fine-tune into the run folder. Under `torchrun --nproc_per_node N` every process runs this and
     trains data-parallel (see tailor.train.distributed); rank 0 alone writes the run folder."""
     created_group = distributed.init(cfg.train.device)  # the device, and the process group under torchrun
@@ -237,7 +240,7 @@ def train_job(cfg: Config, resume: bool = False, overwrite: bool = False, on_val
     def job():
         if main:
             write_json(run_dir / "data_stats.json", splits.stats)
-        with tracked(cfg, run_dir, main) as trackers:
+        with tracked(cfg, run_dir, main, parent_run_id) as trackers:
             result = train(cfg, model, tokenizer, splits.train, splits.validation, run_dir, resume=resume,
                            on_validation=on_validation, trackers=trackers)
             summary = {"train": result.__dict__, "data": splits.stats, "world_size": distributed.world_size()}

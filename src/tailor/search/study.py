@@ -31,12 +31,13 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 from tqdm import tqdm
 
-from tailor.config import Config, dump_config, to_dict
+from tailor.config import Config, dump_config
 from tailor.errors import TailorError
 from tailor.fsutil import write_text
 from tailor.search.space import baseline_params, check_space, grid_values, suggest, trial_config
 from tailor.train.checkpoint import latest_checkpoint
 from tailor.train.log import JsonlLog
+from tailor.train import tracking
 from tailor.workflow import check_name, finish_run, train_job
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -189,7 +190,10 @@ class Objective:
         started = time.perf_counter()
         trial.set_user_attr("interrupted", False)
         try:
-            summary = train_job(cfg, resume=resume, overwrite=not resume, on_validation=on_validation)
+            parent = (tracking.parent_run(cfg.run_dir.parent, f"search {self.folder.name}", base.train.tracking_uri)
+                      if "mlflow" in base.train.report_to else None)  # trials nest under the study's MLflow run
+            summary = train_job(cfg, resume=resume, overwrite=not resume, on_validation=on_validation,
+                                parent_run_id=parent)
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)  # the next `tailor search` retries it from its checkpoint
             raise

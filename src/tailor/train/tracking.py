@@ -105,3 +105,29 @@ class Trackers:
 def default_uri(run_dir: Path) -> str:
     """A SQLite store in the output folder (runs/mlflow.db): every run of the project in one place."""
     return f"sqlite:///{(run_dir.parent / 'mlflow.db').resolve()}"
+
+
+def parent_run(store_dir: Path, name: str, tracking_uri: str = "") -> str:
+    """The MLflow run a search's trials nest under, one per study: made by the first worker that asks, its id
+    kept in `store_dir/mlflow-parent-run` (created exclusively, so parallel workers share one)."""
+    import os
+
+    import mlflow
+
+    marker = store_dir / "mlflow-parent-run"
+    if marker.is_file():
+        return marker.read_text().strip()
+    store_dir.mkdir(parents=True, exist_ok=True)
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri or default_uri(store_dir / "trial"))
+    experiment = client.get_experiment_by_name("tailor")
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(
+        "tailor", artifact_location=(store_dir / "mlflow-artifacts").resolve().as_uri())
+    run_id = client.create_run(experiment_id, run_name=name).info.run_id
+    try:
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:  # another worker was first: use its run, drop this one
+        client.delete_run(run_id)
+        return marker.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(run_id + "\n")
+    return run_id
