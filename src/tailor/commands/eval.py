@@ -14,14 +14,7 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    from tailor.models.load import context_length
-    from tailor.precision import use_half
-    from tailor.runs import load_run
-    from tailor.tasks import get_task
+    from tailor.api import evaluate
 
-    cfg, model, tokenizer = load_run(args.run)
-    task = get_task(cfg.task)
-    splits = task.prepare(cfg, tokenizer, context_length(model))
-    metrics, _ = task.evaluate(model, tokenizer, splits[args.split], cfg, use_half(cfg.train.precision), args.split)
-    print(json.dumps(metrics, indent=2))
+    print(json.dumps(evaluate(args.run, args.split), indent=2))
     return 0
