@@ -66,7 +66,7 @@ def card(cfg: Config, run_dir: Path) -> str:
            f"{cfg.train.schedule} schedule, max length {cfg.model.max_length}"]
     if train:
         how.append(f"- {train.get('steps')} optimizer steps in {train.get('seconds', 0):.0f} s on "
-                   f"{train.get('device') or 'cpu'} ({train.get('precision') or 'fp32'}); the kept model is the one "
+                   f"{train.get('device') or '?'} ({train.get('precision') or '?'}); the kept model is the one "
                    f"of step {train.get('best_step')} (best validation loss {train.get('best_val_loss', float('nan')):.4f})")
     body = [f"# {cfg.name}", "", f"Fine-tuned with tailor from `{cfg.model.name}`.", "",
             "## Training", "", *how, "", "## Results", ""]

@@ -134,7 +134,7 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
     model.train()
     if t.gradient_checkpointing:
         # Non-reentrant checkpointing: works with frozen inputs (LoRA) and keeps the RNG for dropout.
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     accel = distributed.accelerator(device)
     sharded = distributed.shard_model(model, t.strategy)  # FSDP (train.strategy fsdp): before the optimizer
     optimizer = make_optimizer(model, t.learning_rate, t.weight_decay, t.betas)
@@ -287,7 +287,7 @@ def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[di
                 break
     bar.close()
     if t.gradient_checkpointing:
-        model.gradient_checkpointing_disable()
+        model.activation_checkpointing_disable()
     seconds = time.perf_counter() - started
     return TrainResult(step, state["best_val_loss"], state["best_step"], stopped_early, all_tokens / max(train_time, 1e-9),
                        seconds, str(device), devices.precision_name(half), round(devices.peak_memory_mb(device), 1))
