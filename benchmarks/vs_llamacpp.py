@@ -7,8 +7,8 @@ The model is SmolLM2-135M-Instruct (embedded). It is exported by tailor to an f1
 with ../shared/tools/llamacpp/speed.py: the prompts are llamacpp.PROMPTS with SmolLM2's default system
 turn, each decoded to exactly --tokens new tokens, one token per step; new tokens/s excludes the prompt.
 tailor decodes the same prompts (rendered by the HF chat template, which adds the same system turn) on
-its bf16 weights, exactly --tokens tokens, one token per step (decode.lookahead 0) and with the default
-lookahead; its new tokens/s is (time for --tokens tokens - time for 1 token) / (--tokens - 1), so the
+its bf16 weights with its own decoder (generate/lean.py), exactly --tokens tokens, one token per step and
+with the default lookahead 4; its new tokens/s is (time for --tokens tokens - time for 1 token) / (--tokens - 1), so the
 prompt is left out the same way. Medians over the prompts. Prints a table and one JSON line.
 """
 
@@ -39,21 +39,24 @@ def llama_cpp(gguf: Path, tokens: int, prompts: int, threads: int) -> dict:
 
 
 def tailor_speed(model, tokenizer, prompts: list[list[int]], tokens: int, lookahead: int) -> float:
-    from tailor.config.decode import DecodeConfig
-    from tailor.generate.replies import generate
+    """tailor's decoder (generate/lean.py, what `tailor generate` runs on Llama-family models) on one prompt at
+    a time; an end-of-sequence id no token has, so every prompt makes exactly `tokens` tokens, as speed.py's."""
+    from transformers import GenerationConfig
+
+    from tailor.generate import lean
+
+    never = len(tokenizer) + 1000
 
     def timed(n: int, ids: list[int]) -> float:
-        decode = DecodeConfig(max_new_tokens=n, min_new_tokens=n, batch_size=1, lookahead=lookahead)
+        gen = GenerationConfig(max_new_tokens=n, do_sample=False, eos_token_id=[never], pad_token_id=tokenizer.pad_token_id)
+        x = torch.tensor([ids])
         start = time.perf_counter()
-        out = generate(model, tokenizer, [ids], decode, True, desc="tailor")
-        assert out[0]["tokens"] >= n - 1, out  # exactly n new tokens (an end-of-turn may be the n-th)
+        out = lean.decode(model, x, torch.ones_like(x), gen, draft=lookahead)
+        assert out.shape == (1, n), out.shape
         return time.perf_counter() - start
 
-    timed(4, prompts[0][:16])  # warm-up: the kernel's packing and the caches
-    rates = []
-    for ids in prompts:
-        rates.append((tokens - 1) / (timed(tokens, ids) - timed(1, ids)))
-    return statistics.median(rates)
+    timed(4, prompts[0])  # warm-up: the kernel's packing and the caches
+    return statistics.median((tokens - 1) / (timed(tokens, ids) - timed(1, ids)) for ids in prompts)
 
 
 def main() -> int:
