@@ -9,60 +9,23 @@ deadline or cancelled before their turn never run; the queue is bounded as the c
 
 from __future__ import annotations
 
-import collections
 import logging
-import threading
 import time
 
 import torch
 from transformers import GenerationConfig
 
 from tailor import device as devices
-from tailor.serve.engine import QueueFull, Sequence
+from tailor.serve.engine import Engine, Sequence
 
 log = logging.getLogger("tailor.serve")
 
 
-class Seq2SeqEngine:
+class Seq2SeqEngine(Engine):
+    """Engine's queue, limits and statistics; its own loop: one request at a time, decoded whole."""
+
     def __init__(self, model, tokenizer, max_queue: int = 32):
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.max_queue = max_queue
-        self.waiting: collections.deque[Sequence] = collections.deque()
-        self.cond = threading.Condition()
-        self.running = False
-        self.thread: threading.Thread | None = None
-        self.stats = collections.Counter(dict.fromkeys(
-            ("submitted", "completed", "cancelled", "timed_out", "rejected", "steps", "tokens"), 0))
-        self.active_count = 0
-        self.largest_batch = 0
-
-    def start(self) -> None:
-        self.running = True
-        self.thread = threading.Thread(target=self._loop, name="tailor-seq2seq-engine", daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        with self.cond:
-            self.running = False
-            self.cond.notify_all()
-        if self.thread is not None:
-            self.thread.join(timeout=30)
-
-    def submit(self, seq: Sequence) -> Sequence:
-        with self.cond:
-            if len(self.waiting) >= self.max_queue:
-                self.stats["rejected"] += 1
-                raise QueueFull(f"the server's queue is full ({self.max_queue} waiting requests); retry later")
-            self.waiting.append(seq)
-            self.stats["submitted"] += 1
-            self.cond.notify_all()
-        return seq
-
-    def snapshot(self) -> dict:
-        with self.cond:
-            return {"waiting": len(self.waiting), "active": self.active_count, "largest_batch": self.largest_batch,
-                    **dict(self.stats)}
+        super().__init__(model, tokenizer, [], max_batch=1, max_queue=max_queue)
 
     def _loop(self) -> None:
         while True:
