@@ -83,13 +83,14 @@ def side_hf(steps: int, warmup: int, threads: int) -> dict:
 
 
 def side_tailor(steps: int, warmup: int, threads: int) -> dict:
+    from tailor.tasks import get_task
     from tailor.train.loop import micro_batches, train
 
     cfg = config(**settings(steps, threads))
     model, tokenizer, splits = model_and_samples(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         cfg.output_dir, cfg.name = tmp, "bench"
-        result = train(cfg, model, tokenizer, splits.train, splits.validation, cfg.run_dir)
+        result = train(cfg, get_task(cfg.task), model, tokenizer, splits.train, splits.validation, cfg.run_dir)
         log = [json.loads(line) for line in (cfg.run_dir / "log.jsonl").read_text().splitlines()]
     train_log = [r for r in log if r["split"] == "train"]
     val = [r for r in log if r["split"] == "validation"][-1]

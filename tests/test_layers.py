@@ -11,7 +11,6 @@ RANK = {unit: depth for depth, layer in enumerate(tailor.LAYERS) for unit in lay
 # Known upward imports, each to be removed by the issue named (issue 21: one Task interface passed down).
 KNOWN = {
     ("tasks/dialogue.py", "report"): "issue 21: console tables move into report/ callers",
-    ("train/loop.py", "tasks"): "issue 21: the workflow resolves the task once and passes it down",
 }
 
 

@@ -241,7 +241,7 @@ def train_job(cfg: Config, resume: bool = False, overwrite: bool = False, on_val
         if main:
             write_json(run_dir / "data_stats.json", splits.stats)
         with tracked(cfg, run_dir, main, parent_run_id) as trackers:
-            result = train(cfg, model, tokenizer, splits.train, splits.validation, run_dir, resume=resume,
+            result = train(cfg, get_task(cfg.task), model, tokenizer, splits.train, splits.validation, run_dir, resume=resume,
                            on_validation=on_validation, trackers=trackers)
             summary = {"train": result.__dict__, "data": splits.stats, "world_size": distributed.world_size()}
             if main:
@@ -283,7 +283,7 @@ def run_job(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
             write_json(base_file, base)
 
         with tracked(cfg, run_dir, True) as trackers:
-            result = train(cfg, model, tokenizer, splits.train, splits.validation, run_dir, resume=resume,
+            result = train(cfg, get_task(cfg.task), model, tokenizer, splits.train, splits.validation, run_dir, resume=resume,
                            trackers=trackers)
             summary = finish_run_job(cfg, run_dir, tokenizer, splits, base, result, bf16)
         return summary

@@ -30,7 +30,6 @@ from tailor.allocator import retain_freed_memory
 from tailor.config import Config, dump_config
 from tailor.errors import TailorError
 from tailor.data.batches import length_grouped
-from tailor.tasks import get_task
 from tailor.train import deepspeed_engine, distributed
 from tailor.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_model_folder
 from tailor.train.fused_norm import fused_norms
@@ -107,12 +106,12 @@ def micro_batches(lengths: list[int], batch_size: int, seed: int, start: int):
         epoch, offset = epoch + 1, 0
 
 
-def train(cfg: Config, model, tokenizer, train_set: list[dict], val_set: list[dict], run_dir: Path, resume: bool = False,
-          on_validation: Callable[[int, dict], bool] | None = None, trackers=None) -> TrainResult:
+def train(cfg: Config, task, model, tokenizer, train_set: list[dict], val_set: list[dict], run_dir: Path,
+          resume: bool = False, on_validation: Callable[[int, dict], bool] | None = None, trackers=None) -> TrainResult:
     """Fine-tune `model`; `on_validation(step, metrics)` hears each validation and returns True to stop
-    (the hyperparameter search prunes bad trials this way)."""
+    (the hyperparameter search prunes bad trials this way). `task` is the task's module (tailor.tasks),
+    resolved once by the caller: its collate, loss and validation are the loop's."""
     t = cfg.train
-    task = get_task(cfg.task)
     if t.threads:
         torch.set_num_threads(t.threads)
     device = devices.current()  # fixed by the workflow from train.device
