@@ -8,10 +8,7 @@ import tailor
 
 SRC = Path(tailor.__file__).parent
 RANK = {unit: depth for depth, layer in enumerate(tailor.LAYERS) for unit in layer}
-# Known upward imports, each to be removed by the issue named (issue 21: one Task interface passed down).
-KNOWN = {
-    ("tasks/dialogue.py", "report"): "issue 21: console tables move into report/ callers",
-}
+# No known exceptions are left: the last two (tasks -> report, train -> tasks) were removed in session 9.
 
 
 def unit_of(path: Path) -> str:
@@ -43,12 +40,7 @@ def test_imports_point_down_the_layers():
             continue
         rel = path.relative_to(SRC).as_posix()
         for target in imported_units(ast.parse(path.read_text())):
-            if target in RANK and RANK[target] < RANK[unit] and (rel, target) not in KNOWN:
+            if target in RANK and RANK[target] < RANK[unit]:
                 upward.append(f"{rel} imports tailor.{target} ({unit} is below {target})")
     assert not upward, "\n".join(upward)
 
-
-def test_the_known_exceptions_still_exist():
-    """An exception that was fixed must leave the list, so the list stays true."""
-    for rel, target in KNOWN:
-        assert target in imported_units(ast.parse((SRC / rel).read_text())), f"{rel} no longer imports {target}"

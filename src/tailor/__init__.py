@@ -1,7 +1,7 @@
 """tailor: tailor a pretrained language model to one task and carry it to use.
 
 Layers, top to bottom; a module imports only from its own layer or the ones below it
-(tests/test_layers.py checks it, listing the few known exceptions with the issue that removes them):
+(tests/test_layers.py checks it):
 
     cli
     commands

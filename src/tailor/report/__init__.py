@@ -1,11 +1,11 @@
 """What a run reports: console tables, the base-vs-fine-tuned comparison and report.html.
 
-    metrics_table / side_by_side / comparison_table   console text (tailor.report.console)
+    comparison_table                                  console text (tailor.report.console)
     compare_run(run_dir)                              paired bootstrap of base vs fine-tuned (tailor.report.run)
     write_report(run_dir)                             the self-contained report.html (tailor.report.html)
 """
 
-from tailor.report.console import comparison_table, metrics_table, side_by_side  # noqa: F401
+from tailor.report.console import comparison_table  # noqa: F401
 
 
 def write_report(run_dir, finishing=False):

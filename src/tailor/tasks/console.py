@@ -1,6 +1,35 @@
-"""Console tables shared by the task modules: base vs fine-tuned metrics, one row per metric."""
+"""Console tables shared by the task modules: base vs fine-tuned metrics, one row per metric, and the
+labels and formats of every metric tailor reports (the run report and comparisons use them too)."""
 
 from __future__ import annotations
+
+# (key, label, format): every metric tailor's evaluations report, in display order.
+ROWS = [
+    ("perplexity", "perplexity (response tokens)", "{:.2f}"),
+    ("token_accuracy", "token accuracy", "{:.3f}"),
+    ("loss", "loss", "{:.4f}"),
+    ("chrf", "chrF", "{:.2f}"),
+    ("bleu", "BLEU", "{:.2f}"),
+    ("rouge1", "ROUGE-1 F", "{:.3f}"),
+    ("rouge2", "ROUGE-2 F", "{:.3f}"),
+    ("rougeL", "ROUGE-L F", "{:.3f}"),
+    ("unigram_f1", "unigram F1", "{:.3f}"),
+    ("distinct_1", "distinct-1", "{:.3f}"),
+    ("distinct_2", "distinct-2", "{:.3f}"),
+    ("response_tokens", "mean response length (tokens)", "{:.1f}"),
+    ("stop_rate", "stop rate", "{:.2f}"),
+    ("repetition_rate", "repetition rate (seq-rep-4)", "{:.3f}"),
+    ("accuracy", "accuracy", "{:.3f}"),
+    ("macro_f1", "macro F1", "{:.3f}"),
+]
+LABELS = {key: label for key, label, _ in ROWS}
+
+
+def fmt(key: str, value) -> str:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "-"
+    spec = next((f for k, _, f in ROWS if k == key), "{:.4g}")
+    return spec.format(value)
 
 
 def metrics_table(columns: dict[str, dict], rows: list[tuple[str, str, str]]) -> str:

@@ -7,6 +7,8 @@ reply in its decoder (tasks/encdec.py).
 
 from __future__ import annotations
 
+import textwrap
+
 from transformers import PreTrainedTokenizerBase
 
 from tailor.config import Config
@@ -24,8 +26,7 @@ from tailor.models.adapt import adapt
 from tailor.models.load import load as load_pretrained
 from tailor.models.load import load_model, load_tokenizer, resolve
 from tailor.models.seq2seq import is_encoder_decoder, load_seq2seq
-from tailor.report import metrics_table, side_by_side  # noqa: F401  (the task's console tables)
-from tailor.tasks import encdec
+from tailor.tasks import console, encdec
 from tailor.tasks.encdec import collate, count_targets, token_stats  # noqa: F401  (the task's, both kinds)
 from tailor.tasks.splits import SPLITS, Splits, cap
 
@@ -148,3 +149,26 @@ def evaluate(model, tokenizer, samples: list[dict], cfg: Config, bf16: bool, lab
         return metrics, []
     generated, replies = seq2seq_replies(model, tokenizer, prompts, cfg, bf16, f"generate {label}".strip())
     return {**metrics, **generated}, replies
+
+
+# ---------------------------------------------------------------- console
+
+
+def metrics_table(columns: dict[str, dict]) -> str:
+    """Every metric the evaluation reported, in the catalogue's order (tasks/console.py)."""
+    present = [r for r in console.ROWS if any(isinstance(c.get(r[0]), (int, float)) for c in columns.values())]
+    return console.metrics_table(columns, present)
+
+
+def side_by_side(samples: list[dict], replies: dict[str, list[dict]], count: int, width: int = 100) -> str:
+    """The first `count` test prompts: history, reference and each model's reply."""
+    out = []
+    for i, sample in enumerate(samples[:count]):
+        out.append(f"--- test prompt {i + 1} " + "-" * 40)
+        for m in sample["messages"][:-1]:
+            if m["role"] != "system":
+                out.append(textwrap.fill(f"{m['role']}: {m['content']}", width, subsequent_indent="    "))
+        out.append(textwrap.fill(f"[reference] {sample['messages'][-1]['content']}", width, subsequent_indent="    "))
+        for name, rs in replies.items():
+            out.append(textwrap.fill(f"[{name}] {rs[i]['text']}", width, subsequent_indent="    "))
+    return "\n".join(out)
