@@ -130,3 +130,12 @@ def test_lora_targets_come_from_the_family_and_a_wrong_target_names_the_layers(f
     with pytest.raises(TailorError, match=r"q_proj matches no layer of this gpt2 model; its layers are: .*c_attn"):
         train_job(load_config(path))
     assert not load_config(path).run_dir.exists()
+
+
+def test_a_dotted_lora_target_matches_as_peft_matches_it(families):
+    from tailor.models.lora import check_targets
+
+    model = AutoModelForCausalLM.from_pretrained(families("llama"))
+    check_targets(model, ["self_attn.q_proj", "v_proj"])  # peft matches a module name's last dotted parts
+    with pytest.raises(TailorError, match="proj matches no layer"):
+        check_targets(model, ["proj"])  # a bare suffix of a name is no match for peft either

@@ -60,10 +60,12 @@ def default_targets(model: torch.nn.Module) -> list[str]:
 
 
 def check_targets(model: torch.nn.Module, targets: list[str]) -> None:
-    """Every name in an explicit model.lora.target_modules must match a layer of the model."""
-    names = adaptable_names(model)
-    unknown = [t for t in targets if t not in names and not any(n.endswith(t) for n in names)]
+    """Every name in an explicit model.lora.target_modules must match a layer of the model, as peft matches
+    them: a module's whole name, or its last dotted parts (`q_proj`, `self_attn.q_proj`)."""
+    modules = [n for n, _ in model.named_modules() if n]
+    unknown = [t for t in targets if not any(n == t or n.endswith("." + t) for n in modules)]
     if unknown:
+        names = adaptable_names(model)
         raise TailorError(f"model.lora.target_modules: {', '.join(unknown)} matches no layer of this "
                           f"{getattr(model.config, 'model_type', type(model).__name__)} model; its layers are: "
                           f"{', '.join(names)}.")
