@@ -63,6 +63,16 @@ def write_json(path: str | Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
+def read_json(path: str | Path) -> dict:
+    """A run folder's JSON record (status, metrics, summaries), or {} when it is missing, unreadable or not an
+    object: readers of run folders show what is there."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _fsync_tree(folder: Path) -> None:
     for f in folder.rglob("*"):
         if f.is_file():

@@ -18,13 +18,14 @@ import yaml
 
 from tailor import device as devices
 from tailor.config import Config, dump_config
+from tailor.config.base import flat, to_dict
 from tailor.errors import TailorError
+from tailor.export.model_card import write_card
 from tailor.fsutil import recover, write_json, write_text
 from tailor.models.load import context_length
 from tailor.precision import use_half
 from tailor.report import compare_run, comparison_table, write_report
 from tailor.tasks import get_task
-from tailor.export.model_card import write_card
 from tailor.train import distributed, tracking
 from tailor.train.loop import train
 
@@ -85,22 +86,13 @@ def check_run_dir(cfg: Config, resume: bool, overwrite: bool) -> None:
         check_resumable(run_dir, cfg)
 
 
-def _flat(data, prefix: str = "") -> dict:
-    if isinstance(data, dict):
-        out = {}
-        for k, v in data.items():
-            out.update(_flat(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: data}
-
-
 def check_resumable(run_dir: Path, cfg: Config) -> None:
     """--resume continues the checkpoint exactly: the optimizer's learning rate, the data order and position
     come from the run's own settings. Refuse a config that changes them rather than silently mixing both."""
     saved = run_dir / "config.yaml"
     if not saved.is_file():
         return
-    old, new = _flat(yaml.safe_load(saved.read_text()) or {}), _flat(yaml.safe_load(dump_config(cfg)) or {})
+    old, new = flat(yaml.safe_load(saved.read_text()) or {}), flat(yaml.safe_load(dump_config(cfg)) or {})
     # Settings only one side knows come from another tailor version (a new setting at its default): not a change.
     changed = [k for k in sorted(old.keys() & new.keys())
                if old[k] != new[k] and (k in KEPT or not any(k == r or k.startswith(r + ".") for r in RESUMABLE))]
@@ -213,8 +205,6 @@ def tracked(cfg: Config, run_dir: Path, main: bool, parent_run_id: str | None = 
     if not (main and cfg.train.report_to):
         yield None
         return
-    from tailor.config.base import to_dict
-
     trackers = tracking.Trackers(cfg.train.report_to, run_dir, to_dict(cfg), cfg.name, cfg.train.tracking_uri,
                                  parent_run_id)
     try:

@@ -19,14 +19,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object per run instead of a table")
 
 
-def _read(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def size_mb(folder: Path) -> float:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6
 
@@ -35,6 +27,7 @@ def row(run: Path) -> dict:
     """One run folder's figures, from its own files."""
     import yaml
 
+    from tailor.fsutil import read_json
     from tailor.runs import run_status
 
     try:
@@ -42,11 +35,11 @@ def row(run: Path) -> dict:
     except (OSError, yaml.YAMLError):
         config = {}
     task = config.get("task", "dialogue") if isinstance(config, dict) else "?"
-    metrics = _read(run / "metrics.json")
-    train = metrics.get("train") or _read(run / "train_summary.json").get("train") or {}
+    metrics = read_json(run / "metrics.json")
+    train = metrics.get("train") or read_json(run / "train_summary.json").get("train") or {}
     steps = [json.loads(line).get("step", 0) for line in (run / "log.jsonl").read_text().splitlines()
              if line.strip()] if (run / "log.jsonl").is_file() else []
-    kept = _read(run / "model" / "metrics.json")
+    kept = read_json(run / "model" / "metrics.json")
     headline = HEADLINE.get(task, "loss")
     test = (metrics.get("test") or {}).get("fine_tuned") or {}
     base = (metrics.get("test") or {}).get("base") or {}

@@ -129,3 +129,18 @@ def describe(cls: type, prefix: str = "") -> list[tuple[str, str]]:
         else:
             rows.append((f"{prefix}{f.name}", f.metadata.get("help", "")))
     return rows
+
+
+def flat(data: dict, prefix: str = "") -> dict:
+    """Nested settings as dotted keys: {"train": {"learning_rate": 1e-4}} -> {"train.learning_rate": 1e-4}.
+
+    >>> flat({"train": {"learning_rate": 1e-4, "betas": [0.9, 0.99]}, "name": "x"})
+    {'train.learning_rate': 0.0001, 'train.betas': [0.9, 0.99], 'name': 'x'}
+    """
+    out: dict = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

@@ -9,12 +9,12 @@ and `tailor export --merged` write the same card.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import yaml
 
 from tailor.config import Config
+from tailor.fsutil import read_json, write_text
 
 PIPELINE = {"dialogue": "text-generation", "text": "text-generation", "translation": "translation",
             "classification": "text-classification"}
@@ -23,13 +23,6 @@ HEADLINE = {"dialogue": ("perplexity", "token_accuracy", "chrf", "distinct_2", "
             "text": ("perplexity", "token_accuracy", "rougeL"),
             "translation": ("bleu", "chrf", "perplexity"),
             "classification": ("accuracy", "macro_f1", "loss")}
-
-
-def _read(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def dataset_name(cfg: Config) -> str:
@@ -41,10 +34,10 @@ def dataset_name(cfg: Config) -> str:
 
 def card(cfg: Config, run_dir: Path) -> str:
     """The model card's text for the run in `run_dir`."""
-    metrics = _read(run_dir / "metrics.json")
+    metrics = read_json(run_dir / "metrics.json")
     test = metrics.get("test") or {}
-    kept = _read(run_dir / "model" / "metrics.json")
-    train = metrics.get("train") or (_read(run_dir / "train_summary.json").get("train") or {})
+    kept = read_json(run_dir / "model" / "metrics.json")
+    train = metrics.get("train") or (read_json(run_dir / "train_summary.json").get("train") or {})
     names = [m for m in HEADLINE[cfg.task] if isinstance((test.get("fine_tuned") or {}).get(m), (int, float))]
     results = [{"type": m, "value": round(float(test["fine_tuned"][m]), 4), "name": f"{m} (test split)"} for m in names]
     header = {
@@ -74,7 +67,7 @@ def card(cfg: Config, run_dir: Path) -> str:
         body += ["| metric (test split) | base | fine-tuned |", "|---|---|---|"]
         body += [f"| {m} | {test.get('base', {}).get(m, float('nan')):.4g} | {test['fine_tuned'][m]:.4g} |" for m in names]
     elif kept.get("validation"):
-        body += [f"Validation at the kept step: " + ", ".join(
+        body += ["Validation at the kept step: " + ", ".join(
             f"{k} {v:.4g}" for k, v in kept["validation"].items() if isinstance(v, float))]
     else:
         body += ["No evaluation recorded (see the run folder's metrics)."]
@@ -91,8 +84,6 @@ def card(cfg: Config, run_dir: Path) -> str:
 
 def write_card(cfg: Config, run_dir: Path) -> Path | None:
     """model/README.md for the run's kept model; None when the run kept no model."""
-    from tailor.fsutil import write_text
-
     folder = run_dir / "model"
     if not (folder / "config.json").is_file():
         return None

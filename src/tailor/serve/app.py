@@ -39,9 +39,9 @@ from tailor.errors import TailorError
 from tailor.export.standalone import Standalone
 from tailor.generate.replies import stop_ids
 from tailor.serve.engine import Engine, QueueFull, Sampling, Sequence
+from tailor.serve.schemas import ChatRequest, ClassifyRequest, CompletionRequest, Decoding
 from tailor.serve.seq2seq_engine import Seq2SeqEngine
 from tailor.tasks.encdec import encoder_ids
-from tailor.serve.schemas import ChatRequest, ClassifyRequest, CompletionRequest, Decoding
 
 STATIC = Path(__file__).parent / "static"
 

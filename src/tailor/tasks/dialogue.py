@@ -20,14 +20,11 @@ from tailor.errors import TailorError
 from tailor.eval import dialogue as causal_eval
 from tailor.eval.dialogue import fixed_sample, reference_of
 from tailor.eval.metrics import generation_metrics
-from tailor.generate.replies import generate
 from tailor.eval.score import score
+from tailor.generate.replies import generate
 from tailor.models.adapt import adapt
-from tailor.models.load import load as load_pretrained
-from tailor.models.load import load_model, load_tokenizer, resolve
-from tailor.models.seq2seq import is_encoder_decoder, load_seq2seq
 from tailor.tasks import console, encdec
-from tailor.tasks.encdec import collate, count_targets, token_stats  # noqa: F401  (the task's, both kinds)
+from tailor.tasks.encdec import collate, count_targets, load_trained, token_stats  # noqa: F401  (the task's, both kinds)
 from tailor.tasks.splits import SPLITS, Splits, cap
 
 
@@ -91,20 +88,9 @@ def prepare(cfg: Config, tokenizer: PreTrainedTokenizerBase, context: int) -> Sp
 
 
 def load(cfg: Config):
-    kind = encdec.kind(cfg)
-    if kind == "seq2seq":
-        source = resolve(cfg.model.name, cfg.model.cache_dir)
-        model, tokenizer = load_seq2seq(source, cfg.model.dtype, cfg.model.quantize), load_tokenizer(source)
-    else:
-        model, tokenizer = load_pretrained(cfg.model.name, cfg.model.dtype, cfg.model.cache_dir, cfg.model.quantize)
+    model, tokenizer, kind = encdec.load(cfg)
     added = chat_format.apply(tokenizer, cfg.data.chat_format)  # the template training renders with
     return adapt(model, cfg.model, kind, cfg.train.seed, added, len(tokenizer)), tokenizer
-
-
-def load_trained(folder, cfg: Config):
-    if is_encoder_decoder(str(folder)):
-        return load_seq2seq(str(folder), cfg.model.dtype)
-    return load_model(str(folder), cfg.model.dtype)
 
 
 def sample_record(sample: dict) -> dict:

@@ -20,8 +20,8 @@ from tailor.config.decode import DecodeConfig
 from tailor.data import batches
 from tailor.data.tokenize import IGNORE
 from tailor.generate.replies import finish_reply, generation_config
-from tailor.models.load import resolve
-from tailor.models.seq2seq import is_encoder_decoder
+from tailor.models.load import load_model, load_tokenizer, resolve
+from tailor.models.seq2seq import is_encoder_decoder, load_seq2seq
 from tailor.precision import autocast
 from tailor.train import loss as causal_loss
 
@@ -34,6 +34,19 @@ def _kind(name: str, cache_dir: str) -> str:
 def kind(cfg: Config) -> str:
     """'seq2seq' for encoder-decoder models, else 'causal'."""
     return _kind(cfg.model.name, cfg.model.cache_dir)
+
+
+def load(cfg: Config):
+    """(model, tokenizer, kind) of the config's pretrained model: an encoder-decoder or a causal LM."""
+    source = resolve(cfg.model.name, cfg.model.cache_dir)
+    loader = load_seq2seq if kind(cfg) == "seq2seq" else load_model
+    return loader(source, cfg.model.dtype, cfg.model.quantize), load_tokenizer(source), kind(cfg)
+
+
+def load_trained(folder, cfg: Config):
+    """A run's kept model, of whichever kind it was trained."""
+    loader = load_seq2seq if is_encoder_decoder(str(folder)) else load_model
+    return loader(str(folder), cfg.model.dtype)
 
 
 def _ended(ids: list[int], eos: int | None) -> list[int]:

@@ -26,11 +26,9 @@ from tailor.data.prompts import check_template, encode_pair, prompt_ids, render
 from tailor.errors import TailorError
 from tailor.generate.replies import generation_config, stop_ids
 from tailor.models.adapt import adapt
-from tailor.models.load import load_model, load_tokenizer, resolve
-from tailor.models.seq2seq import is_encoder_decoder, load_seq2seq
 from tailor.precision import autocast
 from tailor.tasks import console, encdec
-from tailor.tasks.encdec import collate, count_targets, kind, teacher_forced, token_stats  # noqa: F401  (the task's)
+from tailor.tasks.encdec import collate, count_targets, kind, load_trained, teacher_forced, token_stats  # noqa: F401  (the task's)
 from tailor.tasks.splits import SPLITS, Splits, cap, check_context, limits, load_records, text_field
 
 FIELDS = ["source", "target"]
@@ -47,18 +45,9 @@ def template(cfg: Config) -> str:
 
 
 def load(cfg: Config):
-    source = resolve(cfg.model.name, cfg.model.cache_dir)
-    tokenizer = load_tokenizer(source)
-    if kind(cfg) == "seq2seq":
-        model = load_seq2seq(source, cfg.model.dtype, cfg.model.quantize)
-    else:
-        model = load_model(source, cfg.model.dtype, cfg.model.quantize)
-    added = chat_format.apply(tokenizer, cfg.data.chat_format) if cfg.data.chat_template and kind(cfg) == "causal" else []
-    return adapt(model, cfg.model, kind(cfg), cfg.train.seed, added, len(tokenizer)), tokenizer
-
-
-def load_trained(folder, cfg: Config):
-    return load_seq2seq(str(folder), cfg.model.dtype) if is_encoder_decoder(str(folder)) else load_model(str(folder), cfg.model.dtype)
+    model, tokenizer, model_kind = encdec.load(cfg)
+    added = chat_format.apply(tokenizer, cfg.data.chat_format) if cfg.data.chat_template and model_kind == "causal" else []
+    return adapt(model, cfg.model, model_kind, cfg.train.seed, added, len(tokenizer)), tokenizer
 
 
 # ---------------------------------------------------------------- data

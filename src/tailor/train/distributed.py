@@ -27,15 +27,13 @@ from tailor.errors import TailorError
 def init(device: str = "auto") -> bool:
     """Fix this process's device (train.device) and, if launched with several processes, join the process
     group through Accelerate; True if this call created the group."""
-    if launched() and not dist.is_initialized():
-        missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
-        if missing:
-            raise TailorError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but {', '.join(missing)} is not set: "
-                              "start distributed runs with torchrun or accelerate launch.")
-        devices.choose(device)
-        return True
+    creates = launched() and not dist.is_initialized()
+    missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ] if creates else []
+    if missing:
+        raise TailorError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but {', '.join(missing)} is not set: "
+                          "start distributed runs with torchrun or accelerate launch.")
     devices.choose(device)
-    return False
+    return creates
 
 
 def close() -> None:

@@ -267,8 +267,8 @@ def train(cfg: Config, task, model, tokenizer, train_set: list[dict], val_set: l
                 window_tokens, window_time = 0, 0.0
                 peak = devices.peak_memory_mb(device)
                 record({"step": step, "split": "train", "loss": loss, "lr": scheduler.get_last_lr()[0],
-                           "grad_norm": float(grad_norm), "tokens_per_second": rate, "epoch": parts[-1][0],
-                           "peak_memory_mb": round(peak, 1)})
+                        "grad_norm": float(grad_norm), "tokens_per_second": rate, "epoch": parts[-1][0],
+                        "peak_memory_mb": round(peak, 1)})
                 bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{rate:.0f}", lr=f"{scheduler.get_last_lr()[0]:.1e}",
                                 mem=f"{peak / 1024:.1f}G")
 

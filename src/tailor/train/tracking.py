@@ -11,36 +11,36 @@ naming the pip command.
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
-from tailor.config.train import TRACKERS as CHOICES
+from tailor.config.base import flat
 from tailor.errors import TailorError
 
 INSTALL = {"tensorboard": "pip install tensorboard", "mlflow": "pip install mlflow-skinny"}
 
 
 def check(report_to: list[str]) -> None:
-    """Known names, and their packages importable (before any run folder exists)."""
+    """The trackers' packages are importable (the names were checked with the config), before any run folder."""
     for name in report_to:
-        if name not in CHOICES:
-            raise TailorError(f"train.report_to: '{name}' is not one of {', '.join(CHOICES)}.")
-        module = {"tensorboard": "tensorboard", "mlflow": "mlflow"}[name]
         try:
-            __import__(module)
+            __import__(name)
         except ImportError:
-            raise TailorError(f"train.report_to {name} needs the {module} package: {INSTALL[name]}") from None
+            raise TailorError(f"train.report_to {name} needs the {name} package: {INSTALL[name]}") from None
 
 
-def flatten(data: dict, prefix: str = "") -> dict[str, str]:
-    """{"train": {"learning_rate": 1e-4}} -> {"train.learning_rate": "0.0001"} (MLflow's parameters)."""
-    out: dict[str, str] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, name + "."))
-        else:
-            out[name] = str(value)[:6000]  # MLflow's limit for one parameter's value
-    return out
+def params(config: dict) -> dict[str, str]:
+    """The resolved config as MLflow parameters: dotted keys, values as text within MLflow's length limit."""
+    return {key: str(value)[:6000] for key, value in flat(config).items()}
+
+
+def experiment(client, store_dir: Path) -> str:
+    """The id of MLflow's 'tailor' experiment in the client's store, made on first use with its artifacts
+    beside the store (not in an mlruns/ of whatever folder tailor was started from)."""
+    found = client.get_experiment_by_name("tailor")
+    if found is not None:
+        return found.experiment_id
+    return client.create_experiment("tailor", artifact_location=(store_dir / "mlflow-artifacts").resolve().as_uri())
 
 
 def numbers(record: dict) -> dict[str, float]:
@@ -69,15 +69,15 @@ class Trackers:
             for noisy in ("mlflow", "alembic"):  # their INFO lines (creating tables...) would cut the progress bar
                 logging.getLogger(noisy).setLevel(logging.WARNING)
 
+            from mlflow.entities import Param
+
             self.mlflow = mlflow.MlflowClient(tracking_uri=tracking_uri or default_uri(run_dir))
-            experiment = self.mlflow.get_experiment_by_name("tailor")
-            # Artifacts beside the store, not in an mlruns/ of whatever folder tailor was started from.
-            experiment_id = experiment.experiment_id if experiment else self.mlflow.create_experiment(
-                "tailor", artifact_location=(run_dir.parent / "mlflow-artifacts").resolve().as_uri())
             tags = {"mlflow.parentRunId": parent_run_id} if parent_run_id else {}
-            self.run_id = self.mlflow.create_run(experiment_id, run_name=name, tags=tags).info.run_id
-            for key, value in flatten(config).items():
-                self.mlflow.log_param(self.run_id, key, value)
+            self.run_id = self.mlflow.create_run(experiment(self.mlflow, run_dir.parent), run_name=name,
+                                                 tags=tags).info.run_id
+            items = [Param(key, value) for key, value in params(config).items()]
+            for start in range(0, len(items), 100):  # one write per 100 (MLflow's batch limit), not one per setting
+                self.mlflow.log_batch(self.run_id, params=items[start:start + 100])
 
     def log(self, record: dict) -> None:
         step = int(record.get("step", 0))
@@ -86,9 +86,11 @@ class Trackers:
             for key, value in values.items():
                 self.tensorboard.add_scalar(key, value, step)
             self.tensorboard.flush()
-        if self.mlflow is not None:
-            for key, value in values.items():
-                self.mlflow.log_metric(self.run_id, key, value, step=step)
+        if self.mlflow is not None and values:
+            from mlflow.entities import Metric
+
+            stamp = int(time.time() * 1000)
+            self.mlflow.log_batch(self.run_id, metrics=[Metric(k, v, stamp, step) for k, v in values.items()])
 
     def finish(self, run_dir: Path, status: str = "FINISHED") -> None:
         if self.tensorboard is not None:
@@ -119,10 +121,7 @@ def parent_run(store_dir: Path, name: str, tracking_uri: str = "") -> str:
         return marker.read_text().strip()
     store_dir.mkdir(parents=True, exist_ok=True)
     client = mlflow.MlflowClient(tracking_uri=tracking_uri or default_uri(store_dir / "trial"))
-    experiment = client.get_experiment_by_name("tailor")
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(
-        "tailor", artifact_location=(store_dir / "mlflow-artifacts").resolve().as_uri())
-    run_id = client.create_run(experiment_id, run_name=name).info.run_id
+    run_id = client.create_run(experiment(client, store_dir), run_name=name).info.run_id
     try:
         fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:  # another worker was first: use its run, drop this one
