@@ -40,23 +40,13 @@ def load_run(path: str | Path, dtype: str = "float32") -> tuple[Config, object, 
 def run_status(run_dir: str | Path) -> dict:
     """status.json as it should be read: a run still marked 'running' whose process (pid, on this host) is
     gone was killed (SIGKILL, a lost machine) and is reported 'interrupted'; {} when there is no status.json."""
-    import json
-    import os
     import socket
 
-    path = Path(run_dir) / "status.json"
-    try:
-        status = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(status, dict):
-        return {}
+    from tailor.fsutil import pid_alive, read_json
+
+    status = read_json(Path(run_dir) / "status.json")
     pid, host = status.get("pid"), status.get("host")
-    if status.get("status") == "running" and isinstance(pid, int) and host == socket.gethostname():
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return {**status, "status": "interrupted"}
-        except PermissionError:  # alive, another user's
-            pass
+    if status.get("status") == "running" and isinstance(pid, int) and host == socket.gethostname() \
+            and not pid_alive(pid):
+        return {**status, "status": "interrupted"}
     return status
