@@ -1,8 +1,9 @@
 """tailor data check CONFIG: lint a config's data before training on it.
 
 Checks the schema of every row (missing columns, malformed JSON/CSV rows, empty texts, unknown
-labels, dialogue role alternation and empty turns), duplicates within each split, overlap between
-train and validation/test, and, with the model's tokenizer, the token length distribution, how
+labels, dialogue role alternation and empty turns), exact duplicates (a warning with their count: the
+splits are drawn from a hash of the content, so each repeat stays in its first copy's split, and
+data.dedupe=true drops them), duplicates within each split, overlap between train and validation/test, and, with the model's tokenizer, the token length distribution, how
 much model.max_length would cut and the share of tokens trained on. Every bad row is named by file
 and line. Exit code 1 when there is an error-level finding, else 0.
 """
@@ -34,26 +35,39 @@ def add_arguments(parser) -> None:
     convert.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
 
 
-def dialogue_records(cfg, findings: list) -> dict[str, list[dict]]:
-    """Conversations by split, read and checked by the code training reads them with (data/sources.py)."""
+def dialogue_records(cfg, findings: list) -> tuple[dict[str, list[dict]], dict[str, list[dict]]]:
+    """({split: conversations}, {split: repeats}), read, checked and split by the code training uses
+    (data/sources.py, data/dialogue.py): a split with its own source (data.validation_source /
+    data.test_source) is that file whole, and data.source's share of it trains."""
     from tailor.data.check import finding
-    from tailor.data.dialogue import split_of
+    from tailor.data.content import conversation_key, first_occurrences
+    from tailor.data.dialogue import split_conversations
     from tailor.data.sources import checked_conversations, conversation_rows
+    from tailor.tasks.splits import source_of
 
-    problems: list[str] = []
-    rows = conversation_rows(cfg.data.source, problems, cfg.data.format)
-    findings += [finding("error", *p.split(": ", 1)) for p in problems]
-    out = {"train": [], "validation": [], "test": []}
-    for conv in checked_conversations(rows, findings):
-        split = split_of(conv["id"], cfg.data.val_fraction, cfg.data.test_fraction)
-        out[split].append({"origin": conv["origin"], "messages": conv["messages"]})
-    return out
+    def read(source) -> list[dict]:
+        problems: list[str] = []
+        rows = conversation_rows(source, problems, cfg.data.format)
+        findings.extend(finding("error", *p.split(": ", 1)) for p in problems)
+        return [{"origin": c["origin"], "messages": c["messages"]} for c in checked_conversations(rows, findings)]
+
+    d = cfg.data
+    by_split, repeats = split_conversations(read(d.source), d.val_fraction, d.test_fraction, d.dedupe)
+    found = {"train": repeats}
+    for split in ("validation", "test"):
+        if source_of(cfg, split) is not None:
+            by_split["train"] += by_split[split]
+            conversations = read(source_of(cfg, split))
+            kept, found[split] = first_occurrences(conversations, lambda c: conversation_key(c["messages"]))
+            by_split[split] = kept if d.dedupe else conversations
+    return by_split, found
 
 
 def task_fields(cfg) -> tuple[list[str], list[str], list[str]]:
-    """(fields read, fields that make a duplicate, fields that make a train/test overlap)."""
+    """(fields read, which make a duplicate; fields a split is drawn from, as the task's prepare passes them
+    to tasks/splits.py; fields that make a train/test overlap)."""
     if cfg.task == "translation":
-        return ["source", "target"], ["source", "target"], ["source"]
+        return ["source", "target"], ["source"], ["source"]
     if cfg.task == "classification":
         return ["text", "label"], ["text"], ["text"]
     from tailor.tasks.text import is_pairs
@@ -63,16 +77,33 @@ def task_fields(cfg) -> tuple[list[str], list[str], list[str]]:
     return ["text"], ["text"], ["text"]
 
 
-def table_records(cfg, findings: list) -> dict[str, list[dict]]:
-    """Records by split, read and checked by the code training reads them with (tasks/splits.py)."""
-    from tailor.tasks.splits import SPLITS, read_records, source_of, split_records
+def table_records(cfg, findings: list) -> tuple[dict[str, list[dict]], dict[str, list[dict]]]:
+    """({split: records}, {split: repeats}), read, checked and split by the code training uses (tasks/splits.py)."""
+    from tailor.tasks.splits import source_splits
 
-    fields, key_fields, _ = task_fields(cfg)
-    out = split_records(cfg, read_records(cfg, cfg.data.source, "train", fields, findings=findings), key_fields)
-    for split in SPLITS[1:]:
-        if source_of(cfg, split) is not None:
-            out[split] = read_records(cfg, source_of(cfg, split), split, fields, findings=findings)
-    return out
+    fields, split_fields, _ = task_fields(cfg)
+    return source_splits(cfg, fields, key_fields=split_fields, findings=findings)
+
+
+def repeat_findings(cfg, repeats: dict[str, list[dict]]) -> tuple[list[dict], dict[str, int]]:
+    """(a warning per source with exact repeats, unless data.dedupe dropped them; {split: repeats dropped})."""
+    from tailor.data.check import finding
+    from tailor.tasks.splits import source_of
+
+    what = "conversation(s)" if cfg.task == "dialogue" else "record(s)"
+    out, dropped = [], {}
+    for split, found in repeats.items():
+        if not found:
+            continue
+        if cfg.data.dedupe:
+            dropped[split] = len(found)
+            continue
+        where = str(source_of(cfg, split) or cfg.data.source)
+        carved = " (the splits are drawn from a hash of the content)" if split == "train" else ""
+        out.append(finding("warning", where, f"{len(found)} {what} repeat an earlier one exactly, e.g. "
+                                             f"{found[0]['origin']}; each repeat stays in its first copy's "
+                                             f"split{carved}; data.dedupe=true drops the repeats"))
+    return out, dropped
 
 
 def conflicting_labels(records: list[dict]) -> list[dict]:
@@ -169,27 +200,34 @@ def token_report(cfg, all_records: bool, tokenizer=None) -> tuple[dict, str, str
 
 def check(cfg, all_records: bool = False) -> dict:
     from tailor.data.check import duplicates, finding, overlap
+    from tailor.data.content import conversation_key, record_key
     from tailor.errors import TailorError
     from tailor.tasks.splits import source_of
 
     findings: list[dict] = []
     if cfg.task == "dialogue":
-        records = dialogue_records(cfg, findings)
+        records, repeats = dialogue_records(cfg, findings)
         key_fields = overlap_fields = ["messages"]
     else:
-        records = table_records(cfg, findings)
-        _, key_fields, overlap_fields = task_fields(cfg)
+        records, repeats = table_records(cfg, findings)
+        key_fields, _, overlap_fields = task_fields(cfg)
         if cfg.task == "classification":
             findings += conflicting_labels([r for split in records.values() for r in split])
 
-    def key_of(fields):
-        return lambda r: json.dumps([r[f] for f in fields], ensure_ascii=False, default=str)
+    def key_of(fields):  # the normalised content, as splitting and data.dedupe compare records
+        if cfg.task == "dialogue":
+            return lambda r: conversation_key(r["messages"])
+        return lambda r: record_key(r, fields)
 
+    warnings, dropped = repeat_findings(cfg, repeats)
+    findings += warnings
     report = {
         "task": cfg.task,
         "max_length": cfg.model.max_length,
         "splits": {s: {"records": len(r), "source": str(source_of(cfg, s) or cfg.data.source)} for s, r in records.items()},
         "findings": findings,
+        "repeats": {s: len(r) for s, r in repeats.items()},
+        "deduped": dropped,
         "duplicates": {s: duplicates(r, key_of(key_fields)) for s, r in records.items()},
         "overlap_key": ", ".join(overlap_fields),
         "overlap": {s: overlap(records["train"], records[s], key_of(overlap_fields)) for s in ("validation", "test")},

@@ -67,8 +67,18 @@ class DataConfig:
     system_prompt: str | None = setting(
         None, help="System message put before every history; null keeps the chat template's default."
     )
-    val_fraction: float = setting(0.05, help="Share of conversations in the validation split.")
-    test_fraction: float = setting(0.05, help="Share of conversations in the test split.")
+    val_fraction: float = setting(
+        0.05, help="Share of conversations (records) of data.source in the validation split, drawn by a hash of "
+        "each one's content, so repeats of a conversation or record share one split."
+    )
+    test_fraction: float = setting(0.05, help="Share of conversations (records) of data.source in the test split.")
+    dedupe: bool = setting(
+        False,
+        help="Drop exact duplicates before splitting: a conversation whose turns, or a record whose fields "
+        "(prompt and completion, source and target, text and label, text), repeat an earlier one's, with "
+        "whitespace and Unicode normalised; the first is kept. Each source file is deduplicated on its own. "
+        "false: repeats stay, each group in one split (tailor data check counts them).",
+    )
     max_train_samples: int = setting(0, help="Cap on training samples (0 = all); drawn deterministically.")
     max_val_samples: int = setting(200, help="Cap on validation samples used during training (0 = all).")
     max_test_samples: int = setting(300, help="Cap on test samples used by evaluation (0 = all).")

@@ -136,6 +136,9 @@ def format_report(report: dict, show: int = 10) -> str:
     lines = [f"data check: task {report['task']}, model.max_length {report['max_length']}"]
     for split, info in report["splits"].items():
         lines.append(f"  {split:<10} {info['records']:>7} records  from {info['source']}")
+    for split, dropped in report.get("deduped", {}).items():
+        source = report["splits"][split]["source"]
+        lines.append(f"  data.dedupe: {dropped} exact duplicate(s) in {source} dropped before splitting (the first of each kept)")
     findings = report["findings"]
     errors = [f for f in findings if f["level"] == "error"]
     warnings = [f for f in findings if f["level"] == "warning"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
+from tailor.data.content import bucket, conversation_key, first_occurrences
+
+SPLITS = ("train", "validation", "test")
 
 
 def windows(conversation: dict, history_turns: int, system_prompt: str | None = None) -> list[dict]:
@@ -36,10 +38,37 @@ def windows(conversation: dict, history_turns: int, system_prompt: str | None = 
 
 
 def split_of(conversation_id: str, val_fraction: float, test_fraction: float) -> str:
-    """A conversation's split, from a hash of its id: stable across runs, seeds and data order."""
-    bucket = int(hashlib.sha1(conversation_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    if bucket < test_fraction:
+    """A conversation's split, from a hash of its content: stable across runs, seeds and data order, and the
+    same for every copy of a conversation whatever its id. `conversation_id` is the id of a conversation read
+    by data/sources.py, which carries the conversation's content key (data/content.py's ConversationId);
+    a plain string is hashed as it is."""
+    b = bucket(getattr(conversation_id, "content_key", conversation_id))
+    if b < test_fraction:
         return "test"
-    if bucket < test_fraction + val_fraction:
+    if b < test_fraction + val_fraction:
         return "validation"
     return "train"
+
+
+def split_conversations(conversations: list[dict], val_fraction: float, test_fraction: float,
+                        dedupe: bool = False) -> tuple[dict[str, list[dict]], list[dict]]:
+    """({split: conversations}, repeats): each conversation's split drawn from a hash of its turns (so exact
+    repeats share a split), after dropping the repeats (all but the first of each) when `dedupe`; `repeats`
+    lists the conversations that repeat an earlier one either way.
+
+    >>> hi = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+    >>> convs = [{"id": str(i), "messages": hi if i % 2 else [dict(m, content=f"{m['content']} {i}") for m in hi]}
+    ...          for i in range(40)]
+    >>> by_split, repeats = split_conversations(convs, 0.3, 0.3)
+    >>> len(repeats), sum(len(c) for c in by_split.values())
+    (19, 40)
+    >>> sum(any(c["messages"] == hi for c in cs) for cs in by_split.values())  # all 20 copies in one split
+    1
+    >>> sum(len(c) for c in split_conversations(convs, 0.3, 0.3, dedupe=True)[0].values())
+    21
+    """
+    kept, repeats = first_occurrences(conversations, lambda c: conversation_key(c["messages"]))
+    by_split: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    for conv in kept if dedupe else conversations:
+        by_split[split_of(conversation_key(conv["messages"]), val_fraction, test_fraction)].append(conv)
+    return by_split, repeats

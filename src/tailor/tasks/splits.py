@@ -1,17 +1,19 @@
 """Records of the three splits for the table-shaped tasks (translation, classification, text).
 
 Each split comes from its own source when `data.validation_source` / `data.test_source` is set;
-otherwise it is carved out of `data.source` by a hash of the record's content, so a duplicated
-row lands in one split only and the split does not depend on file order or seed.
+otherwise it is carved out of `data.source` by a hash of the record's content (data/content.py: the
+normalised text of the task's key fields), so a duplicated row lands in one split only and the split does
+not depend on ids, file order or seed. With `data.dedupe` the exact repeats (every field the task reads
+equal) are dropped first, the first of each kept.
 """
 
 from __future__ import annotations
 
-import hashlib
 import random
 from dataclasses import dataclass, field
 
 from tailor.config import Config
+from tailor.data import content
 from tailor.data.tables import pick, read_rows
 from tailor.errors import TailorError
 
@@ -38,12 +40,12 @@ def cap(samples: list[dict], limit: int, salt: str) -> list[dict]:
     return picked[:limit]
 
 
-def bucket(key: str) -> float:
-    return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+bucket = content.bucket
 
 
 def content_key(record: dict, fields: list[str]) -> str:
-    return "\x1f".join(str(record.get(f, "")) for f in fields)
+    """What a record's split is drawn from, and what makes it a duplicate: its normalised `fields`."""
+    return content.record_key(record, fields)
 
 
 def source_of(cfg: Config, split: str):
@@ -56,16 +58,35 @@ def load_records(cfg: Config, required: list[str], optional: tuple[str, ...] = (
     if d.source == "chitchat":
         raise TailorError(f"task '{cfg.task}' needs data.source: a file, folder or {{column: file}} mapping "
                           "('chitchat' is dialogue data).")
-    key_fields = key_fields or required[:1]
-    out = split_records(cfg, read_records(cfg, d.source, "train", required, optional), key_fields)
-    for split in ("validation", "test"):
-        if source_of(cfg, split) is not None:
-            out[split] = read_records(cfg, source_of(cfg, split), split, required, optional)
+    out, _ = source_splits(cfg, required, optional, key_fields)
     for split in SPLITS:
         if not out[split]:
             raise TailorError(f"data source {source_of(cfg, split) or d.source}: the {split} split is empty. Add data, "
                               f"set data.{split}_source, or change data.val_fraction / data.test_fraction.")
     return out
+
+
+def source_splits(cfg: Config, required: list[str], optional: tuple[str, ...] = (), key_fields: list[str] | None = None,
+                  findings: list | None = None) -> tuple[dict[str, list[dict]], dict[str, list[dict]]]:
+    """({split: records}, {split: repeats}) where a split's repeats are the records of its source (data.source
+    for "train") that repeat an earlier record of that source exactly: every `required` field equal once
+    normalised. data.dedupe drops them; otherwise they stay, and a repeat in data.source shares its first
+    copy's split. `findings`: as read_records (tailor data check), else the first bad row stops."""
+    key_fields = key_fields or required[:1]
+    d = cfg.data
+
+    def read(source, split: str) -> tuple[list[dict], list[dict]]:
+        records = read_records(cfg, source, split, required, optional, findings)
+        kept, repeats = content.first_occurrences(records, lambda r: content_key(r, required))
+        return (kept if d.dedupe else records), repeats
+
+    records, repeats = read(d.source, "train")
+    out = split_records(cfg, records, key_fields)
+    found = {"train": repeats}
+    for split in ("validation", "test"):
+        if source_of(cfg, split) is not None:
+            out[split], found[split] = read(source_of(cfg, split), split)
+    return out, found
 
 
 def read_records(cfg: Config, source, split: str, fields: list[str], optional: tuple[str, ...] = (),
