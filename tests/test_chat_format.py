@@ -13,10 +13,11 @@ from tailor.config import load_config
 from tailor.data import chat_format
 from tailor.data.tokenize import IGNORE, encode
 from tailor.export.gguf_file import write_gguf
-from tailor.export.standalone import load_standalone
-from tailor.generate.inputs import load_system, prompt_tokens
+from tailor.generate.inputs import prompt_tokens
+from tailor.runs import load as open_run
 from tailor.serve import engine as serve_engine
 from tailor.serve.app import Limits, create_app
+from tailor.tasks import get_task
 from tailor.workflow import setup, train_job
 
 HISTORY = [{"role": "user", "content": "Hi! How are you today?"}, {"role": "assistant", "content": "Great, thanks."},
@@ -91,19 +92,19 @@ def test_training_generate_serve_and_gguf_render_the_same_tokens(fmt, base_model
         fmt = str(tmp_path / "custom.jinja")
     cfg = load_config(run_config(tmp_path, base_models["llama"], fmt))
     train_job(cfg)
-    _, tokenizer, _ = setup(cfg)  # the tokenizer as training renders with it
+    _, tokenizer, _ = setup(cfg, get_task(cfg.task))  # the tokenizer as training renders with it
     trained = encode(tokenizer, HISTORY + [REPLY])
     at_training = [t for t, label in zip(trained["input_ids"], trained["labels"]) if label == IGNORE]
     steps = [r for r in read_jsonl(cfg.run_dir / "log.jsonl") if r["split"] == "train"]
     assert len(steps) == 4
 
-    system = load_system(str(cfg.run_dir))  # what `tailor generate RUN` renders
+    system = open_run(str(cfg.run_dir), names=True)  # what `tailor generate RUN` renders
     at_generate = prompt_tokens(system.tokenizer, HISTORY)
 
     seen = []
     real = serve_engine.Engine.submit
     monkeypatch.setattr(serve_engine.Engine, "submit", lambda self, seq: seen.append(seq.prompt) or real(self, seq))
-    with TestClient(create_app(load_standalone(cfg.run_dir), Limits(max_tokens=4), None)) as client:
+    with TestClient(create_app(open_run(cfg.run_dir), Limits(max_tokens=4), None)) as client:
         answer = client.post("/v1/chat/completions", json={"messages": HISTORY, "max_tokens": 4})
     assert answer.status_code == 200, answer.text
 

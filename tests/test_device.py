@@ -118,9 +118,10 @@ def test_explicit_cpu_trains_through_accelerate_and_every_tensor_is_on_it(tiny_c
     assert "peak memory" in (cfg.run_dir / "report.html").read_text()
 
     from tailor.generate.replies import generate
-    from tailor.runs import load_run
+    from tailor.runs import load
 
-    run_cfg, model, tokenizer = load_run(cfg.run_dir)
+    loaded = load(cfg.run_dir)
+    run_cfg, model, tokenizer = loaded.cfg, loaded.model, loaded.tokenizer
     with DeviceRecorder() as recorder:
         out = generate(model, tokenizer, [[5, 6, 7]], run_cfg.decode)
     assert out[0]["tokens"] > 0 and recorder.devices == {torch.device("cpu")}

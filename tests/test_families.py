@@ -17,7 +17,7 @@ from tiny import ASSETS, CAUSAL, ENCODERS, SEQ2SEQ, make_family
 from tailor.cli import main as cli
 from tailor.config import load_config
 from tailor.errors import TailorError
-from tailor.export.standalone import load_standalone
+from tailor.runs import load as open_run, load_weights
 from tailor.serve.app import Limits, create_app
 from tailor.tasks import get_task
 from tailor.workflow import setup, train_job
@@ -92,8 +92,8 @@ def test_family_task_mode(family, task, mode, families, tmp_path):
     assert plain.config.model_type == family
 
     task_module = get_task(task)
-    _, tokenizer, splits = setup(cfg)
-    tuned = task_module.load_trained(folder, cfg)
+    _, tokenizer, splits = setup(cfg, task_module)
+    tuned, _ = load_weights(folder, cfg.model.dtype)
     metrics, outputs = task_module.evaluate(tuned, tokenizer, splits.test, cfg, False, "fine-tuned")
     assert torch.isfinite(torch.tensor(metrics["loss"]))
     if task != "classification":  # the generating tasks generated their outputs
@@ -103,7 +103,7 @@ def test_family_task_mode(family, task, mode, families, tmp_path):
         assert cli(["generate", str(cfg.run_dir), "--prompt", "hello", "--output", str(out)]) == 0
         assert len(read_jsonl(out)) == 1
 
-    loaded = load_standalone(cfg.run_dir)
+    loaded = open_run(cfg.run_dir)
     with TestClient(create_app(loaded, Limits(max_tokens=8), None)) as client:
         answer = request(client, task, loaded.kind)
     assert answer.status_code == 200, answer.text

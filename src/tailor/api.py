@@ -56,21 +56,25 @@ def train(source: ConfigLike, resume: bool = False, overwrite: bool = False, **o
 
 def load(run_folder: str | Path):
     """(model, tokenizer) of a run folder or model folder, on this process's device."""
-    from tailor.runs import load_run
+    from tailor.runs import load as load_run
 
-    _, model, tokenizer = load_run(run_folder)
-    return model, tokenizer
+    loaded = load_run(run_folder)
+    return loaded.model, loaded.tokenizer
 
 
-def evaluate(run_folder: str | Path, split: str = "test") -> dict:
-    """`tailor eval`: the run's metrics on a split of its own data ('test' or 'validation')."""
+def evaluate(run_folder: str | Path, split: str = "test", data: str | Path | None = None) -> dict:
+    """`tailor eval`: the run's metrics on a split of its own data ('test' or 'validation'), or with `data` on
+    every record of that file (any file in the task's format, read and checked as training reads data.source)."""
     from tailor.models.load import context_length
     from tailor.precision import use_half
-    from tailor.runs import load_run
+    from tailor.runs import load as load_run
     from tailor.tasks import get_task
 
-    cfg, model, tokenizer = load_run(run_folder)
+    loaded = load_run(run_folder)
+    cfg, model, tokenizer = loaded.cfg, loaded.model, loaded.tokenizer
     task = get_task(cfg.task)
+    if data is not None:
+        cfg, split = task.with_test_data(cfg, str(data), model), "test"
     splits = task.prepare(cfg, tokenizer, context_length(model))
     metrics, _ = task.evaluate(model, tokenizer, splits[split], cfg, use_half(cfg.train.precision), split)
     return metrics
@@ -81,11 +85,12 @@ def generate(run_folder: str | Path, prompts: list[str] | list[list[dict]], syst
     """`tailor generate`: replies to user messages (strings) or conversations (lists of {role, content}),
     with the run's decoding settings changed by keyword (`max_new_tokens=32, do_sample=True`).
     Each reply is {"text", "tokens", "stopped"}."""
-    from tailor.generate.inputs import decode_with_overrides, load_system, with_system_prompt
+    from tailor.generate.inputs import decode_with_overrides, with_system_prompt
     from tailor.precision import use_half
+    from tailor.runs import load as load_run
     from tailor.tasks import dialogue
 
-    loaded = load_system(str(run_folder))
+    loaded = load_run(str(run_folder), names=True)
     settings = decode_with_overrides(loaded.cfg, [f"decode.{k}={json.dumps(v)}" for k, v in decode.items()])
     records = [{"messages": [{"role": "user", "content": p}] if isinstance(p, str) else list(p)} for p in prompts]
     records = with_system_prompt(records, system if system is not None else loaded.cfg.data.system_prompt)

@@ -25,7 +25,8 @@ from tailor.fsutil import recover, write_json, write_text
 from tailor.models.load import context_length
 from tailor.precision import use_half
 from tailor.report import compare_run, comparison_table, write_report
-from tailor.tasks import get_task
+from tailor.runs import load_weights
+from tailor.tasks import Task, get_task
 from tailor.train import distributed, tracking
 from tailor.train.loop import train
 
@@ -171,8 +172,7 @@ def finish_run(run_dir: Path, status: str, **extra) -> None:
     write_json(run_dir / "status.json", {**previous, "status": status, "finished": now(), **extra})
 
 
-def setup(cfg: Config):
-    task = get_task(cfg.task)
+def setup(cfg: Config, task: Task):
     model, tokenizer = task.load(cfg)
     splits = task.prepare(cfg, tokenizer, context_length(model))
     return model, tokenizer, splits
@@ -223,7 +223,8 @@ def train_job(cfg: Config, resume: bool = False, overwrite: bool = False, on_val
     devices.check_precision(cfg.train.precision)
     tracking.check(cfg.train.report_to)
     check_run_dir(cfg, resume, overwrite)
-    model, tokenizer, splits = setup(cfg)  # bad input fails here, before any run folder exists
+    task = get_task(cfg.task)
+    model, tokenizer, splits = setup(cfg, task)  # bad input fails here, before any run folder exists
     run_dir = open_run(cfg, resume, overwrite)
     main = distributed.is_main()
 
@@ -231,7 +232,7 @@ def train_job(cfg: Config, resume: bool = False, overwrite: bool = False, on_val
         if main:
             write_json(run_dir / "data_stats.json", splits.stats)
         with tracked(cfg, run_dir, main, parent_run_id) as trackers:
-            result = train(cfg, get_task(cfg.task), model, tokenizer, splits.train, splits.validation, run_dir, resume=resume,
+            result = train(cfg, task, model, tokenizer, splits.train, splits.validation, run_dir, resume=resume,
                            on_validation=on_validation, trackers=trackers)
             summary = {"train": result.__dict__, "data": splits.stats, "world_size": distributed.world_size()}
             if main:
@@ -256,7 +257,8 @@ def run_job(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     devices.check_precision(cfg.train.precision)
     tracking.check(cfg.train.report_to)
     check_run_dir(cfg, resume, overwrite)
-    model, tokenizer, splits = setup(cfg)  # bad input fails here, before any run folder exists
+    task = get_task(cfg.task)
+    model, tokenizer, splits = setup(cfg, task)  # bad input fails here, before any run folder exists
     run_dir = open_run(cfg, resume, overwrite)
 
     def job():
@@ -268,23 +270,23 @@ def run_job(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
         if resume and base_file.is_file():
             base = json.loads(base_file.read_text())
         else:
-            metrics, replies = get_task(cfg.task).evaluate(model, tokenizer, splits.test, cfg, bf16, "base")
+            metrics, replies = task.evaluate(model, tokenizer, splits.test, cfg, bf16, "base")
             base = {"metrics": metrics, "replies": replies}
             write_json(base_file, base)
 
         with tracked(cfg, run_dir, True) as trackers:
-            result = train(cfg, get_task(cfg.task), model, tokenizer, splits.train, splits.validation, run_dir, resume=resume,
+            result = train(cfg, task, model, tokenizer, splits.train, splits.validation, run_dir, resume=resume,
                            trackers=trackers)
-            summary = finish_run_job(cfg, run_dir, tokenizer, splits, base, result, bf16)
+            summary = finish_run_job(cfg, task, run_dir, tokenizer, splits, base, result, bf16)
         return summary
 
     return guarded(run_dir, job)
 
 
-def finish_run_job(cfg: Config, run_dir: Path, tokenizer, splits, base: dict, result, bf16: bool) -> dict:
+def finish_run_job(cfg: Config, task: Task, run_dir: Path, tokenizer, splits, base: dict, result, bf16: bool) -> dict:
     """`tailor run` after training: the kept model on the test split, the comparison, the report and card."""
-    tuned_model = get_task(cfg.task).load_trained(run_dir / "model", cfg)
-    metrics, replies = get_task(cfg.task).evaluate(tuned_model, tokenizer, splits.test, cfg, bf16, "fine-tuned")
+    tuned_model, _ = load_weights(run_dir / "model", cfg.model.dtype)
+    metrics, replies = task.evaluate(tuned_model, tokenizer, splits.test, cfg, bf16, "fine-tuned")
     tuned = {"metrics": metrics, "replies": replies}
 
     summary = {
@@ -294,20 +296,19 @@ def finish_run_job(cfg: Config, run_dir: Path, tokenizer, splits, base: dict, re
     }
     write_json(run_dir / "metrics.json", summary)
     write_json(run_dir / "samples.json", [
-        {**get_task(cfg.task).sample_record(s), "base": b, "fine_tuned": f}
+        {**task.sample_record(s), "base": b, "fine_tuned": f}
         for s, b, f in zip(splits.test, base["replies"], tuned["replies"])
     ])
     print()
-    made = getattr(get_task(cfg.task), "OUTPUTS", "generated")  # what the task's replies are
-    print(f"test split, {len(splits.test)} samples ({len(tuned['replies'])} {made}):")
-    print(get_task(cfg.task).metrics_table({"base": base["metrics"], "fine-tuned": tuned["metrics"]}))
+    print(f"test split, {len(splits.test)} samples ({len(tuned['replies'])} {task.OUTPUTS}):")
+    print(task.metrics_table({"base": base["metrics"], "fine-tuned": tuned["metrics"]}))
     print(f"\ntraining: {result.steps} steps, best validation loss {result.best_val_loss:.4f} at step "
           f"{result.best_step}, {result.tokens_per_second:.0f} tokens/s, {result.seconds:.0f} s")
     print()
-    print(get_task(cfg.task).side_by_side(splits.test, {"base": base["replies"], "fine-tuned": tuned["replies"]}, cfg.eval.show_samples))
+    print(task.side_by_side(splits.test, {"base": base["replies"], "fine-tuned": tuned["replies"]}, cfg.eval.show_samples))
     comparison = compare_run(run_dir)  # paired bootstrap over the generated test prompts
     if comparison:
-        print(f"\nbase vs fine-tuned on the {comparison['samples']} {made} test samples:")
+        print(f"\nbase vs fine-tuned on the {comparison['samples']} {task.OUTPUTS} test samples:")
         print(comparison_table(comparison["metrics"], "base", "fine-tuned", comparison["confidence"]))
     print(f"\nreport: {write_report(run_dir, finishing=True)}")
     write_card(cfg, run_dir)

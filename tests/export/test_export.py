@@ -12,7 +12,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from tailor.cli import main
 from tailor.errors import TailorError
 from tailor.export.gguf_file import write_gguf
-from tailor.export.standalone import export_merged, load_standalone
+from tailor.export.standalone import export_merged
+from tailor.runs import load as open_run
 
 MESSAGES = [{"role": "system", "content": "be nice"}, {"role": "user", "content": "hello how are you? 1234 cats"}]
 
@@ -83,7 +84,7 @@ def test_gguf_round_trip_f32_is_exact(trained_run, tmp_path):
 
 @pytest.mark.parametrize("dtype, atol", [("f16", 5e-2), ("q8_0", 0.5)])
 def test_gguf_smaller_weights_stay_close(trained_run, tmp_path, dtype, atol):
-    loaded = load_standalone(trained_run)
+    loaded = open_run(trained_run)
     out = write_gguf(loaded.model, loaded.tokenizer, tmp_path / f"tiny-{dtype}.gguf", dtype)
     back = AutoModelForCausalLM.from_pretrained(out.parent, gguf_file=out.name, dtype=torch.float32)
     _, logits_a, _ = greedy(loaded.model, loaded.tokenizer)
@@ -147,7 +148,7 @@ def test_pickled_adapter_is_refused(trained_run, tmp_path):
     weights = run / "model" / "adapter_model.safetensors"
     weights.rename(run / "model" / "adapter_model.bin")
     with pytest.raises(TailorError, match="pickled"):
-        load_standalone(run)
+        open_run(run)
 
 
 def test_export_errors(trained_run, tmp_path, capsys):
@@ -175,7 +176,7 @@ def test_gguf_file_is_readable_like_any_new_file(trained_run, tmp_path):
     """Not mkstemp's private 0600: a runtime running as another user (an Ollama service) must read it."""
     import os
 
-    loaded = load_standalone(trained_run)
+    loaded = open_run(trained_run)
     old = os.umask(0o022)
     try:
         out = write_gguf(loaded.model, loaded.tokenizer, tmp_path / "a.gguf", "f32")
@@ -199,5 +200,5 @@ def test_encoder_decoder_runs_export_merged_but_not_gguf(tmp_path):
     x = torch.tensor([[5, 6, 7, 8]])
     with torch.no_grad():
         assert torch.equal(a.generate(x, max_new_tokens=5, do_sample=False), b.generate(x, max_new_tokens=5, do_sample=False))
-    assert load_standalone(folder).kind == "seq2seq"
+    assert open_run(folder).kind == "seq2seq"
     assert main(["export", str(folder), "--gguf", str(tmp_path / "t5.gguf")]) == 2

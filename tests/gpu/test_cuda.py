@@ -63,10 +63,10 @@ def test_generation_on_the_gpu_matches_the_cpu(tiny_model):
 
 
 def test_the_server_answers_from_the_gpu(lively_model):
-    from tailor.export.standalone import load_standalone
+    from tailor.runs import load as open_run
     from tailor.serve.app import Limits, create_app
 
-    loaded = load_standalone(lively_model)
+    loaded = open_run(lively_model)
     assert devices.of(loaded.model).type == "cuda"
     with running(create_app(loaded, Limits(), None)) as base:
         r = httpx.post(f"{base}/v1/chat/completions", timeout=60,

@@ -83,12 +83,12 @@ def lively_model(tiny_model, tmp_path_factory) -> Path:
 @pytest.fixture
 def serve():
     """serve(folder, api_key=None, **limits) -> base URL of a running server for that model folder."""
-    from tailor.export.standalone import load_standalone
+    from tailor.runs import load as open_run
     from tailor.serve.app import Limits, create_app
 
     with contextlib.ExitStack() as stack:
         def start(folder, api_key=None, **limits):
-            app = create_app(load_standalone(folder), Limits(**limits), api_key)
+            app = create_app(open_run(folder), Limits(**limits), api_key)
             base = stack.enter_context(running(app))
             return base, app
         yield start

@@ -14,7 +14,7 @@ from transformers import AutoTokenizer
 from tailor.config.decode import DecodeConfig
 from tailor.data.tokenize import prompt_ids
 from tailor.errors import TailorError
-from tailor.export.standalone import load_standalone
+from tailor.runs import load as open_run
 from tailor.generate.replies import generate
 
 from serve_helpers import Gate, lively_model, serve  # noqa: F401  (fixtures)
@@ -24,7 +24,7 @@ HELLO = [{"role": "user", "content": "hello how are you"}]
 
 def reference_reply(folder, messages, max_tokens):
     """What tailor's own batched generation replies, greedily."""
-    loaded = load_standalone(folder)
+    loaded = open_run(folder)
     ids = prompt_ids(loaded.tokenizer, messages)
     decode = DecodeConfig(max_new_tokens=max_tokens, batch_size=1)
     return generate(loaded.model, loaded.tokenizer, [ids], decode)[0]
@@ -349,4 +349,4 @@ def test_pickled_weights_are_refused(tiny_model, tmp_path):
     (folder / "config.json").write_text((tiny_model / "config.json").read_text())
     AutoTokenizer.from_pretrained(tiny_model).save_pretrained(folder)
     with pytest.raises(TailorError, match="pickled weights"):
-        load_standalone(folder)
+        open_run(folder)

@@ -23,11 +23,12 @@ def add_arguments(parser) -> None:
 def main(args) -> int:
     import dataclasses
 
-    from tailor.tasks import dialogue
     from tailor.precision import inference_model, use_half
-    from tailor.runs import load_run
+    from tailor.runs import load
+    from tailor.tasks import dialogue
 
-    cfg, model, tokenizer = load_run(args.run)
+    loaded = load(args.run)
+    cfg, model, tokenizer = loaded.cfg, loaded.model, loaded.tokenizer
     decode = dataclasses.replace(
         cfg.decode,
         max_new_tokens=args.max_new_tokens or max(cfg.decode.max_new_tokens, 128),

@@ -1,8 +1,10 @@
-"""tailor compare A B [--file PROMPTS] [decode.key=value ...]: two runs or models on the same prompts.
+"""tailor compare A B [--file PROMPTS | --data FILE] [decode.key=value ...]: two runs or models on the same prompts.
 
 A and B are run folders, model folders or model names (e.g. smollm2-135m-instruct vs
 runs/<name>). The prompts are --file (see `tailor generate`; lines with a reference give the
-reference-based metrics and perplexity) or else the test split of the first run among A and B.
+reference-based metrics and perplexity), --data (any file in the task's format, read as the task reads
+its data, every record a test sample, as `tailor eval --data`) or else the test split of the first run
+among A and B.
 Both are decoded with that run's `decode` settings plus any overrides. Prints metrics of A and B,
 B - A with paired bootstrap intervals, and outputs side by side; --output DIR writes
 compare.json and compare.html (and `tailor abtest export DIR` makes a blind human-evaluation sheet).
@@ -22,6 +24,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("b", help="run folder, model folder or model name (B)")
     parser.add_argument("overrides", nargs="*", help="decoding overrides, e.g. decode.num_beams=4")
     parser.add_argument("--file", default=None, help="prompts (.txt or .jsonl); default: the test split of the first run")
+    parser.add_argument("--data", default=None, metavar="FILE",
+                        help="test samples from any file in the task's format instead of the run's test split")
     parser.add_argument("--samples", type=int, default=None, help="prompts compared (default: eval.generate_samples)")
     parser.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (default: eval.bootstrap)")
     parser.add_argument("--show", type=int, default=3, help="outputs printed side by side")
@@ -55,17 +59,20 @@ def outputs_on_file(system, records: list[dict], cfg, bf16: bool, label: str) ->
 
 
 def compare(a_spec: str, b_spec: str, overrides: list[str], file: str | None = None, samples: int | None = None,
-            bootstrap: int | None = None) -> dict:
+            bootstrap: int | None = None, data: str | None = None) -> dict:
     from tailor.config import replace
     from tailor.errors import TailorError
     from tailor.eval.compare import bootstrap_deltas
-    from tailor.generate.inputs import decode_with_overrides, load_system, read_prompts, with_system_prompt
+    from tailor.generate.inputs import decode_with_overrides, read_prompts, with_system_prompt
     from tailor.models.load import context_length
     from tailor.precision import use_half
     from tailor.report.run import measure_records
+    from tailor.runs import load
     from tailor.tasks import get_task
 
-    a, b = load_system(a_spec), load_system(b_spec)
+    if file and data:
+        raise TailorError("--file gives prompts, --data gives test samples in the task's format; give one of them.")
+    a, b = load(a_spec, names=True), load(b_spec, names=True)
     source = a if a.is_run else b if b.is_run else a
     cfg = source.cfg
     n = samples or cfg.eval.generate_samples
@@ -76,17 +83,19 @@ def compare(a_spec: str, b_spec: str, overrides: list[str], file: str | None = N
         prompts_from = file
         (ma, ra), (mb, rb) = (outputs_on_file(s, records, cfg, bf16, lab) for s, lab in ((a, "A"), (b, "B")))
     else:
-        if not source.is_run:
+        if not source.is_run and not data:
             raise TailorError("neither A nor B is a run folder, so there is no test split to take prompts from; "
-                              "give prompts with --file PROMPTS.")
+                              "give prompts with --file PROMPTS or test data with --data FILE.")
         task = get_task(cfg.task)
+        if data:
+            cfg = task.with_test_data(cfg, data, a.model)
         test_a = task.prepare(cfg, a.tokenizer, context_length(a.model)).test[:n]
         test_b = test_a if _same_tokenizer(a.tokenizer, b.tokenizer) else task.prepare(cfg, b.tokenizer, context_length(b.model)).test[:n]
         records = [task.sample_record(s) for s in test_a]
         if [task.sample_record(s) for s in test_b] != records:
             raise TailorError("A and B tokenize the test split differently (different samples fit model.max_length); "
                               "compare them on a prompt file with --file.")
-        prompts_from = f"test split of {source.name}"
+        prompts_from = data or f"test split of {a_spec if source is a else b_spec}"
         ma, ra = task.evaluate(a.model, a.tokenizer, test_a, cfg, bf16, "A")
         mb, rb = task.evaluate(b.model, b.tokenizer, test_b, cfg, bf16, "B")
     paired = [{**rec, "a": x, "b": y} for rec, x, y in zip(records, ra, rb)]
@@ -109,7 +118,7 @@ def main(args) -> int:
     from tailor.report.html import comparison_page
     from tailor.report.run import input_of, reference_of
 
-    result = compare(args.a, args.b, args.overrides, args.file, args.samples, args.bootstrap)
+    result = compare(args.a, args.b, args.overrides, args.file, args.samples, args.bootstrap, args.data)
     print(f"\n{result['samples']} prompts from {result['prompts']}; decoding: {result['decoding']}")
     print(comparison_table(result["metrics"], "A", "B", result["confidence"]))
     print(f"A = {args.a}\nB = {args.b}\n")

@@ -29,7 +29,8 @@ def main(args) -> int:
     from tailor.errors import TailorError
     from tailor.export.gguf_file import write_gguf
     from tailor.export.modelfile import check_writable, write_modelfile
-    from tailor.export.standalone import export_merged, load_standalone
+    from tailor.export.standalone import export_merged
+    from tailor.runs import load
 
     if not args.merged and not args.gguf:
         raise TailorError("say what to export: --merged OUT (a Hugging Face folder) and/or --gguf OUT.gguf.")
@@ -44,14 +45,14 @@ def main(args) -> int:
         out = export_merged(args.run, args.merged, overwrite=args.overwrite)
         print(f"merged model folder: {out}")
     if args.gguf:
-        loaded = load_standalone(args.run)
+        loaded = load(args.run, strict=False)
         if loaded.kind != "generate":
             what = "a classifier" if loaded.kind == "classify" else "an encoder-decoder"
             raise TailorError(f"GGUF export needs a llama-family causal language model; this run's model is {what} "
                               f"({type(loaded.model).__name__}).")
         out = write_gguf(loaded.model, loaded.tokenizer, args.gguf, args.gguf_dtype, name=loaded.name)
         print(f"GGUF file: {out} ({out.stat().st_size / 1e6:.1f} MB, {args.gguf_dtype})")
-        modelfile, notes = write_modelfile(out, loaded.tokenizer, loaded.config_yaml, overwrite=args.overwrite)
+        modelfile, notes = write_modelfile(out, loaded.tokenizer, loaded.settings, overwrite=args.overwrite)
         print(f"Ollama Modelfile: {modelfile} (ollama create NAME -f {modelfile})")
         for note in notes:
             print(f"note: {note}")

@@ -28,21 +28,24 @@ def main(args) -> int:
 
     from tailor.errors import TailorError
     from tailor.fsutil import write_text
-    from tailor.generate.inputs import (decode_with_overrides, load_system, prompt_tokens, read_prompts,
-                                        with_system_prompt)
+    from tailor.generate.inputs import decode_with_overrides, prompt_tokens, read_prompts, with_system_prompt
     from tailor.generate.replies import generate
     from tailor.precision import use_half
+    from tailor.runs import load
     from tailor.tasks import dialogue
 
     if not args.prompt and not args.file:
         raise TailorError("give prompts with --prompt TEXT (repeatable) or --file PROMPTS.")
-    system = load_system(args.run)
+    system = load(args.run, names=True)
+    if system.kind == "classify":
+        raise TailorError(f"{args.run} is a classifier, which labels texts and does not generate; use tailor eval or "
+                          "tailor serve (POST /v1/classify).")
     decode = decode_with_overrides(system.cfg, args.overrides)
     records = [{"messages": [{"role": "user", "content": p}], "origin": f"--prompt {i + 1}"} for i, p in enumerate(args.prompt)]
     if args.file:
         records += read_prompts(args.file)
     records = with_system_prompt(records, args.system if args.system is not None else system.cfg.data.system_prompt)
-    if getattr(system.model.config, "is_encoder_decoder", False):  # the encoder reads the rendered history
+    if system.kind == "seq2seq":  # the encoder reads the rendered history
         replies = dialogue.reply(system.model, system.tokenizer, [r["messages"] for r in records], decode,
                                  use_half(system.cfg.train.precision), seed=decode.seed, desc="generate")
     else:

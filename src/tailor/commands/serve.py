@@ -61,13 +61,13 @@ def main(args) -> int:
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    from tailor.export.standalone import load_standalone
+    from tailor.runs import load
     from tailor.serve.app import Limits, create_app
 
     limits = Limits(max_tokens=args.max_tokens, max_prompt_tokens=args.max_prompt_tokens, max_batch=args.max_batch,
                     max_queue=args.max_queue, timeout=args.timeout)
     key = api_key(args)
-    loaded = load_standalone(args.run, args.dtype)
+    loaded = load(args.run, args.dtype, strict=False)
     app = create_app(loaded, limits, key)
     if not is_loopback(args.host) and not key:
         print(f"warning: serving on {args.host} without an API key: anyone who can reach it can use it "

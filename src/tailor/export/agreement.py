@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from tailor.config import Config
 from tailor.errors import TailorError
 from tailor.export import gguf_vocab, modelfile
 
@@ -28,25 +29,26 @@ class Finding:
 class Run:
     folder: Path
     tokenizer: object
-    config_yaml: str
+    settings: Config | None  # the run's config, None when the folder has none
+
+    @property
+    def cfg(self) -> Config:  # what tailor serve reads its defaults from (serve.app.run_settings)
+        return self.settings or Config()
 
     @property
     def system_prompt(self) -> str:
-        return modelfile.run_settings(self.config_yaml)[1]
+        return modelfile.run_settings(self.settings)[1]
 
 
 def open_run(path: str | Path) -> Run:
-    from tailor.export.standalone import model_folder
+    """The run's tokenizer and config, read as the run reader reads them (no weights: doctor checks tokens)."""
     from tailor.models.load import load_tokenizer
+    from tailor.runs import model_folder, run_config
 
     folder = model_folder(path)
     if not (folder / "tokenizer_config.json").is_file() and not (folder / "tokenizer.json").is_file():
         raise TailorError(f"{folder} has no tokenizer files (tokenizer.json / tokenizer_config.json) to check.")
-    tokenizer = load_tokenizer(str(folder))
-    config = folder / "tailor.yaml"
-    if not config.is_file() and folder.name in ("model", "adapter"):
-        config = folder.parent / "config.yaml"
-    return Run(folder, tokenizer, config.read_text() if config.is_file() else "")
+    return Run(folder, load_tokenizer(str(folder)), run_config(folder, strict=False)[0])
 
 
 def training_rendering(run: Run, chat: list[dict]) -> str:
@@ -65,15 +67,13 @@ def check_run(run: Run) -> list[Finding]:
 
 def check_server(run: Run) -> list[Finding]:
     """tailor serve's prompt rendering and stop tokens, as src/tailor/serve/app.py computes them."""
-    from types import SimpleNamespace
-
     from tailor.generate.replies import stop_ids
     from tailor.serve.app import run_settings
 
     out, tok = [], run.tokenizer
     if not gguf_vocab.chat_template(tok):
         return out
-    _, system = run_settings(SimpleNamespace(config_yaml=run.config_yaml))
+    _, system = run_settings(run)
     chat = [{"role": "system", "content": system}, *PROBE] if system else PROBE
     served = tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
     if served != training_rendering(run, PROBE):
@@ -148,7 +148,7 @@ def check_modelfile(run: Run, gguf: Path) -> list[Finding]:
         return []
     where, fix = f"Modelfile {path}", f"re-export: tailor export {run.folder} --gguf {gguf} --overwrite"
     got = modelfile.instructions(path.read_text())
-    want = modelfile.instructions(modelfile.modelfile_text(gguf.name, run.tokenizer, run.config_yaml)[0])
+    want = modelfile.instructions(modelfile.modelfile_text(gguf.name, run.tokenizer, run.settings)[0])
     out = []
     if got.get("FROM") not in ([f"./{gguf.name}"], [gguf.name], [str(gguf)]):
         out.append(Finding(where, f"FROM is {got.get('FROM')}, not the GGUF {gguf.name}", fix))

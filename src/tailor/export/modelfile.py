@@ -14,10 +14,10 @@ Ollama's own default (1.1) is not tailor's (1.0).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-import yaml
-
+from tailor.config import Config
 from tailor.errors import TailorError
 from tailor.export import gguf_vocab
 
@@ -58,22 +58,11 @@ def chatml_default_system(tokenizer) -> tuple[bool, str | None]:
     return True, default
 
 
-def run_settings(config_yaml: str) -> tuple[dict | None, str]:
+def run_settings(settings: Config | None) -> tuple[dict | None, str]:
     """The run's decode section as DecodeConfig fields (None when the run has no config) and system prompt."""
-    from dataclasses import asdict
-
-    from tailor.config.base import build
-    from tailor.config.decode import DecodeConfig
-
-    raw = yaml.safe_load(config_yaml or "") or {}
-    if not raw:
+    if settings is None:
         return None, ""
-    try:
-        decode = asdict(build(DecodeConfig, raw.get("decode") or {}, "decode"))
-    except TailorError:
-        decode = asdict(DecodeConfig())  # written by another tailor version, as the server reads it
-    system = (raw.get("data") or {}).get("system_prompt") or ""
-    return decode, system if isinstance(system, str) else ""
+    return dataclasses.asdict(settings.decode), settings.data.system_prompt or ""
 
 
 def _quote(value: str) -> str:
@@ -90,9 +79,9 @@ def stop_strings(tokenizer, decode: dict | None) -> list[str]:
     return stops + [s for s in (decode or {}).get("stop_strings", []) if s not in stops]
 
 
-def modelfile_text(gguf_name: str, tokenizer, config_yaml: str = "") -> tuple[str, list[str]]:
+def modelfile_text(gguf_name: str, tokenizer, settings: Config | None = None) -> tuple[str, list[str]]:
     """The Modelfile, and notes for the user (empty when it renders chats exactly as the chat template)."""
-    decode, run_system = run_settings(config_yaml)
+    decode, run_system = run_settings(settings)
     is_chatml, default_system = chatml_default_system(tokenizer)
     lines, notes = [f"{MARK} (Ollama: ollama create NAME -f {NAME})", f"FROM ./{gguf_name}"], []
     if is_chatml:
@@ -133,9 +122,10 @@ def check_writable(gguf: Path, overwrite: bool) -> Path:
     return path
 
 
-def write_modelfile(gguf: Path, tokenizer, config_yaml: str = "", overwrite: bool = False) -> tuple[Path, list[str]]:
+def write_modelfile(gguf: Path, tokenizer, settings: Config | None = None, overwrite: bool = False) -> tuple[Path, list[str]]:
+    """`settings`: the run's config (tailor.runs.Loaded.settings), None for a model without one."""
     path = check_writable(gguf, overwrite)
-    text, notes = modelfile_text(gguf.name, tokenizer, config_yaml)
+    text, notes = modelfile_text(gguf.name, tokenizer, settings)
     tmp = path.with_name(f".{NAME}.tmp")
     tmp.write_text(text)
     tmp.replace(path)

@@ -1,7 +1,6 @@
-"""What `tailor generate` and `tailor compare` work on: a system (run or model) and prompts.
+"""The prompts `tailor generate` and `tailor compare` work on (the model comes from tailor.runs.load).
 
-A system is a run folder, a model folder, or a model name (`smollm2-135m-instruct`, a .gguf
-file, a hub id). Prompts come from the command line or a file:
+Prompts come from the command line or a file:
 
     prompts.txt     one user message per line
     prompts.jsonl   {"prompt": "...", "reference": "..."} or {"messages": [...]} per line; with
@@ -10,42 +9,12 @@ file, a hub id). Prompts come from the command line or a file:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-from tailor.config import Config, config_from_dict, read_yaml
+from tailor.config import Config
 from tailor.data.check import ROLES
 from tailor.data.files import parse_json, read_lines
 from tailor.errors import TailorError
-
-
-@dataclass
-class System:
-    name: str
-    cfg: Config
-    model: object
-    tokenizer: object
-    is_run: bool  # a run folder or a model folder with tailor.yaml: its config is meaningful
-
-
-def load_system(spec: str, dtype: str = "float32") -> System:
-    """Load a run folder, model folder or model name."""
-    from tailor.models.load import load, load_model, load_tokenizer
-    from tailor.models.seq2seq import is_encoder_decoder, load_seq2seq
-
-    path = Path(spec)
-    if path.exists():
-        folder = path / "model" if (path / "model" / "config.json").is_file() else path
-        if not (folder / "config.json").is_file():
-            raise TailorError(f"{spec} is neither a run folder with a model/ inside nor a model folder.")
-        cfg_file = folder / "tailor.yaml"
-        if not cfg_file.is_file() and (path / "config.yaml").is_file():
-            cfg_file = path / "config.yaml"
-        cfg = config_from_dict(read_yaml(cfg_file), str(cfg_file)) if cfg_file.is_file() else Config()
-        load_folder = load_seq2seq if is_encoder_decoder(str(folder)) else load_model
-        return System(spec, cfg, load_folder(str(folder), dtype), load_tokenizer(str(folder)), cfg_file.is_file())
-    model, tokenizer = load(spec, dtype)
-    return System(spec, Config(), model, tokenizer, False)
 
 
 def _prompt_record(data, where: str) -> dict:

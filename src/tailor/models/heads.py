@@ -27,7 +27,8 @@ def load_classifier(source: str, label_names: list[str] | None, pad_token_id: in
                   label2id={name: i for i, name in enumerate(label_names)})
     torch.manual_seed(seed)  # the new head's initialisation
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(source, dtype=getattr(torch, dtype), **kw)
+        model = AutoModelForSequenceClassification.from_pretrained(source, dtype=getattr(torch, dtype),
+                                                                   use_safetensors=True, **kw)
     except (OSError, ValueError) as e:
         raise TailorError(f"could not load model '{source}' with a classification head: {e}") from None
     if pad_token_id is not None:

@@ -92,20 +92,20 @@ def load_tokenizer(source: str) -> PreTrainedTokenizerBase:
 
 
 def load_model(source: str, dtype: str = "float32", quantize: str = "none") -> PreTrainedModel:
-    """The causal LM, on this process's device (tailor.device)."""
+    """The causal LM, on this process's device (tailor.device); from safetensors only (unpickling runs code)."""
     from tailor.models.quantize import from_pretrained_kwargs
 
     extra = from_pretrained_kwargs(quantize)  # bad settings fail before the weights are read
     try:
         try:
             model = AutoModelForCausalLM.from_pretrained(
-                source, dtype=getattr(torch, dtype), attn_implementation="sdpa", **extra
+                source, dtype=getattr(torch, dtype), attn_implementation="sdpa", use_safetensors=True, **extra
             )
         except ValueError as e:
             if "scaled_dot_product_attention" not in str(e):
                 raise
             # A family without SDPA (e.g. Gemma 2, whose soft-capped attention needs eager): its own default.
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype), **extra)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype), use_safetensors=True, **extra)
     except (OSError, ValueError) as e:
         raise TailorError(f"could not load model '{source}': {e}") from None
     return model if extra else devices.place(model)

@@ -22,7 +22,7 @@ def load_seq2seq(source: str, dtype: str = "float32", quantize: str = "none") ->
 
     extra = from_pretrained_kwargs(quantize)
     try:
-        model = AutoModelForSeq2SeqLM.from_pretrained(source, dtype=getattr(torch, dtype), **extra)
+        model = AutoModelForSeq2SeqLM.from_pretrained(source, dtype=getattr(torch, dtype), use_safetensors=True, **extra)
         return model if extra else devices.place(model)
     except (OSError, ValueError) as e:
         raise TailorError(f"could not load encoder-decoder model '{source}': {e}") from None

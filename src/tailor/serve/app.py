@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
@@ -32,12 +31,11 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from tailor import device as devices
-from tailor.config.base import build
 from tailor.config.decode import DecodeConfig
 from tailor.data.tokenize import history_text
 from tailor.errors import TailorError
-from tailor.export.standalone import Standalone
 from tailor.generate.replies import stop_ids
+from tailor.runs import Loaded
 from tailor.serve.engine import Engine, QueueFull, Sampling, Sequence
 from tailor.serve.schemas import ChatRequest, ClassifyRequest, CompletionRequest, Decoding
 from tailor.serve.seq2seq_engine import Seq2SeqEngine
@@ -144,15 +142,9 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
-def run_settings(loaded: Standalone) -> tuple[DecodeConfig, str]:
-    """The run's decoding defaults and system prompt, read from its tailor.yaml (defaults if absent)."""
-    raw = yaml.safe_load(loaded.config_yaml or "") or {}
-    try:
-        decode = build(DecodeConfig, raw.get("decode") or {}, "decode")
-    except TailorError:
-        decode = DecodeConfig()  # written by another tailor version: its decoding settings are only defaults here
-    system = ((raw.get("data") or {}).get("system_prompt")) or ""
-    return decode, system if isinstance(system, str) else ""
+def run_settings(loaded: Loaded) -> tuple[DecodeConfig, str]:
+    """The run's decoding defaults and system prompt, from the config the run reader read (defaults if none)."""
+    return loaded.cfg.decode, loaded.cfg.data.system_prompt or ""
 
 
 def context_of(model) -> int:
@@ -161,7 +153,7 @@ def context_of(model) -> int:
     return context_length(model)
 
 
-def create_app(loaded: Standalone, limits: Limits | None = None, api_key: str | None = None) -> FastAPI:
+def create_app(loaded: Loaded, limits: Limits | None = None, api_key: str | None = None) -> FastAPI:
     limits = limits or Limits()
     if loaded.kind not in ("generate", "classify", "seq2seq"):
         raise TailorError(f"tailor serve runs causal language models, encoder-decoders and classifiers; "

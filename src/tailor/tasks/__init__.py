@@ -1,24 +1,13 @@
-"""Task families. Each is a module with the same functions, so the loop and the workflow are one:
-
-    load(cfg) -> (model, tokenizer)
-    prepare(cfg, tokenizer, context) -> Splits             tokenized train/validation/test samples
-    collate(samples, pad_id) -> dict of tensors           one micro-batch
-    count_targets(batch) -> int                           supervised targets in a batch (normalises the step loss)
-    token_stats(model, batch) -> (loss_sum, count, correct)   summed loss over supervised targets
-    validate(model, tokenizer, samples, cfg, bf16) -> metrics  run during training (needs "loss")
-    evaluate(model, tokenizer, samples, cfg, bf16, label) -> (metrics, outputs)   test-time evaluation
-    load_trained(folder, cfg) -> model                    reload a run's saved model/ folder
-    metrics_table(columns) -> str                         base vs fine-tuned metrics for the console
-    side_by_side(samples, outputs, count) -> str          test samples with each model's outputs
-    sample_record(sample) -> dict                         what samples.json keeps of a test sample
-"""
+"""Task families: one module per family, each providing the Task interface (tasks/base.py), so the training
+loop and the workflow are one. `get_task(cfg.task)` resolves the module once; callers pass it down."""
 
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+from typing import cast
 
 from tailor.errors import TailorError
+from tailor.tasks.base import Task
 
 TASKS = {
     "dialogue": "tailor.tasks.dialogue",
@@ -28,7 +17,7 @@ TASKS = {
 }
 
 
-def get_task(name: str) -> ModuleType:
+def get_task(name: str) -> Task:
     if name not in TASKS:
         raise TailorError(f"unknown task '{name}'; known tasks: {', '.join(sorted(TASKS))}.")
-    return importlib.import_module(TASKS[name])
+    return cast(Task, importlib.import_module(TASKS[name]))

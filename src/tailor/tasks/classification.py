@@ -12,6 +12,7 @@ id. Metrics: loss, accuracy, macro-F1 and the confusion matrix (rows: truth, col
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import textwrap
 from functools import lru_cache
@@ -29,7 +30,7 @@ from tailor.models.adapt import adapt
 from tailor.models.heads import label_names_of, load_classifier
 from tailor.models.load import load_tokenizer, resolve
 from tailor.precision import autocast
-from tailor.tasks import console
+from tailor.tasks import base, console
 from tailor.tasks.splits import SPLITS, Splits, cap, check_context, limits, load_records, text_field
 from tailor.data.tables import pick, read_rows
 
@@ -81,10 +82,6 @@ def load(cfg: Config):
     model = load_classifier(source, label_names(cfg), tokenizer.pad_token_id, cfg.model.dtype, cfg.train.seed,
                             cfg.model.quantize)
     return adapt(model, cfg.model, "classification", cfg.train.seed), tokenizer
-
-
-def load_trained(folder, cfg: Config):
-    return load_classifier(str(folder), None, None, cfg.model.dtype)
 
 
 # ---------------------------------------------------------------- data
@@ -183,6 +180,13 @@ def validate(model, tokenizer, samples: list[dict], cfg: Config, bf16: bool) -> 
 def names_of(model) -> list[str]:
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     return label_names_of(inner)
+
+
+def with_test_data(cfg: Config, source: str, model) -> Config:
+    """`source` whole as the test split, its labels read as the model's own classes (its head's), not as
+    whatever set of labels the file happens to hold."""
+    cfg = base.with_test_data(cfg, source)
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, label_names=names_of(model)))
 
 
 def evaluate(model, tokenizer, samples: list[dict], cfg: Config, bf16: bool, label: str = "") -> tuple[dict, list[dict]]:

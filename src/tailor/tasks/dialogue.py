@@ -24,8 +24,11 @@ from tailor.eval.score import score
 from tailor.generate.replies import generate
 from tailor.models.adapt import adapt
 from tailor.tasks import console, encdec
-from tailor.tasks.encdec import collate, count_targets, load_trained, token_stats  # noqa: F401  (the task's, both kinds)
+from tailor.tasks.base import with_test_data  # noqa: F401  (the task's)
+from tailor.tasks.encdec import collate, count_targets, token_stats  # noqa: F401  (the task's, both kinds)
 from tailor.tasks.splits import SPLITS, Splits, cap
+
+OUTPUTS = "generated"  # what the run summary calls the test outputs
 
 
 def encode_seq2seq(tokenizer, messages: list[dict]) -> dict:
@@ -49,6 +52,14 @@ def prepare(cfg: Config, tokenizer: PreTrainedTokenizerBase, context: int) -> Sp
         split = split_of(conv["id"], d.val_fraction, d.test_fraction)
         conv_count[split] += 1
         by_split[split] += windows(conv, d.history_turns, d.system_prompt)
+    own = {"validation": d.validation_source, "test": d.test_source}
+    for split, source in own.items():
+        if source is not None:  # read whole from its own file, as the table tasks do; data.source's share trains
+            by_split["train"] += by_split[split]
+            conv_count["train"] += conv_count[split]
+            theirs = read_conversations(source, d.format)
+            conv_count[split] = len(theirs)
+            by_split[split] = [w for conv in theirs for w in windows(conv, d.history_turns, d.system_prompt)]
     limits = {"train": d.max_train_samples, "validation": d.max_val_samples, "test": d.max_test_samples}
     out, skipped = {}, {s: 0 for s in SPLITS}
     # Every split is encoded before any is found empty, so an overlong sample is named as such (and not
@@ -73,7 +84,7 @@ def prepare(cfg: Config, tokenizer: PreTrainedTokenizerBase, context: int) -> Sp
             dropped = (f", {skipped[split]} sample(s) longer than model.max_length={max_length} skipped"
                        if skipped[split] else "")
             raise TailorError(
-                f"data source {d.source}: the {split} split is empty ({len(conversations)} conversations, "
+                f"data source {own.get(split) or d.source}: the {split} split is empty ({len(conversations)} conversations, "
                 f"{conv_count[split]} in {split}, {len(by_split[split])} assistant turn(s) with history{dropped}). "
                 "Add data or change data.val_fraction / data.test_fraction."
             )

@@ -43,12 +43,6 @@ def load(cfg: Config):
     return loader(source, cfg.model.dtype, cfg.model.quantize), load_tokenizer(source), kind(cfg)
 
 
-def load_trained(folder, cfg: Config):
-    """A run's kept model, of whichever kind it was trained."""
-    loader = load_seq2seq if is_encoder_decoder(str(folder)) else load_model
-    return loader(str(folder), cfg.model.dtype)
-
-
 def _ended(ids: list[int], eos: int | None) -> list[int]:
     return ids if eos is None or ids[-1:] == [eos] else ids + [eos]
 

@@ -29,12 +29,13 @@ from tailor.eval.score import score
 from tailor.generate.replies import generate
 from tailor.models.adapt import adapt
 from tailor.models.load import load as load_pretrained
-from tailor.models.load import load_model
 from tailor.tasks import console
+from tailor.tasks.base import with_test_data  # noqa: F401  (the task's)
 from tailor.tasks.splits import SPLITS, Splits, cap, check_context, limits, load_records, text_field
 from tailor.train.loss import token_stats  # noqa: F401  (the task's training loss)
 
 PROMPT_TOKENS = 16
+OUTPUTS = "generated"  # what the run summary calls the test outputs
 
 
 def is_pairs(cfg: Config) -> bool:
@@ -49,10 +50,6 @@ def load(cfg: Config):
     model, tokenizer = load_pretrained(cfg.model.name, cfg.model.dtype, cfg.model.cache_dir, cfg.model.quantize)
     added = chat_format.apply(tokenizer, cfg.data.chat_format) if cfg.data.chat_template else []
     return adapt(model, cfg.model, "causal", cfg.train.seed, added, len(tokenizer)), tokenizer
-
-
-def load_trained(folder, cfg: Config):
-    return load_model(str(folder), cfg.model.dtype)
 
 
 def pack(docs: list[list[int]], length: int, origins: list[str]) -> list[dict]:

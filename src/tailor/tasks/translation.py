@@ -28,10 +28,12 @@ from tailor.generate.replies import generation_config, stop_ids
 from tailor.models.adapt import adapt
 from tailor.precision import autocast
 from tailor.tasks import console, encdec
-from tailor.tasks.encdec import collate, count_targets, kind, load_trained, teacher_forced, token_stats  # noqa: F401  (the task's)
+from tailor.tasks.base import with_test_data  # noqa: F401  (the task's)
+from tailor.tasks.encdec import collate, count_targets, kind, teacher_forced, token_stats  # noqa: F401  (the task's)
 from tailor.tasks.splits import SPLITS, Splits, cap, check_context, limits, load_records, text_field
 
 FIELDS = ["source", "target"]
+OUTPUTS = "generated"  # what the run summary calls the test outputs
 DEFAULT_TEMPLATE = {"causal": "Translate:\n{source}\nTranslation:", "seq2seq": "{source}"}
 
 
