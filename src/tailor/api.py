@@ -56,9 +56,9 @@ def train(source: ConfigLike, resume: bool = False, overwrite: bool = False, **o
 
 def load(run_folder: str | Path):
     """(model, tokenizer) of a run folder or model folder, on this process's device."""
-    from tailor.runs import load as load_run
+    from tailor.runs import load as open_run
 
-    loaded = load_run(run_folder)
+    loaded = open_run(run_folder)
     return loaded.model, loaded.tokenizer
 
 
@@ -67,10 +67,10 @@ def evaluate(run_folder: str | Path, split: str = "test", data: str | Path | Non
     every record of that file (any file in the task's format, read and checked as training reads data.source)."""
     from tailor.models.load import context_length
     from tailor.precision import use_half
-    from tailor.runs import load as load_run
+    from tailor.runs import load as open_run
     from tailor.tasks import get_task
 
-    loaded = load_run(run_folder)
+    loaded = open_run(run_folder)
     cfg, model, tokenizer = loaded.cfg, loaded.model, loaded.tokenizer
     task = get_task(cfg.task)
     if data is not None:
@@ -87,10 +87,10 @@ def generate(run_folder: str | Path, prompts: list[str] | list[list[dict]], syst
     Each reply is {"text", "tokens", "stopped"}."""
     from tailor.generate.inputs import decode_with_overrides, with_system_prompt
     from tailor.precision import use_half
-    from tailor.runs import load as load_run
+    from tailor.runs import load as open_run
     from tailor.tasks import dialogue
 
-    loaded = load_run(str(run_folder), names=True)
+    loaded = open_run(str(run_folder), names=True)
     settings = decode_with_overrides(loaded.cfg, [f"decode.{k}={json.dumps(v)}" for k, v in decode.items()])
     records = [{"messages": [{"role": "user", "content": p}] if isinstance(p, str) else list(p)} for p in prompts]
     records = with_system_prompt(records, system if system is not None else loaded.cfg.data.system_prompt)

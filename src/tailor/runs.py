@@ -177,6 +177,12 @@ def load(spec: str | Path, dtype: str = "float32", names: bool = False, strict: 
                   kind, cfg is not None)
 
 
+def load_run(path: str | Path, dtype: str = "float32") -> tuple[Config, object, object]:
+    """(config, model, tokenizer) of a run or model folder: `load` as a tuple (benchmarks/gpu_check.sh uses it)."""
+    loaded = load(path, dtype)
+    return loaded.cfg, loaded.model, loaded.tokenizer
+
+
 def _defaults(model_name: str) -> Config:
     """Default settings for a model that comes without a run's config: model.name is that model."""
     cfg = Config()
