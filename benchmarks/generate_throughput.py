@@ -29,7 +29,7 @@ from common import MODEL, config, machine, model_and_samples  # noqa: E402
 
 from tailor.config.decode import DecodeConfig  # noqa: E402
 from tailor.data.tokenize import prompt_ids  # noqa: E402
-from tailor.generate import lean  # noqa: E402
+from tailor.generate.decoder import decode  # noqa: E402
 from tailor.models.load import resolve  # noqa: E402
 from tailor.precision import inference_model  # noqa: E402
 
@@ -79,7 +79,7 @@ def main() -> None:
         with torch.inference_mode():
             hf.generate(input_ids=ids, attention_mask=mask, generation_config=warm)
         tick = time.perf_counter()
-        lean.decode(ours, ids, mask, warm)
+        decode(ours, ids, mask, warm)
         print(f"batch {batch}: tailor's first call (weights packed, K blocks checked) {time.perf_counter() - tick:.2f} s")
         for name, gen in (("greedy", greedy), ("sampling", sample)):
             time_hf = time_ours = time_autocast = time_ahead = 0.0
@@ -94,11 +94,11 @@ def main() -> None:
                 time_hf += time.perf_counter() - tick
                 torch.manual_seed(0)
                 tick = time.perf_counter()
-                got = lean.decode(ours, ids, mask, gen)
+                got = decode(ours, ids, mask, gen)
                 time_ours += time.perf_counter() - tick
                 if a.lookahead and batch == 1 and name == "greedy":
                     tick = time.perf_counter()
-                    ahead = lean.decode(ours, ids, mask, gen, draft=a.lookahead)
+                    ahead = decode(ours, ids, mask, gen, draft=a.lookahead)
                     time_ahead += time.perf_counter() - tick
                     same_ahead += int((want == ahead).all(-1).sum())
                 if a.with_autocast:

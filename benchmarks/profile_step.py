@@ -23,7 +23,7 @@ from tailor.allocator import retain_freed_memory  # noqa: E402
 from tailor.data.batches import collate, length_grouped  # noqa: E402
 from tailor.data.tokenize import prompt_ids  # noqa: E402
 from tailor.eval.score import score  # noqa: E402
-from tailor.generate.lean import decode  # noqa: E402
+from tailor.generate.decoder import decode  # noqa: E402
 from tailor.precision import autocast, inference_model  # noqa: E402
 from tailor.train.fused_norm import fused_norms  # noqa: E402
 from tailor.train.fused_rotary import fused_rotary  # noqa: E402

@@ -7,7 +7,7 @@ The model is SmolLM2-135M-Instruct (embedded). It is exported by tailor to an f1
 with ../shared/tools/llamacpp/speed.py: the prompts are llamacpp.PROMPTS with SmolLM2's default system
 turn, each decoded to exactly --tokens new tokens, one token per step; new tokens/s excludes the prompt.
 tailor decodes the same prompts (rendered by the HF chat template, which adds the same system turn) on
-its bf16 weights with its own decoder (generate/lean.py), exactly --tokens tokens, one token per step and
+its bf16 weights with its own decoder (generate/decoder.py on the lean cache), exactly --tokens tokens, one token per step and
 with the default lookahead 4; its new tokens/s is (time for --tokens tokens - time for 1 token) / (--tokens - 1), so the
 prompt is left out the same way. Medians over the prompts. Prints a table and one JSON line.
 """
@@ -39,11 +39,11 @@ def llama_cpp(gguf: Path, tokens: int, prompts: int, threads: int) -> dict:
 
 
 def tailor_speed(model, tokenizer, prompts: list[list[int]], tokens: int, lookahead: int) -> float:
-    """tailor's decoder (generate/lean.py, what `tailor generate` runs on Llama-family models) on one prompt at
+    """tailor's decoder (generate/decoder.py, what `tailor generate` runs on Llama-family models) on one prompt at
     a time; an end-of-sequence id no token has, so every prompt makes exactly `tokens` tokens, as speed.py's."""
     from transformers import GenerationConfig
 
-    from tailor.generate import lean
+    from tailor.generate.decoder import decode
 
     never = len(tokenizer) + 1000
 
@@ -51,7 +51,7 @@ def tailor_speed(model, tokenizer, prompts: list[list[int]], tokens: int, lookah
         gen = GenerationConfig(max_new_tokens=n, do_sample=False, eos_token_id=[never], pad_token_id=tokenizer.pad_token_id)
         x = torch.tensor([ids])
         start = time.perf_counter()
-        out = lean.decode(model, x, torch.ones_like(x), gen, draft=lookahead)
+        out = decode(model, x, torch.ones_like(x), gen, draft=lookahead)
         assert out.shape == (1, n), out.shape
         return time.perf_counter() - start
 

@@ -51,6 +51,7 @@ def test_real_model_lean_decoding_gives_generate_tokens():
 
     from tailor.data.tokenize import prompt_ids
     from tailor.generate import kernel, lean
+    from tailor.generate.decoder import decode
     from tailor.models.load import load, resolve
 
     if not kernel.supported():
@@ -66,10 +67,10 @@ def test_real_model_lean_decoding_gives_generate_tokens():
         for p in prompts:
             ids = torch.tensor([p])
             want = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=gen)
-            got = lean.decode(model, ids, torch.ones_like(ids), gen, draft=4)
+            got = decode(model, ids, torch.ones_like(ids), gen, draft=4)
             assert torch.equal(got, want[:, ids.shape[1]:])
         width = max(map(len, prompts))
         ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts])
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
         want = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)[:, width:]
-        assert torch.equal(lean.decode(model, ids, mask, gen), want)
+        assert torch.equal(decode(model, ids, mask, gen), want)

@@ -1,73 +1,96 @@
-"""The fast decoding path returns what HF `generate` returns, and covers only what it implements."""
+"""The one decoder returns what HF `generate` returns on either cache, joins rows mid-flight, and covers
+only what it implements."""
 
 import pytest
 import torch
 from transformers import GenerationConfig
 
 from tailor.config.decode import DecodeConfig
-from tailor.generate.fast import decode, pick, supports
+from tailor.generate.decoder import Decoder, ForwardCache, LeanCache, Row, decode, supports
+from tailor.generate.sampling import Sampling, pick
 from tailor.generate.replies import finish_reply, generate, generation_config, stop_ids
 from tailor.precision import half_copy
 
 from decode_helpers import TEXTS, left_padded, lm  # noqa: F401  (lm: fixture)
 
 
+@pytest.mark.parametrize("use_lean", [False, True], ids=["forward", "lean"])
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
-def test_greedy_matches_hf_generate_token_for_token(lm, dtype):
+def test_greedy_matches_hf_generate_token_for_token(lm, dtype, use_lean):
     model, tok = lm
     model = half_copy(model) if dtype == "bf16" else model.eval()
     ids, mask = left_padded(tok, TEXTS)
     # No stop tokens: every row runs the full length, so all 24 steps are compared.
     gen = GenerationConfig(max_new_tokens=24, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=None)
     want = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)[:, ids.shape[1]:]
-    got = decode(model, ids, mask, gen)
+    got = decode(model, ids, mask, gen, use_lean=use_lean)
     assert got.shape == (len(TEXTS), 24)
     assert torch.equal(got, want)
 
 
-def test_stopped_rows_are_padded_and_decoding_ends_when_all_stop(lm):
+@pytest.mark.parametrize("use_lean", [False, True], ids=["forward", "lean"])
+def test_stopped_rows_are_padded_and_decoding_ends_when_all_stop(lm, use_lean):
     model, tok = lm
     ids, mask = left_padded(tok, TEXTS[:2])
     free = GenerationConfig(max_new_tokens=10, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=None)
-    first = decode(model, ids, mask, free)
+    first = decode(model, ids, mask, free, use_lean=use_lean)
     # Declare the second token of row 0 and the fourth of row 1 to be stop tokens.
     stops = [int(first[0, 1]), int(first[1, 3])]
     gen = GenerationConfig(max_new_tokens=10, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=stops)
     want = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)[:, ids.shape[1]:]
-    got = decode(model, ids, mask, gen)
+    got = decode(model, ids, mask, gen, use_lean=use_lean)
     assert torch.equal(got, want)
     assert got.shape[1] < 10  # ended early: both rows stopped
     row0_stop = next(k for k, t in enumerate(got[0].tolist()) if t in stops)
     assert (got[0, row0_stop + 1:] == tok.pad_token_id).all()
 
 
+def row(**sampling):
+    return Row([1, 2], Sampling(max_tokens=1, **sampling), generator=torch.Generator().manual_seed(0))
+
+
 def test_top_k_one_and_tiny_top_p_sample_the_argmax():
     logits = torch.randn(5, 50)
-    greedy = pick(logits, GenerationConfig(do_sample=False), None)
-    for gen in (GenerationConfig(do_sample=True, top_k=1, top_p=1.0, temperature=3.0),
-                GenerationConfig(do_sample=True, top_k=None, top_p=1e-6, temperature=1.0)):
+    greedy = pick(logits, [row()] * 5)
+    assert torch.equal(greedy, logits.argmax(-1))
+    for settings in (dict(temperature=3.0, top_k=1), dict(temperature=1.0, top_p=1e-6)):
         for _ in range(5):
-            assert torch.equal(pick(logits, gen, None), greedy)
+            assert torch.equal(pick(logits, [row(**settings)] * 5), greedy)
 
 
 def test_top_p_keeps_the_smallest_set_reaching_the_mass():
     probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
-    gen = GenerationConfig(do_sample=True, top_k=None, top_p=0.7, temperature=1.0)
-    g = torch.Generator().manual_seed(0)
-    seen = {int(pick(probs.log(), gen, g)) for _ in range(300)}
+    r = row(temperature=1.0, top_p=0.7)
+    seen = {int(pick(probs.log(), [r])) for _ in range(300)}
     assert seen == {0, 1}
 
 
 @pytest.mark.parametrize("top_p", [1.0, 0.7])
 def test_top_k_draws_among_the_k_best_in_proportion(top_p):
     probs = torch.tensor([[0.02, 0.5, 0.01, 0.3, 0.15, 0.02]])
-    gen = GenerationConfig(do_sample=True, top_k=3, top_p=top_p, temperature=1.0)
-    g = torch.Generator().manual_seed(0)
-    drawn = torch.stack([pick(probs.log(), gen, g) for _ in range(2000)]).flatten()
+    r = row(temperature=1.0, top_k=3, top_p=top_p)
+    drawn = torch.stack([pick(probs.log(), [r]) for _ in range(2000)]).flatten()
     counts = torch.bincount(drawn, minlength=6).float() / len(drawn)
     # top-k keeps 0.5, 0.3, 0.15 (renormalised); top-p 0.7 then keeps 0.5 and 0.3.
     kept = torch.tensor([0, 0.5, 0, 0.3, 0.15, 0]) if top_p == 1.0 else torch.tensor([0, 0.5, 0, 0.3, 0, 0])
     torch.testing.assert_close(counts, kept / kept.sum(), atol=0.04, rtol=0)
+
+
+def test_rows_of_one_batch_keep_their_own_settings():
+    torch.manual_seed(0)
+    logits = torch.randn(4, 50)
+    out = pick(logits, [row(), row(temperature=1.0, top_k=1), row(temperature=1.0, top_p=1e-6),
+                        row(temperature=1.0, top_k=5)])
+    assert out[0] == logits[0].argmax() and out[1] == logits[1].argmax() and out[2] == logits[2].argmax()
+    assert out[3] in torch.topk(logits[3], 5).indices  # sampling stays within the top 5
+
+
+def test_repetition_penalty_discourages_seen_tokens():
+    logits = torch.zeros(1, 10)
+    logits[0, 1] = 2.0  # token 1 (in the prompt) is best ...
+    logits[0, 5] = 1.5
+    assert pick(logits, [row()])[0] == 1
+    assert pick(logits, [row(repetition_penalty=2.0)])[0] == 5  # ... until it is penalised: 2.0/2 < 1.5
 
 
 def test_sampling_follows_the_seed_through_generate(lm):
@@ -78,13 +101,75 @@ def test_sampling_follows_the_seed_through_generate(lm):
     assert a == b and a != c
 
 
-def test_only_plain_greedy_and_sampling_take_the_fast_path(lm):
+def test_the_decoder_takes_what_it_implements_and_leaves_the_rest_to_generate(lm):
     model, tok = lm
-    assert supports(model, generation_config(DecodeConfig(), tok))
-    assert supports(model, generation_config(DecodeConfig(do_sample=True, top_k=5, top_p=0.9), tok))
-    for d in (DecodeConfig(num_beams=2), DecodeConfig(repetition_penalty=1.3), DecodeConfig(no_repeat_ngram_size=2),
-              DecodeConfig(min_new_tokens=2), DecodeConfig(bad_words=["house"]), DecodeConfig(stop_strings=["\n"])):
+    for d in (DecodeConfig(), DecodeConfig(do_sample=True, top_k=5, top_p=0.9), DecodeConfig(repetition_penalty=1.3),
+              DecodeConfig(no_repeat_ngram_size=2), DecodeConfig(stop_strings=["\n"])):
+        assert supports(model, generation_config(d, tok)), d
+    for d in (DecodeConfig(num_beams=2), DecodeConfig(min_new_tokens=2), DecodeConfig(bad_words=["house"])):
         assert not supports(model, generation_config(d, tok)), d
+
+
+@pytest.mark.parametrize("use_lean", [False, True], ids=["forward", "lean"])
+@pytest.mark.parametrize("setting", [dict(repetition_penalty=1.8), dict(no_repeat_ngram_size=2)])
+def test_penalties_match_hf_generate(lm, use_lean, setting):
+    model, tok = lm
+    ids, mask = left_padded(tok, TEXTS)
+    gen = GenerationConfig(max_new_tokens=24, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=None,
+                           **setting)
+    want = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)[:, ids.shape[1]:]
+    plain = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=24, do_sample=False,
+                           pad_token_id=tok.pad_token_id, eos_token_id=None)[:, ids.shape[1]:]
+    assert not torch.equal(want, plain)  # the setting changes these replies
+    assert torch.equal(decode(model, ids, mask, gen, use_lean=use_lean), want)
+
+
+def test_stop_strings_end_replies_where_generate_ends_them(lm):
+    model, tok = lm
+    prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in TEXTS]
+    free = generate(model, tok, prompts, DecodeConfig(max_new_tokens=16, batch_size=4))
+    stop = free[0]["text"].split()[2]  # a word the first reply says
+    d = DecodeConfig(max_new_tokens=16, batch_size=4, stop_strings=[stop])
+    gen = generation_config(d, tok)
+    assert supports(model, gen)
+    got = generate(model, tok, prompts, d)
+    order = sorted(range(len(TEXTS)), key=lambda i: -len(prompts[i]))
+    ids, mask = left_padded(tok, [TEXTS[i] for i in order])
+    ref = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen, tokenizer=tok)
+    want = [None] * len(TEXTS)
+    for r, i in enumerate(order):
+        want[i] = finish_reply(tok, ref[r, ids.shape[1]:].tolist(), set(stop_ids(tok)), [stop])
+    # The same texts. A stop string inside a token ends our reply at that token; transformers only stops where
+    # the text ends with the string, so its replies may run on (their text is cut at the string all the same).
+    assert [(g["text"], g["stopped"]) for g in got] == [(w["text"], w["stopped"]) for w in want]
+    assert all(g["tokens"] <= w["tokens"] for g, w in zip(got, want))
+    assert got[0]["stopped"] and got[0]["tokens"] < free[0]["tokens"]
+
+
+@pytest.mark.parametrize("use_lean", [False, True], ids=["forward", "lean"])
+def test_rows_joined_mid_flight_and_dropped_decode_as_alone(lm, use_lean):
+    """Continuous batching: rows added while others run, and rows dropped, reply as each would alone."""
+    model, tok = lm
+    prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in TEXTS]
+    alone = [model.generate(torch.tensor([p]), max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id,
+                            eos_token_id=None)[0, len(p):].tolist() for p in prompts]
+    decoder = Decoder(model, [], tok.pad_token_id, use_lean=use_lean)
+    assert decoder.cache_type is (LeanCache if use_lean else ForwardCache)
+    rows = [Row(p, Sampling(max_tokens=12)) for p in prompts]
+    decoder.add(rows[:2])
+    for _ in range(3):
+        decoder.step()
+    decoder.add(rows[2:3])
+    decoder.step()
+    decoder.keep([rows[0], rows[2]])  # row 1 leaves; the cache drops its slots
+    decoder.add(rows[3:])
+    while any(r.done is None for r in decoder.rows):
+        decoder.step()
+        decoder.keep([r for r in decoder.rows if r.done is None])
+    assert decoder.size == 0
+    assert rows[1].generated == alone[1][:len(rows[1].generated)] and len(rows[1].generated) == 5
+    del rows[1], alone[1]
+    assert [r.generated for r in rows] == alone
 
 
 def test_half_copy_casts_parameters_keeps_ties_buffers_and_the_original(lm):

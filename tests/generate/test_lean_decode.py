@@ -1,4 +1,4 @@
-"""Lean decoding returns what HF `generate` returns, with and without checking drafted tokens."""
+"""The decoder on the lean cache returns what HF `generate` returns, with and without checking drafted tokens."""
 
 import pytest
 import torch
@@ -8,7 +8,7 @@ from tailor.config.decode import DecodeConfig
 from tailor.config.model import LoraConfig
 from tailor.errors import TailorError
 from tailor.generate import kernel, lean
-from tailor.generate.fast import decode as fast_decode
+from tailor.generate.decoder import decode
 from tailor.generate.replies import generate
 from tailor.models.load import load_model
 from tailor.models.lora import wrap
@@ -46,7 +46,7 @@ def test_greedy_matches_hf_generate_token_for_token(lm, dtype, texts):
     ids, mask = left_padded(tok, texts)
     gen = greedy(tok)
     want = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)[:, ids.shape[1]:]
-    got = lean.decode(model, ids, mask, gen)
+    got = decode(model, ids, mask, gen, use_lean=True)
     assert got.shape == (len(texts), 40)
     assert torch.equal(got, want)
 
@@ -72,7 +72,7 @@ def test_lookahead_checks_drafts_and_keeps_the_greedy_tokens(lm, monkeypatch):
     for wrong_at, most_calls in ((None, 12), (2, 20), (0, 59)):
         monkeypatch.setattr(lean, "lookup", drafter(wrong_at))
         count.calls = 0
-        got = lean.decode(model, ids, mask, gen, draft=4)[0].tolist()
+        got = decode(model, ids, mask, gen, draft=4, use_lean=True)[0].tolist()
         assert got == want, wrong_at
         # Each forward keeps the draft's tokens before the wrong one, plus the model's own next token.
         assert count.calls == most_calls, wrong_at
@@ -82,11 +82,11 @@ def test_lookahead_checks_drafts_and_keeps_the_greedy_tokens(lm, monkeypatch):
 def test_stop_tokens_end_rows_inside_a_kept_draft(lm):
     model, tok = lm
     ids, mask = left_padded(tok, TEXTS[:1])
-    free = lean.decode(model, ids, mask, greedy(tok, 30), draft=0)[0].tolist()
+    free = decode(model, ids, mask, greedy(tok, 30), use_lean=True)[0].tolist()
     stop = free[12]
     gen = greedy(tok, 30, [stop])
     want = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)[:, ids.shape[1]:]
-    got = lean.decode(model, ids, mask, gen, draft=4)
+    got = decode(model, ids, mask, gen, draft=4, use_lean=True)
     assert torch.equal(got, want)
     assert got[0, -1] == stop and got.shape[1] == free.index(stop) + 1
 
@@ -94,11 +94,11 @@ def test_stop_tokens_end_rows_inside_a_kept_draft(lm):
 def test_padded_rows_stop_apart_and_are_padded(lm):
     model, tok = lm
     ids, mask = left_padded(tok, TEXTS[:2])
-    free = lean.decode(model, ids, mask, greedy(tok, 10))
+    free = decode(model, ids, mask, greedy(tok, 10), use_lean=True)
     stops = [int(free[0, 1]), int(free[1, 3])]
     gen = greedy(tok, 10, stops)
     want = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)[:, ids.shape[1]:]
-    assert torch.equal(lean.decode(model, ids, mask, gen), want)
+    assert torch.equal(decode(model, ids, mask, gen, use_lean=True), want)
 
 
 def test_rows_without_padding_stop_apart(lm):
@@ -107,10 +107,10 @@ def test_rows_without_padding_stop_apart(lm):
     width = min(map(len, rows))
     ids = torch.tensor([r[:width] for r in rows])
     mask = torch.ones_like(ids)
-    free = lean.decode(model, ids, mask, greedy(tok, 12))
+    free = decode(model, ids, mask, greedy(tok, 12), use_lean=True)
     gen = greedy(tok, 12, [int(free[0, 2])])
     want = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)[:, width:]
-    got = lean.decode(model, ids, mask, gen)
+    got = decode(model, ids, mask, gen, use_lean=True)
     assert torch.equal(got, want)
     assert (got[0, 3:] == tok.pad_token_id).all()
 
@@ -120,8 +120,8 @@ def test_sampling_draws_what_the_plain_loop_draws(lm):
     ids, mask = left_padded(tok, TEXTS)
     gen = GenerationConfig(max_new_tokens=20, do_sample=True, temperature=1.5, top_k=20, top_p=0.95,
                            pad_token_id=tok.pad_token_id, eos_token_id=None)
-    a = lean.decode(model, ids, mask, gen, torch.Generator().manual_seed(3))
-    b = fast_decode(model, ids, mask, gen, torch.Generator().manual_seed(3))
+    a = decode(model, ids, mask, gen, torch.Generator().manual_seed(3), use_lean=True)
+    b = decode(model, ids, mask, gen, torch.Generator().manual_seed(3), use_lean=False)
     assert torch.equal(a, b)
 
 
@@ -161,13 +161,13 @@ def test_fused_weights_are_kept_until_the_weights_change(lm):
     first = lean.fused_layers(model)
     assert lean.fused_layers(model) is first
     ids, mask = left_padded(tok, TEXTS[:1])
-    before = lean.decode(model, ids, mask, greedy(tok, 8))
+    before = decode(model, ids, mask, greedy(tok, 8), use_lean=True)
     with torch.no_grad():
         model.model.layers[0].mlp.up_proj.weight.mul_(-1.0)
     assert lean.fused_layers(model) is not first
     gen = greedy(tok, 8)
     want = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)[:, ids.shape[1]:]
-    after = lean.decode(model, ids, mask, gen)
+    after = decode(model, ids, mask, gen, use_lean=True)
     assert torch.equal(after, want) and not torch.equal(after, before)
 
 
@@ -186,7 +186,7 @@ def test_bf16_drafts_are_checked_as_one_token_steps(lm, tmp_path, monkeypatch):
     gen = greedy(tok, 30)
     want = wide.generate(input_ids=ids, attention_mask=mask, generation_config=gen)[:, ids.shape[1]:]
     count = Counting(monkeypatch)
-    got = lean.decode(wide, ids, mask, gen, draft=3)
+    got = decode(wide, ids, mask, gen, draft=3, use_lean=True)
     assert max(count.widths) > 1 and len(count.widths) < 30
     assert torch.equal(got, want)
 
@@ -194,5 +194,5 @@ def test_bf16_drafts_are_checked_as_one_token_steps(lm, tmp_path, monkeypatch):
         patch.setattr(kernel, "way_for", lambda *shape: None)
         assert not lean.drafts_exact(wide)
         count.widths = []
-        assert torch.equal(lean.decode(wide, ids, mask, gen, draft=3), want)
+        assert torch.equal(decode(wide, ids, mask, gen, draft=3, use_lean=True), want)
         assert set(count.widths) == {1}

@@ -38,16 +38,16 @@ class Gate:
     def __init__(self, engine):
         self.open = threading.Event()
         self.reached = threading.Event()
-        self.batch = None
-        step = engine._decode_step
+        self.rows = None
+        step = engine.decoder.step
 
-        def gated(batch):
-            self.batch = batch
+        def gated():
+            self.rows = list(engine.decoder.rows)
             self.reached.set()
             self.open.wait(timeout=120)
-            return step(batch)
+            return step()
 
-        engine._decode_step = gated
+        engine.decoder.step = gated
 
 
 @contextlib.contextmanager

@@ -279,7 +279,7 @@ def test_requests_past_the_time_limit_get_504(lively_model, serve):
 def noticed(engine, gate) -> bool:
     """The request was cancelled: held at the gate, or already dropped when the client left before the engine
     got past the prefill (on a loaded machine the first token can take longer than the client waits)."""
-    held = gate.batch is not None and bool(gate.batch.seqs) and gate.batch.seqs[0].cancelled
+    held = bool(gate.rows) and gate.rows[0].cancelled
     return held or engine.snapshot().get("cancelled") == 1
 
 

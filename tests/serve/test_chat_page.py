@@ -137,7 +137,7 @@ def test_stop_button_ends_the_generation_on_the_server(lively_model, serve, brow
     browser.click("#stop")
     browser.wait("return document.getElementById('status').textContent === 'stopped'", "the page says stopped")
     end = time.monotonic() + 60
-    while not gate.batch.seqs[0].cancelled:
+    while not gate.rows[0].cancelled:
         assert time.monotonic() < end, "the server never saw the page abort"
         time.sleep(0.05)
     gate.open.set()

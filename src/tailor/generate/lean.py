@@ -13,7 +13,7 @@ elementwise tail, the rotary embedding with the cache writes, and greedy's argma
 kernel passes that round each step as the torch op they stand for. The prompt runs with the
 arithmetic of the model's forward, its products on the real tokens only (`Lean.prefill`).
 
-Lookahead (`draft` > 0, greedy at batch 1) drafts the next tokens by looking up the row's latest
+Lookahead (`draft` > 0, greedy at batch 1; `decoder.Decoder` runs it) drafts the next tokens by looking up the row's latest
 n-gram earlier in its own text (prompt lookup) and checks the draft in one forward; a row keeps the
 draft up to its first token that differs from the model's argmax, plus that argmax. Those are the
 one-token-at-a-time tokens as long as every check rounds as the one-token step would: oneDNN rounds
@@ -28,11 +28,10 @@ import weakref
 
 import torch
 import torch.nn.functional as F
-from transformers import DynamicCache, GenerationConfig
+from transformers import DynamicCache
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from tailor.generate.fast import pick, positions
 from tailor.generate.kernel import Product, argmax, available, rms_norm
 
 NGRAM = 3  # the longest n-gram looked up; shorter ones are tried after it
@@ -41,7 +40,7 @@ NGRAM = 3  # the longest n-gram looked up; shorter ones are tried after it
 def supports(model) -> bool:
     """A plain Llama-family decoder on SDPA attention (the kernel this loop calls, so the tokens match
     `generate`'s): every projection a bare nn.Linear without bias (no adapters)."""
-    config = model.config
+    config = getattr(model, "config", None)
     if getattr(config, "model_type", None) != "llama" or getattr(config, "hidden_act", None) != "silu":
         return False
     if getattr(config, "_attn_implementation", None) != "sdpa":
@@ -70,6 +69,11 @@ def lookup(context: list[int], most: int) -> list[int]:
             if context[start:start + n] == tail:
                 return context[start + n:start + n + most]
     return []
+
+
+def positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of left-padded prompts, as `generate` makes them: 0.. on real tokens, 0 on padding."""
+    return (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)  # (B, P)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -199,8 +203,8 @@ class Lean:
         rows = torch.arange(batch)[:, None].expand(batch, q)
         same_slot = bool((start == start[0]).all())
         first = int(start[0])
-        allowed = None  # no padding: no mask
-        if not bool((pad == 0).all()):
+        allowed = None  # no padding and every row at one slot: no mask
+        if not (same_slot and bool((pad == 0).all())):
             keys_at = torch.arange(int(start.max()) + 1)
             seen = (keys_at >= pad[:, None]) & (keys_at <= start[:, None])  # (B, width)
             # As an additive mask in the queries' dtype, which is what SDPA turns a bool mask into on each call.
@@ -242,67 +246,3 @@ def drafts_exact(model) -> bool:
     if head.weight.dtype == torch.float32:
         return True
     return head.exact_by_row() and all(p.exact_by_row() for layer in layers for p in layer if isinstance(p, Product))
-
-
-def stop_set(gen: GenerationConfig) -> set[int]:
-    eos = gen.eos_token_id
-    return set(eos if isinstance(eos, list) else [] if eos is None else [eos])
-
-
-@torch.inference_mode()
-def decode(model, ids: torch.Tensor, mask: torch.Tensor, gen: GenerationConfig,
-           generator: torch.Generator | None = None, draft: int = 0) -> torch.Tensor:
-    """New tokens (B, n <= max_new_tokens) after left-padded prompts, as `fast.decode` returns them.
-
-    With `draft` > 0, greedy decoding at batch 1 drafts and checks up to that many tokens per step
-    (lookahead, see the module's docstring); wider batches and sampling do not draft.
-    """
-    batch, width = ids.shape
-    steps = gen.max_new_tokens
-    stops = stop_set(gen)
-    pad_id = gen.pad_token_id if gen.pad_token_id is not None else 0
-    draft = 0 if gen.do_sample or batch > 1 else draft
-    if draft and not drafts_exact(model):
-        draft = 0  # several-token products would round apart from one-token steps: plain greedy
-    lean = Lean(model, batch, width + steps + draft + 1)
-    first = lean.prefill(ids, mask)  # (B, V)
-    pad = (mask == 0).sum(-1)  # (B,): slots of left padding
-    start = torch.full((batch,), width)  # the next free cache slot of each row
-    texts = [ids[b, int(pad[b]):].tolist() for b in range(batch)]  # prompt, then the reply so far
-    out: list[list[int]] = [[] for _ in range(batch)]
-    done = [False] * batch
-
-    def take(b: int, tokens: list[int]) -> None:
-        for token in tokens:
-            out[b].append(token)
-            if token in stops or len(out[b]) == steps:
-                done[b] = True
-                return
-
-    for b, token in enumerate(pick(first.float(), gen, generator).tolist()):
-        take(b, [token])
-    while not all(done):
-        drafts = [[] if done[b] or not draft else lookup(texts[b] + out[b], draft) for b in range(batch)]
-        q = 1 + max(map(len, drafts))
-        step = torch.full((batch, q), pad_id)
-        for b in range(batch):
-            row = [out[b][-1] if out[b] else pad_id] + drafts[b]
-            step[b, :len(row)] = torch.tensor(row)
-        logits = lean.forward(step, start, pad)  # (B, q, V)
-        if gen.do_sample:
-            chosen = pick(logits[:, -1].float(), gen, generator)[:, None]  # (B, 1)
-        else:
-            chosen = argmax(logits)  # (B, q); generate's argmax on the logits cast to fp32: the same indices
-        chosen = chosen.tolist()
-        for b in range(batch):
-            kept = 0
-            while kept < len(drafts[b]) and drafts[b][kept] == chosen[b][kept]:
-                kept += 1
-            start[b] += kept + 1  # stopped rows too, so rows without padding stay at one slot
-            if not done[b]:
-                take(b, chosen[b][:kept + 1])
-    n = max(map(len, out))
-    result = torch.full((batch, n), pad_id, dtype=torch.long)
-    for b, row in enumerate(out):
-        result[b, :len(row)] = torch.tensor(row, dtype=torch.long)
-    return result

@@ -1,7 +1,8 @@
 """Batched reply generation with the shared decoding settings.
 
-Greedy decoding and plain sampling run on `generate.fast` (a static KV cache, one forward per
-token); beams, penalties, banned words and stop strings run on HF `generate`."""
+Greedy decoding, sampling, repetition penalties, no-repeat n-grams and stop strings run on the one
+decoder (`generate.decoder`) on CPU; beams, banned words and minimum lengths, and any decoding on other
+devices, run on transformers' `generate`."""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ from transformers import GenerationConfig
 
 from tailor import device as devices
 from tailor.config.decode import DecodeConfig
-from tailor.generate import lean
-from tailor.generate.fast import decode as fast_decode, supports as fast_supports
+from tailor.generate import decoder
 from tailor.precision import autocast, inference_model
 
 END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
@@ -86,8 +86,7 @@ def generate(model, tokenizer, prompts: list[list[int]], decode: DecodeConfig, b
     stops = set(stop_ids(tokenizer))
     runner = inference_model(model, bf16)  # bf16 weights cast once, not by autocast at every step
     where = devices.of(runner)
-    fast = devices.is_cpu(where) and fast_supports(runner, gen)  # the CPU decoders; elsewhere transformers'
-    own_loop = fast and lean.supports(runner)  # Llama-family: generate/lean.py
+    own = devices.is_cpu(where) and decoder.supports(runner, gen)  # elsewhere transformers' generate
     torch.manual_seed(seed)
     results: list[dict] = [None] * len(prompts)  # type: ignore[list-item]
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # similar lengths pad less
@@ -100,10 +99,8 @@ def generate(model, tokenizer, prompts: list[list[int]], decode: DecodeConfig, b
             ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
             mask[row, width - len(prompts[i]) :] = 1
         ids, mask = devices.put(ids, where), devices.put(mask, where)
-        if own_loop:
-            new = lean.decode(runner, ids, mask, gen, draft=decode.lookahead)  # (B, n)
-        elif fast:
-            new = fast_decode(runner, ids, mask, gen)
+        if own:
+            new = decoder.decode(runner, ids, mask, gen, draft=decode.lookahead, tokenizer=tokenizer)  # (B, n)
         else:
             with autocast(bf16 and runner is model):
                 new = runner.generate(input_ids=ids, attention_mask=mask, generation_config=gen, tokenizer=tokenizer)[:, width:]
