@@ -176,6 +176,8 @@ def read_judgements(path: str | Path) -> dict[str, str]:
 
 def sign_test(wins: int, losses: int) -> float:
     """Two-sided exact binomial test of wins vs losses (ties left out) against 50/50."""
+    # scipy.stats.binomtest(wins, n).pvalue gives the same p (to 1e-16), but importing scipy.stats takes 0.7-1.1 s
+    # (measured) against microseconds for this sum at a few hundred judgements; kept.
     n = wins + losses
     if n == 0:
         return 1.0

@@ -128,6 +128,8 @@ def bootstrap_deltas(a: dict, b: dict, resamples: int = 1000, confidence: float 
     `p_b_better` is the share of resamples where B beats A on the metric's own direction
     (None for metrics without one), a one-sided paired bootstrap test.
     """
+    # Kept over scipy.stats.bootstrap, which takes one statistic at a time: 11.6 s against 1.3 s here for 9 metrics,
+    # 1,000 resamples of 200 replies (measured), and its own resamples would change every published interval.
     if a["n"] != b["n"]:
         raise ValueError(f"paired comparison needs the same prompts: {a['n']} vs {b['n']} samples")
     va, vb = aggregate(a), aggregate(b)

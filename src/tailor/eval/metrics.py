@@ -197,6 +197,8 @@ def stop_rate(stopped: Sequence[bool]) -> float:
 
 
 # ---------------------------------------------------------------- classification
+# Kept over scikit-learn's f1_score / confusion_matrix: the same numbers, but 4 ms a call against 0.06 ms here
+# (compare's bootstrap recomputes macro-F1 per resample: +8 s for 1,000) and a 1.4 s import (measured, 872 labels).
 
 
 def accuracy(predictions: Sequence, gold: Sequence) -> float:

@@ -4,6 +4,9 @@ Everything is inline: CSS in a <style> block, plots as base64 PNG <img> tags, no
 fonts or files from elsewhere. Built only from what the run folder holds (config.yaml,
 status.json, data_stats.json, log.jsonl, metrics.json or train_summary.json, comparison.json,
 samples.json), so `tailor report RUN_DIR` can rebuild it any time.
+
+f-strings and html.escape, not Jinja2: each row's cells, classes and intervals are shaped in Python either way,
+so a template would add a file without making this shorter.
 """
 
 from __future__ import annotations
