@@ -72,3 +72,33 @@ def test_serve_command_errors_are_clear(tmp_path, capsys):
 def test_loopback_detection():
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.0.2.1")
+
+
+def test_served_replies_are_tailor_generates_on_the_same_weights(lively_model, monkeypatch):
+    """`tailor serve` decodes with the weights `tailor generate` uses (the run's precision) and the same decoder,
+    so a greedy chat reply is the same text."""
+    import torch
+    import uvicorn
+
+    from tailor.config.decode import DecodeConfig
+    from tailor.data.tokenize import prompt_ids
+    from tailor.generate.replies import generate
+    from tailor.precision import use_half
+    from tailor.runs import load
+
+    from serve_helpers import running
+
+    apps = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: apps.append(app))
+    assert main(["serve", str(lively_model)]) == 0
+    app = apps[0]
+    loaded = load(lively_model)
+    half = use_half(loaded.cfg.train.precision)
+    assert next(app.state.loaded.model.parameters()).dtype == (torch.bfloat16 if half else torch.float32)
+    messages = [{"role": "user", "content": "the cat and the house"}]
+    want = generate(loaded.model, loaded.tokenizer, [prompt_ids(loaded.tokenizer, messages)],
+                    DecodeConfig(max_new_tokens=16, batch_size=1), half)[0]
+    with running(app) as base:
+        got = httpx.post(f"{base}/v1/chat/completions", timeout=60,
+                         json={"messages": messages, "max_tokens": 16, "temperature": 0}).json()
+    assert got["choices"][0]["message"]["content"].strip() == want["text"]

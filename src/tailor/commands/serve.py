@@ -27,7 +27,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-batch", type=int, default=8, help="requests generated together")
     parser.add_argument("--max-queue", type=int, default=32, help="requests waiting before the server answers 429")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds before a request is abandoned (504)")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                        help="weights to decode with (auto: as `tailor generate` does, the run's train.precision: "
+                             "bf16 where this machine has it)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads for generation (0: torch's default; 1 is best on a busy machine)")
 
@@ -67,7 +69,13 @@ def main(args) -> int:
     limits = Limits(max_tokens=args.max_tokens, max_prompt_tokens=args.max_prompt_tokens, max_batch=args.max_batch,
                     max_queue=args.max_queue, timeout=args.timeout)
     key = api_key(args)
-    loaded = load(args.run, args.dtype, strict=False)
+    loaded = load(args.run, "float32" if args.dtype == "auto" else args.dtype, strict=False)
+    if args.dtype == "auto" and loaded.kind == "generate":  # the weights `tailor generate` decodes with
+        from dataclasses import replace
+
+        from tailor.precision import inference_model, use_half
+
+        loaded = replace(loaded, model=inference_model(loaded.model, use_half(loaded.cfg.train.precision)))
     app = create_app(loaded, limits, key)
     if not is_loopback(args.host) and not key:
         print(f"warning: serving on {args.host} without an API key: anyone who can reach it can use it "
