@@ -178,6 +178,16 @@ def setup(cfg: Config, task: Task):
     return model, tokenizer, splits
 
 
+def checked_setup(cfg: Config, resume: bool, overwrite: bool):
+    """(task, model, tokenizer, splits), the task resolved once for the job; every check that can refuse the job
+    (precision, trackers, the run folder, the data) runs here, before any run folder exists."""
+    devices.check_precision(cfg.train.precision)
+    tracking.check(cfg.train.report_to)
+    check_run_dir(cfg, resume, overwrite)
+    task = get_task(cfg.task)
+    return (task, *setup(cfg, task))
+
+
 def guarded(run_dir: Path, job):
     """Run a job; on any failure mark the run folder failed, so it never looks complete."""
     if not distributed.is_main():  # under torchrun, rank 0 alone keeps status.json
@@ -220,11 +230,7 @@ def train_job(cfg: Config, resume: bool = False, overwrite: bool = False, on_val
     """Fine-tune into the run folder. Under `torchrun --nproc_per_node N` every process runs this and
     trains data-parallel (see tailor.train.distributed); rank 0 alone writes the run folder."""
     created_group = distributed.init(cfg.train.device)  # the device, and the process group under torchrun
-    devices.check_precision(cfg.train.precision)
-    tracking.check(cfg.train.report_to)
-    check_run_dir(cfg, resume, overwrite)
-    task = get_task(cfg.task)
-    model, tokenizer, splits = setup(cfg, task)  # bad input fails here, before any run folder exists
+    task, model, tokenizer, splits = checked_setup(cfg, resume, overwrite)
     run_dir = open_run(cfg, resume, overwrite)
     main = distributed.is_main()
 
@@ -254,11 +260,7 @@ def run_job(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
         raise TailorError("`tailor run` runs in one process; under torchrun / accelerate launch use `tailor train`, "
                           "then `tailor eval` the run folder.")
     devices.choose(cfg.train.device)
-    devices.check_precision(cfg.train.precision)
-    tracking.check(cfg.train.report_to)
-    check_run_dir(cfg, resume, overwrite)
-    task = get_task(cfg.task)
-    model, tokenizer, splits = setup(cfg, task)  # bad input fails here, before any run folder exists
+    task, model, tokenizer, splits = checked_setup(cfg, resume, overwrite)
     run_dir = open_run(cfg, resume, overwrite)
 
     def job():

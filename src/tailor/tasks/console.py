@@ -3,6 +3,9 @@ labels and formats of every metric tailor reports (the run report and comparison
 
 from __future__ import annotations
 
+import textwrap
+from typing import Callable
+
 # (key, label, format): every metric tailor's evaluations report, in display order.
 ROWS = [
     ("perplexity", "perplexity (response tokens)", "{:.2f}"),
@@ -42,3 +45,15 @@ def metrics_table(columns: dict[str, dict], rows: list[tuple[str, str, str]]) ->
         cells = [fmt.format(columns[n][key]) if isinstance(columns[n].get(key), (int, float)) else "-" for n in names]
         lines.append(f"{label:<{width}}  " + "  ".join(f"{c:>12}" for c in cells))
     return "\n".join(lines)
+
+
+def side_by_side(samples: list[dict], outputs: dict[str, list[dict]], count: int, title: str,
+                 lines: Callable[[dict], list[str]], width: int = 100) -> str:
+    """The first `count` test samples: a '--- test <title> N' rule, the sample's own `lines` (its input and
+    reference), then each model's output where it has one, each wrapped at `width`."""
+    out = []
+    for i, sample in enumerate(samples[:count]):
+        out.append(f"--- test {title} {i + 1} " + "-" * 40)
+        texts = lines(sample) + [f"[{name}] {rs[i]['text']}" for name, rs in outputs.items() if i < len(rs)]
+        out += [textwrap.fill(t, width, subsequent_indent="    ") for t in texts]
+    return "\n".join(out)

@@ -7,7 +7,6 @@ reply in its decoder (tasks/encdec.py).
 
 from __future__ import annotations
 
-import textwrap
 
 from transformers import PreTrainedTokenizerBase
 
@@ -159,13 +158,8 @@ def metrics_table(columns: dict[str, dict]) -> str:
 
 def side_by_side(samples: list[dict], replies: dict[str, list[dict]], count: int, width: int = 100) -> str:
     """The first `count` test prompts: history, reference and each model's reply."""
-    out = []
-    for i, sample in enumerate(samples[:count]):
-        out.append(f"--- test prompt {i + 1} " + "-" * 40)
-        for m in sample["messages"][:-1]:
-            if m["role"] != "system":
-                out.append(textwrap.fill(f"{m['role']}: {m['content']}", width, subsequent_indent="    "))
-        out.append(textwrap.fill(f"[reference] {sample['messages'][-1]['content']}", width, subsequent_indent="    "))
-        for name, rs in replies.items():
-            out.append(textwrap.fill(f"[{name}] {rs[i]['text']}", width, subsequent_indent="    "))
-    return "\n".join(out)
+    def lines(sample: dict) -> list[str]:
+        history = [f"{m['role']}: {m['content']}" for m in sample["messages"][:-1] if m["role"] != "system"]
+        return history + [f"[reference] {sample['messages'][-1]['content']}"]
+
+    return console.side_by_side(samples, replies, count, "prompt", lines, width)

@@ -14,7 +14,6 @@ ROUGE-L against the reference continuation (for raw text: up to the end of the c
 
 from __future__ import annotations
 
-import textwrap
 from statistics import mean
 
 from tailor.config import Config
@@ -167,15 +166,8 @@ def metrics_table(columns: dict[str, dict]) -> str:
 
 
 def side_by_side(samples: list[dict], outputs: dict[str, list[dict]], count: int, width: int = 100) -> str:
-    out = []
-    for i, s in enumerate(samples[:count]):
-        out.append(f"--- test prompt {i + 1} " + "-" * 40)
-        out.append(textwrap.fill(f"[prompt] {s['prompt']}", width, subsequent_indent="    "))
-        out.append(textwrap.fill(f"[reference] {s['reference'][:300]}", width, subsequent_indent="    "))
-        for name, rs in outputs.items():
-            if i < len(rs):
-                out.append(textwrap.fill(f"[{name}] {rs[i]['text']}", width, subsequent_indent="    "))
-    return "\n".join(out)
+    return console.side_by_side(samples, outputs, count, "prompt",
+                                lambda s: [f"[prompt] {s['prompt']}", f"[reference] {s['reference'][:300]}"], width)
 
 
 def sample_record(sample: dict) -> dict:

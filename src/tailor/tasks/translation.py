@@ -13,7 +13,6 @@ the `decode` section (num_beams > 1 for beam search), plus teacher-forced loss /
 
 from __future__ import annotations
 
-import textwrap
 from functools import lru_cache
 
 import torch
@@ -176,14 +175,8 @@ def metrics_table(columns: dict[str, dict]) -> str:
 
 
 def side_by_side(samples: list[dict], outputs: dict[str, list[dict]], count: int, width: int = 100) -> str:
-    out = []
-    for i, s in enumerate(samples[:count]):
-        out.append(f"--- test sentence {i + 1} " + "-" * 40)
-        out.append(textwrap.fill(f"[source] {s['source']}", width, subsequent_indent="    "))
-        out.append(textwrap.fill(f"[reference] {s['target']}", width, subsequent_indent="    "))
-        for name, rs in outputs.items():
-            out.append(textwrap.fill(f"[{name}] {rs[i]['text']}", width, subsequent_indent="    "))
-    return "\n".join(out)
+    return console.side_by_side(samples, outputs, count, "sentence",
+                                lambda s: [f"[source] {s['source']}", f"[reference] {s['target']}"], width)
 
 
 def sample_record(sample: dict) -> dict:
