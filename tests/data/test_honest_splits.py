@@ -99,6 +99,10 @@ def test_data_check_with_dedupe_drops_the_repeats(tmp_path, tiny_model):
     assert report["deduped"] == {"train": repeats}
     assert sum(s["records"] for s in report["splits"].values()) == 30 + len(FAQ)
     assert all(not groups for groups in report["duplicates"].values())
+    # training drops them too: one sample per conversation here, each content once
+    splits = dialogue.prepare(config(str(cfg)), AutoTokenizer.from_pretrained(tiny_model), 256)
+    samples = [conversation_key(s["messages"]) for part in (splits.train, splits.validation, splits.test) for s in part]
+    assert len(samples) == len(set(samples)) == 30 + len(FAQ)
 
 
 TABLES = {  # task: (file text, data settings, the fields that make an exact duplicate)

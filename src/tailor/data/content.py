@@ -58,16 +58,3 @@ def first_occurrences(items: Iterable[T], key: Callable[[T], str]) -> tuple[list
         (repeats if k in seen else kept).append(item)
         seen.add(k)
     return kept, repeats
-
-
-class ConversationId(str):
-    """A conversation's id as its file gives it (a plain string wherever it is shown or written), carrying
-    the content key its split is drawn from: `split_of(conv["id"], ...)` puts a conversation repeated under
-    several ids in one split, as `split_conversations` does."""
-
-    content_key: str
-
-    def __new__(cls, value: str, content_key: str | None = None):
-        self = super().__new__(cls, value)
-        self.content_key = str(value) if content_key is None else content_key
-        return self

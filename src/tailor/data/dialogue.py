@@ -37,12 +37,10 @@ def windows(conversation: dict, history_turns: int, system_prompt: str | None = 
     return samples
 
 
-def split_of(conversation_id: str, val_fraction: float, test_fraction: float) -> str:
-    """A conversation's split, from a hash of its content: stable across runs, seeds and data order, and the
-    same for every copy of a conversation whatever its id. `conversation_id` is the id of a conversation read
-    by data/sources.py, which carries the conversation's content key (data/content.py's ConversationId);
-    a plain string is hashed as it is."""
-    b = bucket(getattr(conversation_id, "content_key", conversation_id))
+def split_of(key: str, val_fraction: float, test_fraction: float) -> str:
+    """A split from a hash of `key` (a conversation's content key, data/content.py): stable across runs,
+    seeds and data order, and the same for every copy of a conversation whatever its id."""
+    b = bucket(key)
     if b < test_fraction:
         return "test"
     if b < test_fraction + val_fraction:

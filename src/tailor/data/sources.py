@@ -62,14 +62,11 @@ def conversation_rows(source: object, problems: list | None = None, fmt: str = "
 
 
 def conversation(row: dict) -> dict:
-    """A checked row as a conversation {"id", "origin", "messages"}; the id defaults to file:line, and carries
-    the conversation's content key, which its split is drawn from (data/content.py)."""
-    from tailor.data.content import ConversationId, conversation_key
-
+    """A checked row as a conversation {"id", "origin", "messages"}; the id defaults to file:line."""
     values = row["values"]
-    messages = [{"role": m["role"], "content": m["content"]} for m in values["messages"]]
-    conv_id = ConversationId(str(values.get("id", Path(row["origin"]).name)), conversation_key(messages))
-    return {"id": conv_id, "origin": row["origin"], "messages": messages}
+    conv_id = str(values.get("id", Path(row["origin"]).name))
+    return {"id": conv_id, "origin": row["origin"],
+            "messages": [{"role": m["role"], "content": m["content"]} for m in values["messages"]]}
 
 
 def checked_conversations(rows: list[dict], findings: list | None = None) -> list[dict]:

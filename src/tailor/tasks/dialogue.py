@@ -12,7 +12,8 @@ from transformers import PreTrainedTokenizerBase
 
 from tailor.config import Config
 from tailor.data import chat_format
-from tailor.data.dialogue import split_of, windows
+from tailor.data.content import conversation_key, first_occurrences
+from tailor.data.dialogue import split_conversations, windows
 from tailor.data.sources import read_conversations
 from tailor.data.tokenize import IGNORE, encode_fitting, history_text, prompt_ids
 from tailor.errors import TailorError
@@ -45,18 +46,18 @@ def prepare(cfg: Config, tokenizer: PreTrainedTokenizerBase, context: int) -> Sp
         )
     seq2seq = encdec.kind(cfg) == "seq2seq"
     conversations = read_conversations(d.source, d.format)
-    by_split: dict[str, list[dict]] = {s: [] for s in SPLITS}
-    conv_count = {s: 0 for s in SPLITS}
-    for conv in conversations:
-        split = split_of(conv["id"], d.val_fraction, d.test_fraction)
-        conv_count[split] += 1
-        by_split[split] += windows(conv, d.history_turns, d.system_prompt)
+    # Split by the conversation's turns, so exact repeats share a split; data.dedupe drops them first.
+    carved, _ = split_conversations(conversations, d.val_fraction, d.test_fraction, d.dedupe)
+    conv_count = {s: len(carved[s]) for s in SPLITS}
+    by_split = {s: [w for conv in carved[s] for w in windows(conv, d.history_turns, d.system_prompt)] for s in SPLITS}
     own = {"validation": d.validation_source, "test": d.test_source}
     for split, source in own.items():
         if source is not None:  # read whole from its own file, as the table tasks do; data.source's share trains
             by_split["train"] += by_split[split]
             conv_count["train"] += conv_count[split]
             theirs = read_conversations(source, d.format)
+            if d.dedupe:
+                theirs = first_occurrences(theirs, lambda c: conversation_key(c["messages"]))[0]
             conv_count[split] = len(theirs)
             by_split[split] = [w for conv in theirs for w in windows(conv, d.history_turns, d.system_prompt)]
     limits = {"train": d.max_train_samples, "validation": d.max_val_samples, "test": d.max_test_samples}
