@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tailor.generate.replies import stop_ids
-from tailor.serve.engine import Engine, QueueFull, Sampling, Sequence, pick
+from tailor.serve.engine import Engine, QueueFull, Sampling, Sequence
 
 from serve_helpers import lively_model  # noqa: F401  (fixtures)
 
@@ -76,40 +76,7 @@ def test_queue_limit():
     assert engine.snapshot()["rejected"] == 1
 
 
-def seq_with(**sampling) -> Sequence:
-    return Sequence([1, 2], Sampling(max_tokens=1, **sampling), lambda e: None, 0.0,
-                    generator=torch.Generator().manual_seed(0))
-
-
-def test_pick_per_row_settings():
-    torch.manual_seed(0)
-    logits = torch.randn(4, 50)
-    rows = [seq_with(), seq_with(temperature=1.0, top_k=1), seq_with(temperature=1.0, top_p=1e-6),
-            seq_with(temperature=1.0, top_k=5)]
-    out = pick(logits, rows)
-    assert out[0] == logits[0].argmax()  # greedy
-    assert out[1] == logits[1].argmax()  # top-1 sampling is greedy
-    assert out[2] == logits[2].argmax()  # a tiny nucleus keeps only the best token
-    assert out[3] in torch.topk(logits[3], 5).indices  # sampling stays within the top 5
-
-
-@pytest.mark.parametrize("top_p", [1.0, 0.7])
-def test_pick_top_k_draws_among_the_k_best_in_proportion(top_p):
-    probs = torch.tensor([[0.02, 0.5, 0.01, 0.3, 0.15, 0.02]])
-    row = seq_with(temperature=1.0, top_k=3, top_p=top_p)
-    drawn = torch.stack([pick(probs.log(), [row]) for _ in range(2000)]).flatten()
-    counts = torch.bincount(drawn, minlength=6).float() / len(drawn)
-    # top-k keeps 0.5, 0.3, 0.15; top-p 0.7 then keeps 0.5 and 0.3 (their mass reaches 0.7).
-    kept = torch.tensor([0, 0.5, 0, 0.3, 0.15, 0]) if top_p == 1.0 else torch.tensor([0, 0.5, 0, 0.3, 0, 0])
-    torch.testing.assert_close(counts, kept / kept.sum(), atol=0.04, rtol=0)
-
-
-def test_pick_repetition_penalty_discourages_seen_tokens():
-    logits = torch.zeros(1, 10)
-    logits[0, 1] = 2.0  # token 1 (in the prompt) is best ...
-    logits[0, 5] = 1.5
-    assert pick(logits, [seq_with()])[0] == 1
-    assert pick(logits, [seq_with(repetition_penalty=2.0)])[0] == 5  # ... until it is penalised: 2.0/2 < 1.5
+# Choosing tokens per row (sampling.pick) is tested in tests/generate/test_decoder.py.
 
 
 @pytest.mark.parametrize("n", [1, 2])

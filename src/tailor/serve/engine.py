@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 
 from tailor.generate.decoder import Decoder, Row
-from tailor.generate.sampling import Sampling, pick  # noqa: F401  (the server's request settings; tests pick)
+from tailor.generate.sampling import Sampling  # noqa: F401  (the server's request settings)
 
 log = logging.getLogger("tailor.serve")
 
