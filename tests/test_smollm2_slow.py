@@ -50,11 +50,12 @@ def test_real_model_lean_decoding_gives_generate_tokens():
     from transformers import GenerationConfig
 
     from tailor.data.tokenize import prompt_ids
-    from tailor.generate import kernel, lean
+    from tailor import kernels
+    from tailor.generate import lean
     from tailor.generate.decoder import decode
     from tailor.models.load import load, resolve
 
-    if not kernel.supported():
+    if not kernels.supported():
         pytest.skip("no AVX512-BF16 on this CPU")
     _, tok = load("smollm2-135m-instruct")
     model = AutoModelForCausalLM.from_pretrained(resolve("smollm2-135m-instruct"), dtype=torch.bfloat16,

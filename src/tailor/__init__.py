@@ -10,7 +10,9 @@ Layers, top to bottom; a module imports only from its own layer or the ones belo
     workflow, serve, export              jobs over a run folder: train/run, the HTTP server, exports
     report, runs                         run reports, reading run folders
     tasks                                one module per task family, and encoder-decoder support
-    train, eval, generate                the loop, scoring and metrics, decoding
+    train, eval, generate                the loop, scoring and metrics, decoding (train and generate import
+                                         neither one the other: what both need lives below)
+    kernels                              CPU speed paths: C++ kernels by operation, patched() applies / undoes them
     models                               loading, heads, freezing, LoRA, quantization
     data, config                         sources, templates, chat formats, tokenizing; typed settings
     device, precision, allocator, fsutil, errors
@@ -27,7 +29,10 @@ LAYERS = [
     ["report", "runs"],
     ["tasks"],
     ["train", "eval", "generate"],
+    ["kernels"],
     ["models"],
     ["data", "config"],
     ["device", "precision", "allocator", "fsutil", "errors"],
 ]
+# Units of one layer that import neither one the other (tests/test_layers.py): what both need lives below.
+APART = [("train", "generate")]

@@ -4,12 +4,14 @@ import pytest
 import torch
 from transformers import GenerationConfig
 
+from tailor import kernels
 from tailor.config.decode import DecodeConfig
 from tailor.config.model import LoraConfig
 from tailor.errors import TailorError
-from tailor.generate import kernel, lean
+from tailor.generate import lean
 from tailor.generate.decoder import decode
 from tailor.generate.replies import generate
+from tailor.kernels import matmul
 from tailor.models.load import load_model
 from tailor.models.lora import wrap
 from tailor.precision import half_copy
@@ -171,7 +173,7 @@ def test_fused_weights_are_kept_until_the_weights_change(lm):
     assert torch.equal(after, want) and not torch.equal(after, before)
 
 
-@pytest.mark.skipif(not kernel.supported(), reason="no AVX512-BF16 on this CPU")
+@pytest.mark.skipif(not kernels.supported(), reason="no AVX512-BF16 on this CPU")
 def test_bf16_drafts_are_checked_as_one_token_steps(lm, tmp_path, monkeypatch):
     """bf16 with every product on the kernel (hidden 128, vocabulary padded to a multiple of 16): drafted
     tokens are checked several at a time and the reply is plain greedy's. Where a product has no way of
@@ -191,7 +193,7 @@ def test_bf16_drafts_are_checked_as_one_token_steps(lm, tmp_path, monkeypatch):
     assert torch.equal(got, want)
 
     with monkeypatch.context() as patch:
-        patch.setattr(kernel, "way_for", lambda *shape: None)
+        patch.setattr(matmul, "way_for", lambda *shape: None)
         assert not lean.drafts_exact(wide)
         count.widths = []
         assert torch.equal(decode(wide, ids, mask, gen, draft=3, use_lean=True), want)

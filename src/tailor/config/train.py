@@ -45,6 +45,12 @@ class TrainConfig:
         "embedding, the resident bf16 LM head, the sparse embedding gradient, the retained heap). Off, or on "
         "any other device, training takes the plain PyTorch/transformers path."
     )
+    kernels: bool = setting(
+        True, help="Within the CPU speed paths: tailor's C++ kernels (RMSNorm and the rotary embedding; argmax in "
+        "token accuracy), built on first use with g++ and ninja into ~/.cache/tailor/kernels. Off: those ops run as "
+        "torch's own (same results to rounding) and nothing is built, e.g. where no compiler is installed or to "
+        "compare with torch's arithmetic; the other speed paths stay (train.cpu_fast_paths turns all off)."
+    )
     seed: int = setting(0, help="Seed for data order, initialisation and sampling.")
     eval_every: int = setting(50, help="Validate every N optimizer steps (0 = only at the end).")
     patience: int = setting(0, help="Early stopping: validations without improvement before stopping (0 = off).")

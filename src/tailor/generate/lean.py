@@ -32,7 +32,7 @@ from transformers import DynamicCache
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from tailor.generate.kernel import Product, argmax, available, rms_norm
+from tailor.kernels import Product, available, rms_norm
 
 NGRAM = 3  # the longest n-gram looked up; shorter ones are tried after it
 

@@ -13,6 +13,7 @@ from transformers import GenerationConfig
 from tailor import device as devices
 from tailor.config.decode import DecodeConfig
 from tailor.generate import decoder
+from tailor.kernels import patched
 from tailor.precision import autocast, inference_model
 
 END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
@@ -100,7 +101,8 @@ def generate(model, tokenizer, prompts: list[list[int]], decode: DecodeConfig, b
             mask[row, width - len(prompts[i]) :] = 1
         ids, mask = devices.put(ids, where), devices.put(mask, where)
         if own:
-            new = decoder.decode(runner, ids, mask, gen, draft=decode.lookahead, tokenizer=tokenizer)  # (B, n)
+            with patched(runner, training=False, enabled=decode.kernels):  # decode.kernels: the C++ kernels or torch's ops
+                new = decoder.decode(runner, ids, mask, gen, draft=decode.lookahead, tokenizer=tokenizer)  # (B, n)
         else:
             with autocast(bf16 and runner is model):
                 new = runner.generate(input_ids=ids, attention_mask=mask, generation_config=gen, tokenizer=tokenizer)[:, width:]

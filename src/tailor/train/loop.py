@@ -30,13 +30,11 @@ from tailor.allocator import retain_freed_memory
 from tailor.config import Config, dump_config
 from tailor.errors import TailorError
 from tailor.data.batches import length_grouped
+from tailor.kernels import patched
+from tailor.kernels.embedding import densify
 from tailor.train import deepspeed_engine, distributed
 from tailor.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_model_folder
-from tailor.train.fused_norm import fused_norms
-from tailor.train.fused_rotary import fused_rotary
 from tailor.train.log import JsonlLog
-from tailor.train.resident_head import resident_head
-from tailor.train.sparse_embedding import densify, sparse_tied_gradient
 
 
 @dataclass
@@ -194,15 +192,10 @@ def train(cfg: Config, task, model, tokenizer, train_set: list[dict], val_set: l
         stop = bool(t.patience) and state["bad_evals"] >= t.patience
         return bool(on_validation is not None and on_validation(step, metrics)) or stop
 
-    # One process: the LM head's bf16 weight and fp32 gradient stay in buffers under autocast (resident_head.py),
-    # a tied embedding's gradient comes as sparse rows (sparse_embedding.py), RMSNorm and the rotary embedding
-    # run as one kernel pass forward and one backward (fused_norm.py, fused_rotary.py).
-    with resident_head(model, optimizer, enabled=fast and half == torch.bfloat16) as head_on, \
-            sparse_tied_gradient(model, enabled=fast) as sparse_on, fused_norms(model, enabled=fast) as norms_on, \
-            fused_rotary(model, enabled=fast and half == torch.bfloat16) as rotary_on:
+    # One process on the CPU: the speed paths of tailor.kernels (resident LM head, sparse embedding gradient,
+    # RMSNorm and rotary kernels), applied for the run and undone after it; train.kernels leaves out the C++.
+    with patched(model, training=True, enabled=fast, compiled=t.kernels, optimizer=optimizer, half=half) as paths:
         if main:  # said once: where the run trains and which path it takes
-            paths = [name for name, on in (("kernel RMSNorm", norms_on), ("kernel rotary", rotary_on),
-                                           ("resident bf16 LM head", head_on), ("sparse embedding gradient", sparse_on)) if on]
             family = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
             print(f"{devices.describe(half, device)}; "
                   + (f"CPU fast paths: {', '.join(paths)}" if paths else f"plain PyTorch/transformers path ({family})")

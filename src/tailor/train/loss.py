@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from tailor.data.tokenize import IGNORE
-from tailor.generate import kernel
-from tailor.models.attention import grouped
+from tailor.kernels import argmax
+from tailor.kernels.attention import grouped
+from tailor.kernels.head import head_logits
 from tailor.models.prefix import hidden_states
-from tailor.train.resident_head import head_logits
 
 CHUNK = 1024  # supervised positions per head+softmax chunk: bounds logits memory to CHUNK x vocab
 
@@ -47,5 +47,5 @@ def token_stats(model: PreTrainedModel, batch: dict[str, torch.Tensor],
         # its backward hands the head a bf16 gradient, as the cast's backward did.
         logprobs = F.log_softmax(logits, -1, dtype=torch.float32)
         total = total + F.nll_loss(logprobs, y[start : start + CHUNK], reduction="sum")
-        correct += int((kernel.argmax(logits.detach()) == y[start : start + CHUNK]).sum())
+        correct += int((argmax(logits.detach()) == y[start : start + CHUNK]).sum())
     return total, int(y.numel()), correct

@@ -1,11 +1,13 @@
-"""Rotary position embedding for training in one kernel pass forward and one backward, bf16 in and out.
+"""The rotary position embedding through `rotary.cpp`, for training: one kernel pass forward and one
+backward, bf16 in and out. (Decoding's pass, `rotary_bf16`, turns a step's queries and keys and writes the
+cache in one go; generate/lean.py calls it.)
 
 Under autocast the projections give bf16 queries and keys, and transformers' rotary multiplies them
 by fp32 cos/sin tables: the rotated queries and keys come out fp32 (five torch ops each, and as many
-backward), and every attention product then casts them back to bf16. The kernel (`rotary_train_bf16`
-in generate/kernels/dot_bf16.cpp) computes the same fp32 products and sum and rounds once to bf16, so
-the forward is what the torch ops and autocast's cast give; its backward takes the gradient in fp32
-and rounds once, where autograd rounds each of the two branches to bf16 and sums them in bf16.
+backward), and every attention product then casts them back to bf16. The kernel (`rotary_train_bf16`)
+computes the same fp32 products and sum and rounds once to bf16, so the forward is what the torch ops
+and autocast's cast give; its backward takes the gradient in fp32 and rounds once, where autograd
+rounds each of the two branches to bf16 and sums them in bf16.
 
 Only for Llama-family attention, training forwards (gradients on) with bf16 queries and fp32 tables;
 anything else goes to transformers' own function.
@@ -18,7 +20,7 @@ import contextlib
 import torch
 from transformers.models.llama import modeling_llama
 
-from tailor.generate import kernel
+from tailor.kernels.build import available
 
 ORIGINAL = modeling_llama.apply_rotary_pos_emb
 
@@ -56,7 +58,7 @@ def fused_rotary(model: torch.nn.Module, enabled: bool = True):
     """Within the block, Llama attention's rotary embedding trains through the kernel (module docstring).
     Yields whether it does."""
     if not enabled or not any(isinstance(m, modeling_llama.LlamaAttention) for m in model.modules()) \
-            or not kernel.available():
+            or not available():
         yield False
         return
     before = modeling_llama.apply_rotary_pos_emb

@@ -5,7 +5,7 @@ from transformers import AutoModelForCausalLM
 
 from tailor.data.batches import collate
 from tailor.train.loss import token_stats
-from tailor.train.sparse_embedding import densify, sparse_tied_gradient, tied_embedding
+from tailor.kernels.embedding import densify, sparse_tied_gradient, tied_embedding
 
 
 def batch_of(model):

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from tailor.models.attention import NAME, grouped
+from tailor.kernels.attention import NAME, grouped
 from tailor.train.loss import token_stats
 
 
@@ -51,7 +51,7 @@ def test_grouped_attention_matches_sdpa_loss_and_gradients(tiny_model, padded):
 
 
 def test_grouped_attention_routes_through_the_new_function_and_restores_sdpa(tiny_model, monkeypatch):
-    import tailor.models.attention as attention
+    import tailor.kernels.attention as attention
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation="sdpa")
     seen = []
@@ -89,7 +89,7 @@ def test_scoring_attention_matches_sdpa(tiny_model, padded):
 
 def test_scoring_rows_with_no_key_stay_finite():
     """A query row whose keys are all masked averages the values (finfo.min), as the training path does."""
-    from tailor.models.attention import grouped_attention
+    from tailor.kernels.attention import grouped_attention
 
     class Module:
         is_causal, training = True, False
@@ -107,7 +107,7 @@ def test_scoring_rows_with_no_key_stay_finite():
 def test_bf16_training_softmax_matches_the_fp32_one(monkeypatch):
     """Training under autocast takes the softmax in bf16 (fp32 inside the kernel); output and gradients stay
     within bf16 rounding of the fp32 softmax cast to bf16, and a row with no key stays finite."""
-    import tailor.models.attention as attention
+    import tailor.kernels.attention as attention
 
     class Module:
         is_causal, training = True, True

@@ -7,8 +7,8 @@ from tailor.data.batches import collate
 from tailor.train import loss as loss_module
 from tailor.train.loop import make_optimizer
 from tailor.train.loss import token_stats
-from tailor.train.resident_head import output_head, resident_head
-from tailor.train.sparse_embedding import sparse_tied_gradient
+from tailor.kernels.embedding import sparse_tied_gradient
+from tailor.kernels.head import output_head, resident_head
 
 
 def batch_of(model, seed):

@@ -5,12 +5,18 @@ import torch
 from transformers import AutoModelForCausalLM
 from transformers.models.llama import modeling_llama
 
-from tailor.generate import kernel
-from tailor.train.fused_rotary import ORIGINAL, Rotary, fused_rotary
+from tailor import kernels
+from tailor.kernels.rotary import ORIGINAL, Rotary, fused_rotary
 
 from tests.tiny import make_causal_lm
 
-pytestmark = pytest.mark.skipif(not kernel.supported(), reason="the kernel needs AVX512-BF16, which this CPU lacks")
+pytestmark = pytest.mark.skipif(not kernels.supported(), reason="the kernel needs AVX512-BF16, which this CPU lacks")
+
+
+@pytest.fixture(autouse=True)
+def built():
+    """The ops are called directly here: built (once a process) before any test, whichever runs first."""
+    assert kernels.available(), "this CPU has AVX512-BF16 but the kernels did not build"
 
 
 def tables(batch: int, length: int, size: int):

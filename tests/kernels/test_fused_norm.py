@@ -7,10 +7,16 @@ import torch
 from transformers import AutoModelForCausalLM
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
-from tailor.generate import kernel
-from tailor.train.fused_norm import Norm, fused_norms
+from tailor import kernels
+from tailor.kernels.norm import Norm, fused_norms
 
-pytestmark = pytest.mark.skipif(not kernel.supported(), reason="the kernel needs AVX512-BF16, which this CPU lacks")
+pytestmark = pytest.mark.skipif(not kernels.supported(), reason="the kernel needs AVX512-BF16, which this CPU lacks")
+
+
+@pytest.fixture(autouse=True)
+def built():
+    """The ops are called directly here: built (once a process) before any test, whichever runs first."""
+    assert kernels.available(), "this CPU has AVX512-BF16 but the kernels did not build"
 
 
 @pytest.mark.parametrize("rows, scale", [(1, 1.0), (37, 1e-3), (300, 1e3)])

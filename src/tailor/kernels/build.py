@@ -1,0 +1,109 @@
+"""The C++ kernels: one extension built from this folder's sources, loaded once per process.
+
+matmul.cpp, argmax.cpp, norm.cpp and rotary.cpp (sharing bf16.h) compile into one library whose ops
+are `torch.ops.tailor_kernels.*`. The first use builds it (g++ and ninja, under a minute) into
+$TAILOR_CACHE/kernels (default ~/.cache/tailor/kernels), in a folder named by torch's version and a
+digest of the sources and flags: a changed source builds afresh once, and a folder stays valid for the
+sources it was built from.
+
+`supported()`: the CPU has the instructions (AVX512-BF16). `available()`: the kernels are built, loaded
+and switched on; every caller falls back to torch's own ops where it is False. `switched(on)` turns them
+on or off for a block (`train.kernels`, `decode.kernels` through `kernels.patched`): off, nothing is built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).parent
+SOURCES = ("matmul.cpp", "argmax.cpp", "norm.cpp", "rotary.cpp")  # one per operation
+HEADERS = ("bf16.h",)
+NAME = "tailor_kernels"
+# -fopenmp: at::parallel_for is OpenMP inside torch's headers; without it every kernel runs on one thread.
+CFLAGS = ("-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mamx-tile", "-mamx-bf16", "-fopenmp")
+LDFLAGS = ("-fopenmp",)
+LANES = 16  # fp32 values in an AVX-512 vector: outputs per block of a packed weight, a norm's row in steps of it
+
+_on = True  # switched(...) sets it for a block; one process decodes or trains with one setting at a time
+
+
+def cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def supported() -> bool:
+    """True when this CPU has the instructions the kernels need (AVX512-BF16): here they should build, and a
+    failed build is a broken install, not a missing feature."""
+    return "avx512_bf16" in cpu_flags()
+
+
+def digest(folder: Path = HERE) -> str:
+    """A digest of the sources, the headers, the flags and torch's version: the build folder's name."""
+    h = hashlib.sha256(f"{torch.__version__}|{CFLAGS}|{LDFLAGS}".encode())
+    for name in SOURCES + HEADERS:
+        h.update(name.encode() + b"\0" + (folder / name).read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def cache_folder() -> Path:
+    """Where the extension is built: one folder per torch version and content of the sources."""
+    root = Path(os.environ.get("TAILOR_CACHE") or Path.home() / ".cache" / "tailor")
+    return root / "kernels" / f"{torch.__version__}-{digest()}"
+
+
+@functools.cache
+def built() -> bool:
+    """True when the extension is built and loaded in this process (the first call builds it)."""
+    if not supported():
+        return False
+    if hasattr(torch.ops.tailor_kernels, "dot_bf16"):  # loaded already: a namespace registers once per process
+        return True
+    from torch.utils.cpp_extension import load
+
+    folder = cache_folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    # torch runs `ninja` from PATH; the one pip installed sits beside this interpreter.
+    here = str(Path(sys.executable).parent)
+    if here not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = here + os.pathsep + os.environ.get("PATH", "")
+    try:
+        load(name=NAME, sources=[str(HERE / s) for s in SOURCES], extra_include_paths=[str(HERE)],
+             build_directory=str(folder), is_python_module=False, extra_cflags=list(CFLAGS),
+             extra_ldflags=list(LDFLAGS))
+    except Exception as error:  # no compiler, no ninja: everything still runs, on torch's own ops
+        warnings.warn(f"tailor: the C++ kernels did not build ({error}); torch's own ops run instead "
+                      "(train.kernels / decode.kernels: false skips the build)", stacklevel=2)
+        return False
+    return True
+
+
+def available() -> bool:
+    """True when the kernels are switched on (the default) and built here."""
+    return _on and built()
+
+
+@contextlib.contextmanager
+def switched(on: bool):
+    """Within the block the kernels are on or off (off: `available()` is False and nothing builds); the
+    state before comes back after it. A process-wide switch: the server's decoding thread sees it too."""
+    global _on
+    before, _on = _on, on
+    try:
+        yield
+    finally:
+        _on = before

@@ -1,0 +1,49 @@
+"""`patched`: every CPU speed path that applies to a model, entered together and undone together."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+
+from tailor.kernels.build import available, switched
+from tailor.kernels.embedding import sparse_tied_gradient
+from tailor.kernels.head import resident_head
+from tailor.kernels.norm import fused_norms
+from tailor.kernels.rotary import fused_rotary
+
+
+@contextlib.contextmanager
+def patched(model: torch.nn.Module, training: bool, enabled: bool = True, compiled: bool = True,
+            optimizer: torch.optim.Optimizer | None = None, half: torch.dtype | None = None) -> Iterator[list[str]]:
+    """Within the block, the speed paths that apply to `model` are on; on leaving it every one is undone.
+    Yields their names, in the words the training loop prints.
+
+    `enabled` False applies none (training: `train.cpu_fast_paths`, which the loop honours on the CPU in one
+    process only; decoding: `decode.kernels`); `compiled` False leaves out the C++ kernels alone
+    (`train.kernels`). Where the kernels are off, nothing is built and every op is torch's.
+
+    Training (`optimizer` steps the model's weights, `half` is the autocast dtype or None): RMSNorm and,
+    under bf16, the rotary embedding through the kernels (norm.py, rotary.py); under bf16 the LM head's
+    resident bf16 weight and fp32 gradient (head.py); a tied embedding's sparse gradient (embedding.py).
+    The grouped attention (attention.py) is not among them: `train.loss.token_stats` enters it around each
+    teacher-forced forward, as scoring outside training does.
+
+    Decoding: nothing to patch; the decoder calls the kernels (matmul.py, norm.py, argmax.py, rotary.cpp)
+    itself, and they stand in for torch's ops where the weights are bf16.
+    """
+    with switched(enabled and compiled), contextlib.ExitStack() as stack:
+        if not training:
+            weight = next(model.parameters(), None)
+            bf16 = weight is not None and weight.is_cpu and weight.dtype == torch.bfloat16
+            yield ["kernel products, RMSNorm, rotary and argmax"] if bf16 and available() else []
+            return
+        bf16 = enabled and half == torch.bfloat16
+        head_on = stack.enter_context(resident_head(model, optimizer, enabled=bf16)) if optimizer is not None \
+            else False
+        sparse_on = stack.enter_context(sparse_tied_gradient(model, enabled=enabled))
+        norms_on = stack.enter_context(fused_norms(model, enabled=enabled))
+        rotary_on = stack.enter_context(fused_rotary(model, enabled=bf16))
+        yield [name for name, on in (("kernel RMSNorm", norms_on), ("kernel rotary", rotary_on),
+                                     ("resident bf16 LM head", head_on), ("sparse embedding gradient", sparse_on)) if on]
