@@ -8,7 +8,7 @@ token) and (b) the same 211 matrix-vector products alone, back to back, with tor
 kernel here (F.linear; torch.mv and a transposed layout measured slower). (b) is a floor for any
 decoder that does the same arithmetic: a loop with no overhead at all would be (a)/(b) times faster
 than HF generate. Also printed: the bandwidth each reaches, against the weights' bytes.
-Since session 5 tailor's decoding does not use F.linear: `generate/kernel.py` does the same
+Since session 5 tailor's decoding does not use F.linear: `tailor/kernels/matmul.py` does the same
 arithmetic on weights packed once, at the memory's speed (BENCHMARKS.md), so (b) is F.linear's floor,
 not tailor's.
 """

@@ -11,7 +11,7 @@ Llama-family models). Greedy batch 1 is timed twice: one token per step, and wit
 tokens per step (`--lookahead N`, by default `decode.lookahead`'s default, which `tailor generate` and
 chat use at batch 1); both are compared with HF's tokens. No stop token ends a row, so every row makes 64 tokens. Greedy
 outputs are compared token for token. Each batch size starts with one untimed 2-token call per side; tailor's
-(packing the weights for `generate/kernel.py`, checking its K blocks) is printed.
+(packing the weights for `kernels.Product`, checking its K blocks) is printed.
 """
 
 from __future__ import annotations

@@ -25,12 +25,10 @@ from tailor.data.tokenize import prompt_ids  # noqa: E402
 from tailor.eval.score import score  # noqa: E402
 from tailor.generate.decoder import decode  # noqa: E402
 from tailor.precision import autocast, inference_model  # noqa: E402
-from tailor.train.fused_norm import fused_norms  # noqa: E402
-from tailor.train.fused_rotary import fused_rotary  # noqa: E402
 from tailor.train.loop import clip_and_step, make_optimizer  # noqa: E402
 from tailor.train.loss import token_stats  # noqa: E402
-from tailor.train.resident_head import resident_head  # noqa: E402
-from tailor.train.sparse_embedding import densify, sparse_tied_gradient  # noqa: E402
+from tailor.kernels import patched  # noqa: E402
+from tailor.kernels.embedding import densify  # noqa: E402
 
 
 def main() -> None:
@@ -61,7 +59,7 @@ def main() -> None:
             optimizer.zero_grad(set_to_none=True)
 
         # As train() runs one process under bf16: the head's buffers, the sparse embedding gradient, the kernels.
-        with resident_head(model, optimizer), sparse_tied_gradient(model), fused_norms(model), fused_rotary(model):
+        with patched(model, training=True, optimizer=optimizer, half=torch.bfloat16):
             for b in batches[:6]:  # warm up, the profiled batches too: the optimizer state and the heap's pages
                 step(b)
             with profile(activities=[ProfilerActivity.CPU], record_shapes=a.shapes) as prof:

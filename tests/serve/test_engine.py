@@ -99,3 +99,22 @@ def test_no_repeat_ngram_size_matches_hf_generate(lively_model, n):
     finally:
         engine.stop()
     assert [s.generated for s in seqs] == want
+
+
+@pytest.mark.parametrize("kernels", [True, False])
+def test_decode_kernels_setting_reaches_the_engine_thread(lively_model, kernels):
+    """decode.kernels false: the server decodes with torch's own ops (the kernels are switched off in its thread)."""
+    from tailor import kernels as kernel_paths
+
+    model = AutoModelForCausalLM.from_pretrained(lively_model)
+    tokenizer = AutoTokenizer.from_pretrained(lively_model)
+    engine = Engine(model, tokenizer, stop_ids(tokenizer), kernels=kernels)
+    seen, step = [], engine.decoder.step
+    engine.decoder.step = lambda: (seen.append(kernel_paths.available()), step())[1]
+    engine.start()
+    try:
+        run(engine, [Sequence(tokenizer("hello")["input_ids"], Sampling(max_tokens=3), lambda e: None,
+                              time.monotonic() + 60)])
+    finally:
+        engine.stop()
+    assert seen and set(seen) == {kernels and kernel_paths.supported()}

@@ -25,7 +25,7 @@ from transformers import DynamicCache, GenerationConfig
 
 from tailor import device as devices
 from tailor.generate import lean
-from tailor.generate.kernel import argmax
+from tailor.kernels import argmax
 from tailor.generate.sampling import Sampling, pick
 
 # GenerationConfig fields the decoder implements; any other non-default field means transformers' `generate`.

@@ -8,7 +8,7 @@ Each operation is otherwise the one transformers' Llama forward runs, with the s
 single token (its norm, rotary and activation modules are called as they are; SDPA gets the heads
 grouped or packed as transformers gives them), so greedy replies equal `model.generate`'s.
 
-The products run on `kernel.Product` (weights packed once, oneDNN's rounding); on bf16 the norms'
+The products run on `kernels.Product` (weights packed once, oneDNN's rounding); on bf16 the norms'
 elementwise tail, the rotary embedding with the cache writes, and greedy's argmax run as single
 kernel passes that round each step as the torch op they stand for. The prompt runs with the
 arithmetic of the model's forward, its products on the real tokens only (`Lean.prefill`).
@@ -87,7 +87,7 @@ _FUSED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 def fused_layers(model) -> list[tuple]:
     """Per layer: (norm, q|k|v product, o product, norm, gate|up product, down product), then the LM
     head's product; kept per model while its weights are unchanged (chat and batched replies decode
-    many times with one model, and packing the weights for `kernel.Product` reads them all)."""
+    many times with one model, and packing the weights for `kernels.Product` reads them all)."""
     inner = model.model
     weights = [p for layer in inner.layers for p in (layer.self_attn.q_proj.weight, layer.self_attn.k_proj.weight,
                layer.self_attn.v_proj.weight, layer.mlp.gate_proj.weight, layer.mlp.up_proj.weight,

@@ -164,7 +164,8 @@ def create_app(loaded: Loaded, limits: Limits | None = None, api_key: str | None
     max_prompt = min(limits.max_prompt_tokens, context - 1)
     created = int(time.time())
     if loaded.kind == "generate":
-        engine = Engine(model, tokenizer, stop_ids(tokenizer), limits.max_batch, limits.max_queue, decode.lookahead)
+        engine = Engine(model, tokenizer, stop_ids(tokenizer), limits.max_batch, limits.max_queue, decode.lookahead,
+                        decode.kernels)
     elif loaded.kind == "seq2seq":  # the encoder reads the prompt; one request at a time
         engine = Seq2SeqEngine(model, tokenizer, limits.max_queue)
     else:

@@ -25,6 +25,7 @@ from typing import Callable
 import torch
 
 from tailor.generate.decoder import Decoder, Row
+from tailor.kernels import patched
 from tailor.generate.sampling import Sampling  # noqa: F401  (the server's request settings)
 
 log = logging.getLogger("tailor.serve")
@@ -56,8 +57,9 @@ class Engine:
     """Owns the model; `start()` launches the scheduler thread, `stop()` ends it."""
 
     def __init__(self, model, tokenizer, stop_ids: list[int], max_batch: int = 8, max_queue: int = 32,
-                 draft: int = 0):
+                 draft: int = 0, kernels: bool = True):
         self.model = model.eval()
+        self.kernels = kernels  # decode.kernels: the C++ kernels or torch's own ops
         self.tokenizer = tokenizer
         self.stop_ids = set(stop_ids)
         self.max_batch = max_batch
@@ -108,6 +110,10 @@ class Engine:
 
     # ---- the scheduler thread --------------------------------------------------------------------
     def _loop(self) -> None:
+        with patched(self.model, training=False, enabled=self.kernels):
+            self._serve()
+
+    def _serve(self) -> None:
         decoder = self.decoder
         while True:
             with self.cond:
