@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import socket
+import time
 from pathlib import Path
 
 import yaml
@@ -25,6 +26,7 @@ from tailor.fsutil import recover, write_json, write_text
 from tailor.models.load import context_length
 from tailor.precision import use_half
 from tailor.report import compare_run, comparison_table, write_report
+from tailor.report.plan import Eta, sample_tokens, schedule, scoring_tokens, validation_generated
 from tailor.runs import load_weights
 from tailor.tasks import Task, get_task
 from tailor.train import distributed, tracking
@@ -225,6 +227,19 @@ def tracked(cfg: Config, run_dir: Path, main: bool, parent_run_id: str | None = 
     trackers.finish(run_dir)
 
 
+def announce(cfg: Config, splits, main: bool) -> Eta:
+    """Say the run's schedule now; the returned estimate (report/plan.py, the arithmetic of `tailor plan`) says
+    the expected duration once the run's first logged steps are timed, timing nothing extra. The training loop
+    takes it as its trackers (`around` the run's own, which hear every record through it)."""
+    sched = schedule(cfg, len(splits.train))
+    if main:
+        print(sched.line(), flush=True)
+    per_sample = sum(map(sample_tokens, splits.train)) / max(len(splits.train), 1)
+    step_tokens = per_sample * cfg.train.batch_size * cfg.train.grad_accum
+    return Eta(None, sched, scoring_tokens(splits.validation, cfg.eval.batch_size), step_tokens,
+               val_generation=validation_generated(cfg, len(splits.validation)) > 0)
+
+
 def train_job(cfg: Config, resume: bool = False, overwrite: bool = False, on_validation=None,
               parent_run_id: str | None = None) -> dict:
     """Fine-tune into the run folder. Under `torchrun --nproc_per_node N` every process runs this and
@@ -237,9 +252,10 @@ def train_job(cfg: Config, resume: bool = False, overwrite: bool = False, on_val
     def job():
         if main:
             write_json(run_dir / "data_stats.json", splits.stats)
+        eta = announce(cfg, splits, main)
         with tracked(cfg, run_dir, main, parent_run_id) as trackers:
             result = train(cfg, task, model, tokenizer, splits.train, splits.validation, run_dir, resume=resume,
-                           on_validation=on_validation, trackers=trackers)
+                           on_validation=on_validation, trackers=eta.around(trackers))
             summary = {"train": result.__dict__, "data": splits.stats, "world_size": distributed.world_size()}
             if main:
                 write_json(run_dir / "train_summary.json", summary)
@@ -267,18 +283,21 @@ def run_job(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
         write_json(run_dir / "data_stats.json", splits.stats)
         print(f"data: {json.dumps(splits.stats['samples'])} samples; "
               f"{splits.stats['train_supervised_tokens']} of {splits.stats['train_tokens']} train tokens supervised")
+        eta = announce(cfg, splits, True)
         bf16 = use_half(cfg.train.precision)
         base_file = run_dir / "base_eval.json"
         if resume and base_file.is_file():
             base = json.loads(base_file.read_text())
         else:
+            started = time.perf_counter()
             metrics, replies = task.evaluate(model, tokenizer, splits.test, cfg, bf16, "base")
+            eta.test_evaluation_seconds = time.perf_counter() - started  # the fine-tuned one takes about as long
             base = {"metrics": metrics, "replies": replies}
             write_json(base_file, base)
 
         with tracked(cfg, run_dir, True) as trackers:
             result = train(cfg, task, model, tokenizer, splits.train, splits.validation, run_dir, resume=resume,
-                           trackers=trackers)
+                           trackers=eta.around(trackers))
             summary = finish_run_job(cfg, task, run_dir, tokenizer, splits, base, result, bf16)
         return summary
 
