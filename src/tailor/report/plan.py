@@ -286,13 +286,13 @@ def predict(sched: Schedule, run_tokens: int, val_tokens: int, test_tokens: int,
     }
     train_total = parts["start"] + parts["training"] + parts["validation"] + parts["saving"]
     return {
-        "seconds": {k: round(v, 1) for k, v in parts.items()},
-        "seconds_per_step": round(training / max(sched.steps, 1), 3),
+        "seconds": {k: round(v, 3) for k, v in parts.items()},
+        "seconds_per_step": round(training / max(sched.steps, 1), 4),
         "step_fit": {"seconds_per_step": round(a, 4), "seconds_per_padded_token": b},
-        "seconds_per_validation": round(validation, 1),
-        "seconds_per_evaluation": round(evaluation, 1),
-        "train_total_seconds": round(train_total, 1),
-        "run_total_seconds": round(train_total + parts["base_evaluation"] + parts["after_training"], 1),
+        "seconds_per_validation": round(validation, 3),
+        "seconds_per_evaluation": round(evaluation, 3),
+        "train_total_seconds": round(train_total, 3),
+        "run_total_seconds": round(train_total + parts["base_evaluation"] + parts["after_training"], 3),
     }
 
 
