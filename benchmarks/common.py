@@ -56,23 +56,65 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bf16_matmul_peak(size: int = 2048, seconds: float = 3.0) -> float:
-    """Best bf16 matmul GFLOP/s over short bursts: the ceiling a model FLOPs utilisation is measured against."""
-    a = torch.randn(size, size, dtype=torch.bfloat16)
-    b = torch.randn(size, size, dtype=torch.bfloat16)
-    for _ in range(3):
-        a @ b  # warm up oneDNN
-    best, end = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < end:
+# (M, K, N) of the probe's products: a square one and the shapes of SmolLM2-sized training (rows of a batch
+# by hidden and MLP widths), so the peak is the best this CPU does at shapes like the ones measured against it.
+PEAK_SHAPES = ((2048, 2048, 2048), (1024, 4096, 1024), (2048, 576, 1536), (2048, 1536, 576), (2048, 2048, 8192))
+MOVED = 0.10  # probes before and after a run further apart than this: the machine was busy
+
+
+def bf16_matmul_peak(shapes=PEAK_SHAPES, repeats: int = 5, seconds: float = 3.0) -> float:
+    """Best bf16 matmul GFLOP/s over several shapes, each timed in `repeats` rounds of short bursts
+    (about `seconds` in all): the ceiling a model FLOPs utilisation is measured against."""
+    best = 0.0
+    per_burst = seconds / (len(shapes) * repeats)
+    for m, k, n in shapes:
+        a = torch.randn(m, k, dtype=torch.bfloat16)
+        b = torch.randn(k, n, dtype=torch.bfloat16)
+        for _ in range(3):
+            a @ b  # warm up oneDNN for this shape
         tick = time.perf_counter()
-        for _ in range(4):
-            a @ b
-        best = max(best, 4 * 2 * size**3 / (time.perf_counter() - tick) / 1e9)
+        a @ b
+        count = max(1, int(per_burst / max(time.perf_counter() - tick, 1e-6)))  # products per burst
+        for _ in range(repeats):
+            tick = time.perf_counter()
+            for _ in range(count):
+                a @ b
+            best = max(best, count * 2 * m * k * n / (time.perf_counter() - tick) / 1e9)
     return best
 
 
-def train_flops(model_config, samples: list[dict]) -> float:
-    """Model FLOPs one training pass over `samples` needs (forward + backward = 3 x forward).
+class Peak:
+    """The bf16 matmul peak probed before a run (on construction) and after it (`after()`): the best of
+    both is the peak, and a gap over 10% between them means something else ran on the machine meanwhile."""
+
+    def __init__(self) -> None:
+        self.before = bf16_matmul_peak()
+        self.after_run: float | None = None
+
+    def after(self) -> float:
+        self.after_run = bf16_matmul_peak()
+        return self.value
+
+    @property
+    def value(self) -> float:
+        return max(self.before, self.after_run or 0.0)
+
+    def moved(self) -> float:
+        """Relative gap between the two probes (0 before the second)."""
+        return 0.0 if self.after_run is None else abs(self.before - self.after_run) / self.value
+
+    def describe(self) -> str:
+        line = f"bf16 matmul peak: {self.value:.0f} GFLOP/s (best of {len(PEAK_SHAPES)} shapes; before the run " \
+               f"{self.before:.0f}" + (f", after {self.after_run:.0f})" if self.after_run is not None else ")")
+        if self.moved() > MOVED:
+            line += (f"\nWARNING: the peak probed before and after the run differs by {self.moved():.1%} (> {MOVED:.0%}): "
+                     "something else used the CPU; speed and MFU figures of this run are not trustworthy")
+        return line
+
+
+def train_flops(model_config, samples: list[dict], passes: int = 3) -> float:
+    """Model FLOPs one training pass over `samples` needs (forward + backward = 3 x forward; `passes=2`
+    when the weights are frozen, as with LoRA: the backward computes input gradients only).
 
     Counted without padding, with the causal half of attention, and with the LM head only on
     supervised positions, since that is all the loss needs. Embedding lookups are not matmuls.
@@ -86,11 +128,11 @@ def train_flops(model_config, samples: list[dict]) -> float:
         n = len(s["input_ids"])
         supervised = sum(1 for y in s["labels"][1:] if y != IGNORE)
         attention = layers * 2 * d * n * (n + 1)  # QK^T and AV over the causal half, forward
-        total += 3 * (2 * linear * n + attention + 2 * d * c.vocab_size * supervised)
+        total += passes * (2 * linear * n + attention + 2 * d * c.vocab_size * supervised)
     return total
 
 
-def prefix_flops_saved(model_config, batches: list[list[dict]]) -> float:
+def prefix_flops_saved(model_config, batches: list[list[dict]], passes: int = 3) -> float:
     """The part of `train_flops` tailor does not compute: a prefix every row of a batch shares runs
     once (`tailor.models.prefix`), not once per row. Subtracted, it gives the FLOPs actually done."""
     from tailor.models.prefix import MIN_SHARED
@@ -101,8 +143,90 @@ def prefix_flops_saved(model_config, batches: list[list[dict]]) -> float:
         shared = min(len(os.path.commonprefix(ids)), max(map(len, ids)) - 1)
         if len(ids) > 1 and shared >= MIN_SHARED:
             prefix = {"input_ids": ids[0][:shared], "labels": [IGNORE] * shared}
-            saved += (len(ids) - 1) * train_flops(model_config, [prefix])
+            saved += (len(ids) - 1) * train_flops(model_config, [prefix], passes)
     return saved
+
+
+def train_hf(model, tokenizer, train_set: list[dict], steps: int, warmup: int, batch: int, lr: float,
+             weight_decay: float, warmup_steps: int, gradient_checkpointing: bool = False, passes: int = 3) -> dict:
+    """The Hugging Face Trainer configured for CPU speed (bf16 autocast, length-grouped batches) on
+    `train_set`, one epoch; tokens/s and FLOP/s over the steps after `warmup`. The model is trained in place."""
+    import tempfile
+
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
+
+    features = [{"input_ids": s["input_ids"], "attention_mask": [1] * len(s["input_ids"]), "labels": s["labels"]}
+                for s in train_set]
+    # Pads labels with -100, so the loss stays on the responses exactly as tailor's (DataCollatorForLanguageModeling
+    # would train on the prompts too).
+    pad = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+    per_step: list[list[dict]] = []
+
+    def collate(rows):
+        per_step.append(rows)
+        return pad(rows)
+
+    ends: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_train_begin(self, *a, **k):
+            ends.append(time.perf_counter())
+
+        def on_step_end(self, *a, **k):
+            ends.append(time.perf_counter())
+
+    with tempfile.TemporaryDirectory() as tmp:
+        args = TrainingArguments(
+            output_dir=tmp, per_device_train_batch_size=batch, learning_rate=lr, weight_decay=weight_decay,
+            lr_scheduler_type="cosine", warmup_steps=warmup_steps, max_grad_norm=1.0, num_train_epochs=1,
+            bf16=True, use_cpu=True, train_sampling_strategy="group_by_length", logging_steps=1,
+            save_strategy="no", report_to="none", seed=0, disable_tqdm=True,
+            gradient_checkpointing=gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None)
+        trainer = Trainer(model=model, args=args, train_dataset=features, data_collator=collate,
+                          processing_class=tokenizer, callbacks=[Clock()])
+        trainer.train()
+        losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
+    seconds = ends[-1] - ends[warmup]
+    steady = [s for rows in per_step[warmup:steps] for s in rows]
+    return {"steps": len(ends) - 1, "tokens_per_s": sum(len(s["input_ids"]) for s in steady) / seconds,
+            "flops_per_s": train_flops(model.config, steady, passes) / seconds, "peak_rss_mb": peak_rss_mb(),
+            "last_train_loss": sum(losses[-5:]) / len(losses[-5:])}
+
+
+def train_tailor(cfg, model, tokenizer, train_set: list[dict], val_set: list[dict], warmup: int, passes: int = 3,
+                 save: bool = True) -> dict:
+    """tailor's loop on `train_set` (log_every must be 1); tokens/s and FLOP/s over the steps after `warmup`.
+    `save=False` leaves out the checkpoint and model folder the loop writes at the end (the HF side saves
+    nothing either), which for a large model would take minutes and disk."""
+    import contextlib
+    import tempfile
+    from unittest import mock
+
+    from tailor.tasks import get_task
+    from tailor.train import loop
+
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        if not save:
+            for name in ("save_checkpoint", "save_model_folder"):
+                stack.enter_context(mock.patch.object(loop, name, lambda *a, **k: None))
+        cfg.output_dir, cfg.name = tmp, "bench"
+        result = loop.train(cfg, get_task(cfg.task), model, tokenizer, train_set, val_set, cfg.run_dir)
+        log = [json.loads(line) for line in (cfg.run_dir / "log.jsonl").read_text().splitlines()]
+    train_log = [r for r in log if r["split"] == "train"]
+    # The loop logs each step's real tokens/s; its batches are a pure function of the seed, so the
+    # tokens of each step are known and the step times follow.
+    stream = loop.micro_batches([len(s["input_ids"]) for s in train_set], cfg.train.batch_size, cfg.train.seed, 0)
+    batches = [[train_set[i] for i in next(stream)[1]] for _ in range(result.steps)]
+    tokens = [sum(len(s["input_ids"]) for s in b) for b in batches]
+    seconds = sum(t / r["tokens_per_second"] for t, r in zip(tokens[warmup:], train_log[warmup:]))
+    steady = [s for b in batches[warmup:] for s in b]
+    flops = train_flops(model.config, steady, passes)
+    return {"steps": result.steps, "tokens_per_s": sum(tokens[warmup:]) / seconds,
+            "flops_per_s": flops / seconds, "peak_rss_mb": peak_rss_mb(),
+            "done_flops_per_s": (flops - prefix_flops_saved(model.config, batches[warmup:], passes)) / seconds,
+            "val_loss": [r for r in log if r["split"] == "validation"][-1]["loss"],
+            "last_train_loss": sum(r["loss"] for r in train_log[-5:]) / len(train_log[-5:])}
 
 
 def run_child(script: str, args: list[str], timeout: float) -> dict:
