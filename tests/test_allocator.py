@@ -1,4 +1,5 @@
-"""After retain_freed_memory, freed large blocks stay in the process for the next allocations.
+"""retain_freed_memory keeps freed blocks for the next allocations; keep_within_cap gives them back once they
+exceed the cap; release_freed_memory always does.
 
 Measured in a fresh process: mallopt is process-wide, and other tests' training runs call it.
 """
@@ -11,44 +12,82 @@ import sys
 
 import pytest
 
+from tailor.allocator import default_cap_mb, total_memory_mb
+
 PROBE = """
-import json, resource, torch
-from tailor.allocator import retain_freed_memory
+import json, resource, sys, torch
+from tailor import allocator
 
 BLOCK = 40 * 2**20  # above glibc's largest mmap threshold (32 MiB): by default each is mmap'd afresh
 
 def resident():
     return int(open("/proc/self/statm").read().split()[1])
 
-def pages_given_back():
+def freed_blocks():
     blocks = [torch.ones(BLOCK, dtype=torch.uint8) for _ in range(3)]
     before = resident()
     del blocks
+    return before
+
+def given_back(before):
     return before - resident()
 
-default = pages_given_back()
-took = retain_freed_memory()
-print(json.dumps({"default": default, "took": took, "retained": pages_given_back(), "pages": 3 * BLOCK // resource.getpagesize()}))
+default = given_back(freed_blocks())
+took = allocator.retain_freed_memory(int(sys.argv[1]))
+before = freed_blocks()
+kept = given_back(before)
+trimmed = allocator.keep_within_cap()
+within_cap = given_back(before)
+before = freed_blocks()
+allocator.release_freed_memory()
+print(json.dumps({"default": default, "took": took, "cap": allocator.retained_cap_mb(), "kept": kept,
+                  "trimmed": trimmed, "within_cap": within_cap, "released": given_back(before),
+                  "pages": 3 * BLOCK // resource.getpagesize()}))
 """
 
 
 # mallopt is glibc's: elsewhere retain_freed_memory() does nothing, and these tests have nothing to check.
 pytestmark = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
 
-def probe(**env) -> dict:
-    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True,
-                         env={**os.environ, **env}).stdout
+
+def probe(cap: int = -1, **env) -> dict:
+    environment = {k: v for k, v in os.environ.items() if k != "TAILOR_RETAIN_MEMORY"}
+    out = subprocess.run([sys.executable, "-c", PROBE, str(cap)], capture_output=True, text=True, check=True,
+                         env={**environment, **env}).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
-def test_freed_blocks_stay_in_the_process():
-    r = probe()
+def test_freed_blocks_stay_in_the_process_under_the_cap():
+    r = probe(4096)
     assert r["default"] > r["pages"] * 0.9, r  # glibc's default: the pages went back to the kernel
-    assert r["took"]
-    assert r["retained"] < r["pages"] * 0.1, r
+    assert r["took"] and r["cap"] == 4096
+    assert r["kept"] < r["pages"] * 0.1, r
+    assert not r["trimmed"] and r["within_cap"] < r["pages"] * 0.1, r  # 120 MiB is under 4 GiB: still kept
 
 
-def test_an_environment_variable_keeps_glibc_defaults():
-    r = probe(TAILOR_RETAIN_MEMORY="0")
-    assert not r["took"]
-    assert r["retained"] > r["pages"] * 0.9, r
+def test_over_the_cap_they_go_back():
+    r = probe(64)
+    assert r["took"] and r["kept"] < r["pages"] * 0.1, r  # kept until asked
+    assert r["trimmed"] and r["within_cap"] > r["pages"] * 0.9, r  # 120 MiB over where it started: given back
+
+
+def test_release_gives_them_back():
+    r = probe(4096)
+    assert r["released"] > r["pages"] * 0.9, r
+
+
+def test_the_environment_variable_overrides_the_setting():
+    r = probe(4096, TAILOR_RETAIN_MEMORY="0")
+    assert not r["took"] and r["cap"] == 0
+    assert r["kept"] > r["pages"] * 0.9, r  # glibc's defaults: given back at once
+    r = probe(0, TAILOR_RETAIN_MEMORY="64")
+    assert r["took"] and r["cap"] == 64
+    assert r["trimmed"], r
+
+
+def test_the_default_cap_follows_the_machine():
+    ram = total_memory_mb()
+    assert ram > 0
+    assert default_cap_mb() == min(4096, max(512, ram // 8))
+    r = probe()  # AUTO
+    assert r["took"] and r["cap"] == default_cap_mb()

@@ -1,16 +1,25 @@
-"""Keep freed memory in the process, so training steps stop page-faulting their activations in.
+"""Freed memory the process keeps for its next allocations: a speed-for-memory trade, with a cap.
 
 glibc's malloc serves large blocks (above an adaptive threshold of 128 KiB to 32 MiB) with fresh
-mmap'd pages and returns them to the kernel on free. A training step allocates and frees hundreds
-of megabytes of activations and gradients, so every step faults all of them in again, each page
-zero-filled by the kernel. Serving everything from the heap and never trimming it lets the next
-step reuse the same pages: on SmolLM2 training this cut system time from 11.2 s to 3.1 s and the
-steps were ~12% faster (BENCHMARKS.md). The cost: the process keeps its peak size after a peak.
+mmap'd pages and returns them to the kernel on free. A training step allocates and frees hundreds of
+megabytes (activations, the LM head's logits chunks and their gradients), so by default every step
+faults many of them in again, each page zero-filled by the kernel (BENCHMARKS.md).
 
-This is what `MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...` do at start-up; `mallopt` does it
-from inside the process, when training or scoring begins. It is process-wide, so it is one
-switch for the process: `TAILOR_RETAIN_MEMORY=0` leaves glibc's defaults. Elsewhere than glibc
-it does nothing.
+`retain_freed_memory(cap_mb)` serves every allocation from the heap and lets nothing trim it on its
+own (glibc's M_MMAP_MAX=0, M_TRIM_THRESHOLD at its maximum), so a step reuses the pages the last one
+freed. Left at that (as this module did until issue 20), the heap only grew: blocks of varying large
+sizes fragment it, and each new longest batch added to it for the rest of the process (peak RSS of
+`make demo` 8.2 GB against 5.3 GB with glibc's defaults). So the retained memory has a cap:
+`keep_within_cap()`, called where a step has freed what it used (the training loop, after each
+optimizer step), gives the free pages back (malloc_trim) once resident memory has grown more than
+the cap above where the last trim left it. `release_freed_memory()` gives them back unconditionally,
+between phases.
+
+The cap is `train.retain_memory_mb` for training, by default (`default_cap_mb`) an eighth of the
+machine's RAM between 512 MiB and 4 GiB; scoring and generation outside training use the default.
+`TAILOR_RETAIN_MEMORY=0` leaves glibc's defaults and `TAILOR_RETAIN_MEMORY=N` sets a cap of N MiB, for
+every command and over the setting. mallopt is process-wide. Elsewhere than glibc (musl, macOS) these
+functions do nothing.
 """
 
 from __future__ import annotations
@@ -21,18 +30,113 @@ import functools
 import os
 
 M_TRIM_THRESHOLD = -1  # from glibc's malloc.h
+M_MMAP_THRESHOLD = -3
 M_MMAP_MAX = -4
+GLIBC_MMAP_MAX = 65536  # glibc's default M_MMAP_MAX
+GLIBC_THRESHOLD = 128 * 2**10  # glibc's starting M_MMAP_THRESHOLD and M_TRIM_THRESHOLD
+AUTO = -1  # train.retain_memory_mb's default: default_cap_mb()
+_state: dict[str, int] = {}  # "cap": the cap in force (MiB, 0 = none); "floor": resident MiB after the last trim
 
 
 @functools.cache
-def retain_freed_memory() -> bool:
-    """Tell glibc to serve all allocations from its heap and keep what is freed; True when it took."""
+def _libc():
     name = ctypes.util.find_library("c")
-    if name is None or os.environ.get("TAILOR_RETAIN_MEMORY", "1") == "0":
-        return False
+    if name is None:
+        return None
     try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError):  # not glibc (musl, macOS)
+        libc = ctypes.CDLL(name)
+        libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+        libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+    except (OSError, AttributeError):  # not glibc
+        return None
+    return libc
+
+
+def total_memory_mb() -> int:
+    """The machine's RAM in MiB (0 where unknown)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2**20
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def resident_mb() -> int:
+    """This process's resident memory now, in MiB (0 where /proc is not there)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 2**20
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def default_cap_mb() -> int:
+    """An eighth of the machine's RAM, at least 512 MiB and at most 4 GiB: a SmolLM2-135M step at batch 8
+    frees 0.5-2.5 GB, which a smaller cap would give back and fault in again every step."""
+    return min(4096, max(512, total_memory_mb() // 8))
+
+
+def _from_environment() -> int | None:
+    """TAILOR_RETAIN_MEMORY: 0 (glibc's defaults), 1 or auto (the default cap), or a cap in MiB."""
+    value = os.environ.get("TAILOR_RETAIN_MEMORY", "").strip().lower()
+    if not value:
+        return None
+    if value in ("1", "auto", "on"):
+        return AUTO
+    try:
+        return max(0, int(value))
+    except ValueError:
+        return AUTO
+
+
+def retain_freed_memory(cap_mb: int = AUTO) -> bool:
+    """Keep up to about `cap_mb` MiB of freed memory for reuse; 0 restores glibc's behaviour. AUTO keeps a cap
+    already set in this process, else sets `default_cap_mb()` (scoring calls it so; training passes
+    train.retain_memory_mb). `TAILOR_RETAIN_MEMORY` overrides the argument. True when a cap is in force."""
+    env = _from_environment()
+    if env is not None:
+        cap_mb = env
+    if cap_mb < 0:
+        if "cap" in _state:
+            return _state["cap"] > 0
+        cap_mb = default_cap_mb()
+    if _state.get("cap") == cap_mb:
+        return cap_mb > 0
+    libc = _libc()
+    if libc is None or (cap_mb == 0 and not _state.get("cap")):  # nothing set: glibc's defaults as they are
+        _state["cap"] = 0
         return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, 2**31 - 1) == 1
+    if cap_mb == 0:  # back to glibc's starting values (its adaptive threshold stays off once set by mallopt)
+        libc.mallopt(M_MMAP_MAX, GLIBC_MMAP_MAX)
+        libc.mallopt(M_MMAP_THRESHOLD, GLIBC_THRESHOLD)
+        libc.mallopt(M_TRIM_THRESHOLD, GLIBC_THRESHOLD)
+        release_freed_memory()
+        _state["cap"] = 0
+        return False
+    took = libc.mallopt(M_MMAP_MAX, 0) == 1 and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1) == 1
+    _state["cap"] = cap_mb if took else 0
+    _state["floor"] = resident_mb()
+    return took
+
+
+def retained_cap_mb() -> int:
+    """The cap in force (0: none set, or glibc's defaults)."""
+    return _state.get("cap", 0)
+
+
+def keep_within_cap() -> bool:
+    """Where the memory a step used has been freed: give the free pages back when resident memory has grown
+    more than the cap above where the last trim left it. True when it trimmed. Costs a read of /proc."""
+    cap = _state.get("cap", 0)
+    if not cap or resident_mb() - _state["floor"] <= cap:
+        return False
+    return release_freed_memory()
+
+
+def release_freed_memory() -> bool:
+    """Give the heap's free pages back to the kernel (glibc's malloc_trim), e.g. when a phase ends whose
+    allocations the next one will not reuse. True when glibc released something."""
+    libc = _libc()
+    released = bool(libc is not None and libc.malloc_trim(0))
+    if "cap" in _state:
+        _state["floor"] = resident_mb()
+    return released

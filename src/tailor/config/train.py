@@ -40,6 +40,21 @@ class TrainConfig:
         False, help="Recompute each layer's activations in the backward pass instead of keeping them: less "
         "memory (activations of one layer, not all), about a third more compute per step."
     )
+    max_pass_tokens: int = setting(
+        0, help="Memory for speed: the most padded tokens (rows x longest row) one forward and backward pass takes. "
+        "A micro-batch over it runs as several passes of fewer rows whose gradients add up to the same step (the "
+        "loss is normalised by the step's supervised tokens). Activation memory grows with the pass (SmolLM2-135M: "
+        "about 1 MB a token, 2 GB for 8 rows of 256 tokens); smaller passes cost speed (smaller matrix products, "
+        "and a prefix the rows share runs once per pass). One process only; 0 = no cap."
+    )
+    retain_memory_mb: int = setting(
+        -1, help="Memory for speed, with the CPU speed paths: freed memory (MiB) the process keeps for the next steps "
+        "instead of handing it back and page-faulting it in again (about 10% of a SmolLM2-135M step's time when "
+        "faults are many, BENCHMARKS.md). The heap serves every allocation and is trimmed after a step once it holds "
+        "more than this above where the last trim left it, so the process may stay up to this much above what it "
+        "uses. -1 = an eighth of the machine's RAM, 512 MiB to 4 GiB; 0 = the C library's own behaviour. "
+        "TAILOR_RETAIN_MEMORY=N (MiB) overrides it."
+    )
     cpu_fast_paths: bool = setting(
         True, help="On the CPU, one process: tailor's speed paths (C++ kernels for RMSNorm and the rotary "
         "embedding, the resident bf16 LM head, the sparse embedding gradient, the retained heap). Off, or on "
@@ -104,6 +119,8 @@ class TrainConfig:
             check_range(name, getattr(self, name), 0, COUNT)
         check_range("log_every", self.log_every, 1, COUNT)
         check_range("threads", self.threads, 0, 4096, note=" (0 = torch's default)")
+        check_range("max_pass_tokens", self.max_pass_tokens, 0, COUNT, note=" (0 = no cap)")
+        check_range("retain_memory_mb", self.retain_memory_mb, -1, 2**24, note=" (-1 = from the machine's RAM, 0 = off)")
         check_range("seed", self.seed, 0, SEED)
         if self.strategy == "deepspeed":
             from tailor.config import deepspeed

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from transformers import get_scheduler
 
 from tailor import device as devices
-from tailor.allocator import retain_freed_memory
+from tailor.allocator import keep_within_cap, release_freed_memory, retain_freed_memory
 from tailor.config import Config, dump_config
 from tailor.errors import TailorError
 from tailor.data.batches import length_grouped
@@ -104,6 +104,13 @@ def micro_batches(lengths: list[int], batch_size: int, seed: int, start: int):
         epoch, offset = epoch + 1, 0
 
 
+def passes(idx: list[int], lengths: list[int], cap: int) -> list[list[int]]:
+    """A micro-batch's rows in passes of at most `cap` padded tokens (rows x longest row) each, at least one row
+    a pass (train.max_pass_tokens; 0 = one pass)."""
+    rows = max(1, cap // max(lengths[i] for i in idx)) if cap else len(idx)
+    return [idx[i : i + rows] for i in range(0, len(idx), rows)]
+
+
 def train(cfg: Config, task, model, tokenizer, train_set: list[dict], val_set: list[dict], run_dir: Path,
           resume: bool = False, on_validation: Callable[[int, dict], bool] | None = None, trackers=None) -> TrainResult:
     """Fine-tune `model`; `on_validation(step, metrics)` hears each validation and returns True to stop
@@ -158,7 +165,7 @@ def train(cfg: Config, task, model, tokenizer, train_set: list[dict], val_set: l
     wrapped = engine if engine is not None else ddp
     fast = t.cpu_fast_paths and devices.is_cpu(device) and wrapped is None  # tailor's CPU speed paths
     if fast:
-        retain_freed_memory()
+        retain_freed_memory(t.retain_memory_mb)
     # fp16 autocast needs loss scaling (bf16 has fp32's range and does not); DeepSpeed scales by its own config.
     scaler = torch.amp.GradScaler(device.type) if half == torch.float16 and engine is None else None
 
@@ -205,7 +212,8 @@ def train(cfg: Config, task, model, tokenizer, train_set: list[dict], val_set: l
             tick = time.perf_counter()
             parts = [next(data) for _ in range(t.grad_accum)]
             if wrapped is None:
-                batches = [devices.put(task.collate([train_set[i] for i in idx], pad_id), device) for _, idx in parts]
+                batches = [devices.put(task.collate([train_set[i] for i in rows], pad_id), device)  # train.max_pass_tokens
+                           for _, idx in parts for rows in passes(idx, lengths, t.max_pass_tokens)]
                 weights = [1.0] * len(batches)
             else:  # this rank's share of each micro-batch; the global batch is the single-process one
                 batches, weights = distributed.local_batches(
@@ -249,6 +257,8 @@ def train(cfg: Config, task, model, tokenizer, train_set: list[dict], val_set: l
                 grad_norm = deepspeed_engine.grad_norm(engine)
             scheduler.step()
             step += 1
+            if fast:
+                keep_within_cap()  # train.retain_memory_mb: what the step freed is kept up to the cap
             loss = loss_sum / max(step_targets, 1)
             spent = time.perf_counter() - tick  # training compute only: validation and saving excluded
             window_time += spent
@@ -278,6 +288,10 @@ def train(cfg: Config, task, model, tokenizer, train_set: list[dict], val_set: l
                               if patience_ran_out else "on_validation asked to stop (a pruned search trial)"))
                 break
     bar.close()
+    if engine is None:  # the last checkpoint holds the optimizer state: gone before the caller evaluates
+        optimizer.state.clear()
+    if fast:
+        release_freed_memory()
     if t.gradient_checkpointing:
         model.activation_checkpointing_disable()
     seconds = time.perf_counter() - started

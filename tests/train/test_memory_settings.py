@@ -1,0 +1,50 @@
+"""The training loop's memory settings: train.max_pass_tokens splits a micro-batch into passes whose gradients
+add up to the same step; train.retain_memory_mb is checked like every number."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from conftest import read_jsonl
+from tailor.config import load_config
+from tailor.errors import TailorError
+from tailor.train.loop import passes
+from tailor.workflow import train_job
+
+
+def test_passes_keep_every_row_once_within_the_cap():
+    lengths = [10, 30, 20, 25, 5, 30, 12, 8]
+    idx = [1, 3, 5, 2]  # longest row 30
+    assert passes(idx, lengths, 0) == [idx]
+    assert passes(idx, lengths, 120) == [idx]  # 4 x 30 fits
+    assert passes(idx, lengths, 60) == [[1, 3], [5, 2]]
+    assert passes(idx, lengths, 89) == [[1, 3], [5, 2]]
+    assert passes(idx, lengths, 90) == [[1, 3, 5], [2]]
+    assert passes(idx, lengths, 7) == [[1], [3], [5], [2]]  # a row longer than the cap still runs, alone
+
+
+def test_a_micro_batch_in_passes_trains_as_in_one(tiny_config):
+    """fp32, so the only difference is the order of the sums: the losses and the weights agree to rounding."""
+    runs = {}
+    for name, cap in (("whole", 0), ("passes", 1)):  # 1 token: every row its own pass
+        cfg = load_config(tiny_config(name=name, train={"max_steps": 4, "max_pass_tokens": cap, "eval_every": 0,
+                                                         "save_every": 0, "warmup_steps": 0}))
+        train_job(cfg)
+        log = read_jsonl(cfg.run_dir / "log.jsonl")
+        runs[name] = ([r["loss"] for r in log if r["split"] == "train"],
+                      AutoModelForCausalLM.from_pretrained(cfg.run_dir / "model").state_dict())
+    (losses, weights), (split_losses, split_weights) = runs["whole"], runs["passes"]
+    assert len(losses) == 4
+    assert split_losses == pytest.approx(losses, rel=1e-5)
+    for key, value in weights.items():
+        torch.testing.assert_close(split_weights[key], value, rtol=1e-4, atol=1e-5)
+    # and training did change the weights (the comparison is not between two untouched models)
+    start = AutoModelForCausalLM.from_pretrained(load_config(tiny_config()).model.name).state_dict()
+    moved = sum(not torch.equal(start[k], v) for k, v in weights.items())
+    assert moved > len(weights) // 2
+
+
+@pytest.mark.parametrize("setting", ["max_pass_tokens=-1", "retain_memory_mb=-2", "retain_memory_mb=99999999"])
+def test_memory_settings_out_of_range_are_refused(tiny_config, setting):
+    with pytest.raises(TailorError, match=setting.split("=")[0]):
+        load_config(tiny_config(), [f"train.{setting}"])
