@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from tailor.commands.common import add_config_arguments, config_from_args
+from tailor.commands.common import add_job_arguments, config_from_args
 
 NAME = "run"
 HELP = "base eval -> fine-tune -> eval -> comparison table, all in runs/<name>/"
 
 
 def add_arguments(parser) -> None:
-    add_config_arguments(parser)
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    parser.add_argument("--overwrite", action="store_true", help="delete an existing run folder of the same name first")
+    add_job_arguments(parser, "continue an interrupted run")
 
 
 def main(args) -> int:

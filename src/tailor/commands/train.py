@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 
-from tailor.commands.common import add_config_arguments, config_from_args
+from tailor.commands.common import add_job_arguments, config_from_args
 
 NAME = "train"
 HELP = "fine-tune a model from a config"
 
 
 def add_arguments(parser) -> None:
-    add_config_arguments(parser)
-    parser.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
-    parser.add_argument("--overwrite", action="store_true", help="delete an existing run folder of the same name first")
+    add_job_arguments(parser, "continue from the run folder's latest checkpoint")
 
 
 def main(args) -> int:

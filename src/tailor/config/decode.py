@@ -53,30 +53,15 @@ class DecodeConfig:
             raise TailorError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}.")
         if not 0 <= self.min_new_tokens <= self.max_new_tokens:
             raise TailorError(f"min_new_tokens must be in [0, max_new_tokens={self.max_new_tokens}], got {self.min_new_tokens}.")
-        if self.temperature <= 0:
-            raise TailorError(f"temperature must be positive, got {self.temperature}.")
-        if self.top_k < 0:
-            raise TailorError(f"top_k must be 0 (off) or positive, got {self.top_k}.")
-        if not 0 < self.top_p <= 1:
-            raise TailorError(f"top_p must be in (0, 1], got {self.top_p}.")
-        if self.num_beams < 1:
-            raise TailorError(f"num_beams must be at least 1, got {self.num_beams}.")
-        if self.repetition_penalty <= 0:
-            raise TailorError(f"repetition_penalty must be positive (1.0 = off), got {self.repetition_penalty}.")
-        if self.no_repeat_ngram_size < 0:
-            raise TailorError(f"no_repeat_ngram_size must be 0 (off) or positive, got {self.no_repeat_ngram_size}.")
-        if self.lookahead < 0:
-            raise TailorError(f"lookahead must be 0 (off) or positive, got {self.lookahead}.")
-        if self.batch_size < 1:
-            raise TailorError(f"batch_size must be at least 1, got {self.batch_size}.")
+        check_range("top_p", self.top_p, 0, 1, low_open=True)
         check_range("max_new_tokens", self.max_new_tokens, 1, 10**6)
         check_range("temperature", self.temperature, 0, 100, low_open=True)
-        check_range("top_k", self.top_k, 0, 10**7)
+        check_range("top_k", self.top_k, 0, 10**7, note=" (0 = off)")
         check_range("num_beams", self.num_beams, 1, 1024)
         check_range("length_penalty", self.length_penalty, -100, 100)
-        check_range("repetition_penalty", self.repetition_penalty, 0, 100, low_open=True)
-        check_range("no_repeat_ngram_size", self.no_repeat_ngram_size, 0, 10**6)
-        check_range("lookahead", self.lookahead, 0, 1024)
+        check_range("repetition_penalty", self.repetition_penalty, 0, 100, low_open=True, note=" (1.0 = off)")
+        check_range("no_repeat_ngram_size", self.no_repeat_ngram_size, 0, 10**6, note=" (0 = off)")
+        check_range("lookahead", self.lookahead, 0, 1024, note=" (0 = off)")
         check_range("seed", self.seed, 0, 2**32 - 1)
         check_range("batch_size", self.batch_size, 1, 10**6)
         for name in ("bad_words", "stop_strings"):

@@ -86,12 +86,6 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         self.space = {str(k): check_param(str(k), v) for k, v in self.space.items()}
-        if self.trials < 1:
-            raise TailorError(f"trials must be at least 1, got {self.trials}.")
-        if self.timeout < 0:
-            raise TailorError(f"timeout must be 0 or positive, got {self.timeout}.")
-        if self.reduction_factor < 2:
-            raise TailorError(f"reduction_factor must be at least 2, got {self.reduction_factor}.")
         check_range("trials", self.trials, 1, 10**6)
         check_range("timeout", self.timeout, 0, None, note=" (0 = no limit)")
         check_range("startup_trials", self.startup_trials, 0, 10**6)

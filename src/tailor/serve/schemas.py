@@ -32,6 +32,16 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+# Fields a client may send that tailor cannot honour: set (truthy), they get a 400 with this message.
+REFUSED = {
+    "frequency_penalty": "not supported; use repetition_penalty (1.0 = off, up to 2.0)",
+    "presence_penalty": "not supported; use repetition_penalty (1.0 = off, up to 2.0)",
+    "logprobs": "logprobs are not supported",
+    "tools": "tools are not supported",
+    "echo": "echo is not supported",
+}
+
+
 class Decoding(BaseModel):
     """Decoding parameters shared by both generation endpoints; unset ones take the run's defaults."""
 
@@ -52,11 +62,11 @@ class Decoding(BaseModel):
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
 
-    @field_validator("frequency_penalty", "presence_penalty")
+    @field_validator(*REFUSED, check_fields=False)  # tools and echo are the subclasses' fields
     @classmethod
-    def _no_openai_penalties(cls, value):
+    def _refused(cls, value, info):
         if value:
-            raise ValueError("not supported; use repetition_penalty (1.0 = off, up to 2.0)")
+            raise ValueError(REFUSED[info.field_name])
         return value
 
     @field_validator("stop")
@@ -67,36 +77,15 @@ class Decoding(BaseModel):
             raise ValueError("stop takes at most 4 non-empty strings")
         return stops
 
-    @field_validator("logprobs")
-    @classmethod
-    def _no_logprobs(cls, value):
-        if value:
-            raise ValueError("logprobs are not supported")
-        return value
-
 
 class ChatRequest(Decoding):
     messages: list[Message] = Field(min_length=1)
     tools: list | None = None
 
-    @field_validator("tools")
-    @classmethod
-    def _no_tools(cls, value):
-        if value:
-            raise ValueError("tools are not supported")
-        return value
-
 
 class CompletionRequest(Decoding):
     prompt: str | list[str]
     echo: bool = False
-
-    @field_validator("echo")
-    @classmethod
-    def _no_echo(cls, value):
-        if value:
-            raise ValueError("echo is not supported")
-        return value
 
     @field_validator("prompt")
     @classmethod

@@ -57,3 +57,19 @@ def side_by_side(samples: list[dict], outputs: dict[str, list[dict]], count: int
         texts = lines(sample) + [f"[{name}] {rs[i]['text']}" for name, rs in outputs.items() if i < len(rs)]
         out += [textwrap.fill(t, width, subsequent_indent="    ") for t in texts]
     return "\n".join(out)
+
+
+def table(rows: list[tuple[str, str, str]]) -> Callable[[dict[str, dict]], str]:
+    """A task's `metrics_table`: its metrics in these rows."""
+    return lambda columns: metrics_table(columns, rows)
+
+
+def lister(title: str, lines: Callable[[dict], list[str]]) -> Callable[..., str]:
+    """A task's `side_by_side`: each sample's `lines`, then every model's output."""
+    return lambda samples, outputs, count, width=100: side_by_side(samples, outputs, count, title, lines, width)
+
+
+def record(*fields: str) -> Callable[[dict], dict]:
+    """A task's `sample_record`: these fields of a test sample, kept beside the outputs in the run's records."""
+    return lambda sample: {f: sample[f] for f in fields}
+

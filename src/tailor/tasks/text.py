@@ -29,6 +29,7 @@ from tailor.generate.replies import generate
 from tailor.models.adapt import adapt
 from tailor.models.load import load as load_pretrained
 from tailor.tasks import console
+from tailor.tasks import base
 from tailor.tasks.base import with_test_data  # noqa: F401  (the task's)
 from tailor.tasks.splits import SPLITS, Splits, cap, check_context, limits, load_records, text_field
 from tailor.train.loss import token_stats  # noqa: F401  (the task's training loss)
@@ -122,6 +123,12 @@ def prepare_pairs(cfg: Config, tokenizer, records: dict[str, list[dict]]) -> tup
     return out, {"mode": "prompt -> completion", "template": template, "skipped_overlong": skipped}
 
 
+def train_rows(cfg: Config, samples: list[dict]) -> list[dict]:
+    """Prompt/completion pairs and unpacked documents packed per data.packing (tasks/base.py); raw text that
+    data.pack already cut into full rows, as it is."""
+    return samples if cfg.data.pack and not is_pairs(cfg) else base.train_rows(cfg, samples)
+
+
 def prepare(cfg: Config, tokenizer, context: int) -> Splits:
     check_context(cfg, context)
     if is_pairs(cfg):
@@ -161,14 +168,6 @@ ROWS = [("perplexity", "perplexity (trained tokens)", "{:.2f}"), ("token_accurac
         ("response_tokens", "mean generated length (tokens)", "{:.1f}"), ("stop_rate", "stop rate", "{:.2f}")]
 
 
-def metrics_table(columns: dict[str, dict]) -> str:
-    return console.metrics_table(columns, ROWS)
-
-
-def side_by_side(samples: list[dict], outputs: dict[str, list[dict]], count: int, width: int = 100) -> str:
-    return console.side_by_side(samples, outputs, count, "prompt",
-                                lambda s: [f"[prompt] {s['prompt']}", f"[reference] {s['reference'][:300]}"], width)
-
-
-def sample_record(sample: dict) -> dict:
-    return {"prompt": sample["prompt"], "reference": sample["reference"], "origin": sample["origin"]}
+metrics_table = console.table(ROWS)
+side_by_side = console.lister("prompt", lambda s: [f"[prompt] {s['prompt']}", f"[reference] {s['reference'][:300]}"])
+sample_record = console.record("prompt", "reference", "origin")

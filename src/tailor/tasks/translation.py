@@ -27,7 +27,7 @@ from tailor.generate.replies import generation_config, stop_ids
 from tailor.models.adapt import adapt
 from tailor.precision import autocast
 from tailor.tasks import console, encdec
-from tailor.tasks.base import with_test_data  # noqa: F401  (the task's)
+from tailor.tasks.base import train_rows, with_test_data  # noqa: F401  (the task's)
 from tailor.tasks.encdec import collate, count_targets, kind, teacher_forced, token_stats  # noqa: F401  (the task's)
 from tailor.tasks.splits import SPLITS, Splits, cap, check_context, limits, load_records, text_field
 
@@ -170,14 +170,6 @@ ROWS = [("bleu", "BLEU", "{:.2f}"), ("chrf", "chrF", "{:.2f}"), ("perplexity", "
         ("token_accuracy", "token accuracy", "{:.3f}"), ("loss", "loss", "{:.4f}")]
 
 
-def metrics_table(columns: dict[str, dict]) -> str:
-    return console.metrics_table(columns, ROWS)
-
-
-def side_by_side(samples: list[dict], outputs: dict[str, list[dict]], count: int, width: int = 100) -> str:
-    return console.side_by_side(samples, outputs, count, "sentence",
-                                lambda s: [f"[source] {s['source']}", f"[reference] {s['target']}"], width)
-
-
-def sample_record(sample: dict) -> dict:
-    return {"source": sample["source"], "target": sample["target"], "origin": sample["origin"]}
+metrics_table = console.table(ROWS)
+side_by_side = console.lister("sentence", lambda s: [f"[source] {s['source']}", f"[reference] {s['target']}"])
+sample_record = console.record("source", "target", "origin")
