@@ -1,7 +1,8 @@
 """Length-grouped batches and padding collation.
 
 Batches group samples of similar length so little compute goes to padding; the order is a
-pure function of (seed, epoch), which is what lets a resumed run see the same batches.
+pure function of (seed, epoch), which is what lets a resumed run see the same batches. Rows packed
+with several samples (data/packing.py) get position ids that restart at every sample.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import random
 
 import torch
 
+from tailor.data.packing import positions
 from tailor.data.tokenize import IGNORE
 
 
@@ -33,7 +35,9 @@ def sequential(n: int, batch_size: int, lengths: list[int] | None = None) -> lis
 
 
 def collate(samples: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad to the longest sample; no attention mask when nothing is padded."""
+    """Right-pad to the longest sample; no attention mask when nothing is padded. Packed rows (with "segments")
+    add `position_ids` (B, T), restarting at 0 at each sample and at the padding; the 2-D mask then only
+    says which tokens are real (train/loss.py builds the attention mask from the position ids)."""
     width = max(len(s["input_ids"]) for s in samples)
     ids = torch.full((len(samples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(samples), width), IGNORE, dtype=torch.long)
@@ -44,6 +48,8 @@ def collate(samples: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
         labels[row, :n] = torch.tensor(s["labels"])
         mask[row, :n] = 1
     batch = {"input_ids": ids, "labels": labels}
+    if "segments" in samples[0]:
+        batch["position_ids"] = torch.tensor([positions(s["segments"], width) for s in samples], dtype=torch.long)
     if not bool(mask.all()):
         batch["attention_mask"] = mask
     return batch

@@ -10,7 +10,8 @@ It halved the attention time of a SmolLM2 training step (BENCHMARKS.md). Scoring
 needs no backward, and there PyTorch's fused forward with `enable_gqa` is the faster one.
 
 Keys may be longer than the queries when a shared prefix ran first (`models/prefix.py`): the
-queries are then the last positions. Generation keeps transformers' SDPA path: `grouped` is only
+queries are then the last positions. Packed rows (`data/packing.py`) come with a block-diagonal causal
+mask (B, 1, T, T), bool, which is applied as a padding mask is, so each packed sample attends to itself. Generation keeps transformers' SDPA path: `grouped` is only
 switched on around teacher-forced forwards, so decoding gives the tokens `model.generate` gives.
 """
 

@@ -11,7 +11,9 @@ import dataclasses
 from typing import Any, Protocol, runtime_checkable
 
 from tailor.config import Config
+from tailor.data import packing
 from tailor.tasks.splits import Splits
+from tailor.train import distributed
 
 
 @runtime_checkable
@@ -23,6 +25,10 @@ class Task(Protocol):
 
     def prepare(self, cfg: Config, tokenizer, context: int) -> Splits:
         """Tokenized train/validation/test samples, read and checked from the config's data."""
+
+    def train_rows(self, cfg: Config, samples: list[dict]) -> list[dict]:
+        """The training split as the loop takes it: the samples, or rows packed with several of them
+        (data.packing); the loop counts its steps and epochs in these."""
 
     def collate(self, samples: list[dict], pad_id: int) -> dict:
         """One micro-batch of tensors."""
@@ -51,6 +57,19 @@ class Task(Protocol):
 
     def side_by_side(self, samples: list[dict], outputs: dict[str, list[dict]], count: int) -> str:
         """The first `count` test samples with each model's outputs, for the console."""
+
+
+def train_rows(cfg: Config, samples: list[dict]) -> list[dict]:
+    """Decoder-only samples packed into rows of up to model.max_length tokens where data.packing says so
+    (data/packing.py); an encoder-decoder's samples as they are."""
+    if not samples or samples[0].get("seq2seq"):
+        return samples
+    rows, stats = packing.train_rows(cfg.data.packing, samples, cfg.model.max_length)
+    if stats and distributed.is_main():
+        print(f"data.packing: {len(samples)} training samples in {stats['packed_rows']} rows of up to "
+              f"{cfg.model.max_length} tokens ({stats['packed_fill']:.0%} full), each sample attending to itself",
+              flush=True)
+    return rows
 
 
 def with_test_data(cfg: Config, source: str, model=None) -> Config:

@@ -118,6 +118,11 @@ def prepare(cfg: Config, tokenizer, context: int) -> Splits:
     return Splits(out["train"], out["validation"], out["test"], stats)
 
 
+def train_rows(cfg: Config, samples: list[dict]) -> list[dict]:
+    """One text a row: the head reads each row's last token, so texts are never packed (data.packing)."""
+    return samples
+
+
 def collate(samples: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-padded ids and mask (the head reads the last non-padding token); labels (B,)."""
     width = max(len(s["input_ids"]) for s in samples)

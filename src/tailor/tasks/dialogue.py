@@ -24,7 +24,7 @@ from tailor.eval.score import score
 from tailor.generate.replies import generate
 from tailor.models.adapt import adapt
 from tailor.tasks import console, encdec
-from tailor.tasks.base import with_test_data  # noqa: F401  (the task's)
+from tailor.tasks.base import train_rows, with_test_data  # noqa: F401  (the task's)
 from tailor.tasks.encdec import collate, count_targets, token_stats  # noqa: F401  (the task's, both kinds)
 from tailor.tasks.splits import SPLITS, Splits, cap
 

@@ -2,6 +2,10 @@
 
 The backbone runs on the whole batch, but the LM head and the softmax run only where a label
 exists (the response tokens), in chunks, so full-vocabulary logits for the prompt never exist.
+
+A batch of packed rows (data/packing.py: several samples a row, `position_ids` restarting at each) runs
+with a block-diagonal causal mask, so each sample attends only to itself: its loss and gradients are the
+unpacked ones.
 """
 
 from __future__ import annotations
@@ -10,7 +14,9 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
+from tailor.data.packing import block_causal
 from tailor.data.tokenize import IGNORE
+from tailor.errors import TailorError
 from tailor.kernels import argmax
 from tailor.kernels.attention import grouped
 from tailor.kernels.head import head_logits
@@ -24,6 +30,26 @@ def backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn
     return getattr(inner, inner.base_model_prefix), inner.get_output_embeddings()
 
 
+def packed_mask(backbone: torch.nn.Module, position_ids: torch.Tensor) -> torch.Tensor | None:
+    """The block-diagonal causal mask of packed rows (B, 1, T, T), in the form the attention in use reads:
+    bool for SDPA and tailor's grouped attention, additive for eager attention. Flash and flex attention get
+    None: transformers finds the samples from the restarting position ids itself (variable-length kernels)."""
+    config = backbone.config
+    implementation = getattr(config, "_attn_implementation", None) or "eager"
+    if implementation.startswith("flash") or implementation == "flex_attention":
+        return None
+    window = getattr(config, "sliding_window", None)
+    if window and int(position_ids.max()) >= window:
+        raise TailorError(f"data.packing: a packed sample is longer than the model's sliding attention window "
+                          f"({window} tokens), which one mask for every layer cannot express; set data.packing "
+                          "false.")
+    mask = block_causal(position_ids)
+    if implementation != "eager":
+        return mask
+    dtype = backbone.get_input_embeddings().weight.dtype
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
+
+
 def token_stats(model: PreTrainedModel, batch: dict[str, torch.Tensor],
                 known_prefixes: dict | None = None) -> tuple[torch.Tensor, int, int]:
     """(summed NLL over supervised tokens, number of them, how many the argmax got right).
@@ -31,7 +57,11 @@ def token_stats(model: PreTrainedModel, batch: dict[str, torch.Tensor],
     `known_prefixes` (scoring only) keeps shared prefixes' results across batches (models/prefix.py)."""
     backbone, head = backbone_and_head(model)
     with grouped(backbone):
-        hidden = hidden_states(backbone, batch, known_prefixes)  # (B, T, H); a prefix all rows share runs once
+        if "position_ids" in batch:  # packed rows: each sample attends to itself only
+            hidden = backbone(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False,
+                              attention_mask=packed_mask(backbone, batch["position_ids"])).last_hidden_state
+        else:
+            hidden = hidden_states(backbone, batch, known_prefixes)  # (B, T, H); a prefix all rows share runs once
     targets = batch["labels"][:, 1:]  # position t predicts token t+1
     keep = targets != IGNORE  # (B, T-1)
     h = hidden[:, :-1][keep]  # (N, H)
