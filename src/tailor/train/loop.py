@@ -130,6 +130,7 @@ def train(cfg: Config, task, model, tokenizer, train_set: list[dict], val_set: l
     pad_id = tokenizer.pad_token_id
     config_yaml = dump_config(cfg)
 
+    train_set = task.train_rows(cfg, train_set)  # data.packing: several samples a row; steps count rows
     lengths = [len(s["input_ids"]) for s in train_set]
     batches_per_epoch = math.ceil(len(train_set) / t.batch_size)
     total_steps = t.max_steps or max(1, math.ceil(t.epochs * batches_per_epoch / t.grad_accum))
