@@ -34,14 +34,18 @@ def given_back(before):
 
 default = given_back(freed_blocks())
 took = allocator.retain_freed_memory(int(sys.argv[1]))
+cap = allocator.retained_cap_mb()
 before = freed_blocks()
 kept = given_back(before)
 trimmed = allocator.keep_within_cap()
 within_cap = given_back(before)
 before = freed_blocks()
 allocator.release_freed_memory()
-print(json.dumps({"default": default, "took": took, "cap": allocator.retained_cap_mb(), "kept": kept,
-                  "trimmed": trimmed, "within_cap": within_cap, "released": given_back(before),
+released = given_back(before)
+allocator.retain_freed_memory(0)  # training's default after a scoring pass retained: glibc's behaviour again
+restored = given_back(freed_blocks())
+print(json.dumps({"default": default, "took": took, "cap": cap, "kept": kept,
+                  "trimmed": trimmed, "within_cap": within_cap, "released": released, "restored": restored,
                   "pages": 3 * BLOCK // resource.getpagesize()}))
 """
 
@@ -76,6 +80,12 @@ def test_release_gives_them_back():
     assert r["released"] > r["pages"] * 0.9, r
 
 
+def test_a_cap_of_0_after_one_restores_glibcs_behaviour():
+    r = probe(4096)
+    assert r["kept"] < r["pages"] * 0.1, r
+    assert r["restored"] > r["pages"] * 0.9, r  # 40 MiB blocks are mmap'd again and go back on free
+
+
 def test_the_environment_variable_overrides_the_setting():
     r = probe(4096, TAILOR_RETAIN_MEMORY="0")
     assert not r["took"] and r["cap"] == 0
@@ -85,9 +95,9 @@ def test_the_environment_variable_overrides_the_setting():
     assert r["trimmed"], r
 
 
-def test_the_default_cap_follows_the_machine():
+def test_scorings_default_cap_follows_the_machine():
     ram = total_memory_mb()
     assert ram > 0
     assert default_cap_mb() == min(4096, max(512, ram // 8))
-    r = probe()  # AUTO
+    r = probe()  # AUTO, as scoring calls it
     assert r["took"] and r["cap"] == default_cap_mb()

@@ -1,25 +1,34 @@
-"""Freed memory the process keeps for its next allocations: a speed-for-memory trade, with a cap.
+"""Freed memory the process keeps for its next allocations, and oneDNN's cache of compiled products.
 
-glibc's malloc serves large blocks (above an adaptive threshold of 128 KiB to 32 MiB) with fresh
-mmap'd pages and returns them to the kernel on free. A training step allocates and frees hundreds of
-megabytes (activations, the LM head's logits chunks and their gradients), so by default every step
-faults many of them in again, each page zero-filled by the kernel (BENCHMARKS.md).
+glibc's malloc serves large blocks (above an adaptive threshold of 128 KiB that rises to 32 MiB) with
+fresh mmap'd pages and returns them to the kernel on free, so blocks of 32 MiB and more (the LM head's
+logits chunks and their gradients) are faulted in, zero-filled, every time they are made.
 
-`retain_freed_memory(cap_mb)` serves every allocation from the heap and lets nothing trim it on its
-own (glibc's M_MMAP_MAX=0, M_TRIM_THRESHOLD at its maximum), so a step reuses the pages the last one
-freed. Left at that (as this module did until issue 20), the heap only grew: blocks of varying large
-sizes fragment it, and each new longest batch added to it for the rest of the process (peak RSS of
-`make demo` 8.2 GB against 5.3 GB with glibc's defaults). So the retained memory has a cap:
-`keep_within_cap()`, called where a step has freed what it used (the training loop, after each
-optimizer step), gives the free pages back (malloc_trim) once resident memory has grown more than
-the cap above where the last trim left it. `release_freed_memory()` gives them back unconditionally,
-between phases.
+`retain_freed_memory(cap_mb)` serves every allocation from the heap and lets nothing trim it on its own
+(glibc's M_MMAP_MAX=0, M_TRIM_THRESHOLD at its maximum), so a step reuses the pages the last one freed.
+Left at that (as this module did for training and scoring until issue 20), the heap only grew: blocks of
+varying large sizes fragment it, and each new longest batch added to it for the rest of the process
+(`make demo` peaked at 8.2-9.4 GB). So the retained memory has a cap: `keep_within_cap()`, called where
+a step has freed what it used (the training loop after each optimizer step, scoring when it starts),
+gives the free pages back (malloc_trim) once resident memory has grown more than the cap above where
+the last trim left it. A cap below what one step frees trims every step and faults more than glibc's
+own behaviour does (BENCHMARKS.md). `release_freed_memory()` gives the pages back unconditionally,
+between phases (the loop does before training, before each validation and after training).
 
-The cap is `train.retain_memory_mb` for training, by default (`default_cap_mb`) an eighth of the
-machine's RAM between 512 MiB and 4 GiB; scoring and generation outside training use the default.
-`TAILOR_RETAIN_MEMORY=0` leaves glibc's defaults and `TAILOR_RETAIN_MEMORY=N` sets a cap of N MiB, for
-every command and over the setting. mallopt is process-wide. Elsewhere than glibc (musl, macOS) these
-functions do nothing.
+Training: `train.retain_memory_mb`, by default 0, glibc's own behaviour: on SmolLM2-135M training it
+measured 6.1 GB peak against 6.5 GB retained, at the same wall time (one run each, BENCHMARKS.md).
+Scoring outside training (`tailor eval`, the evaluations of `tailor run`) retains up to
+`default_cap_mb()`, an eighth of the machine's RAM between 512 MiB and 4 GiB: its logits chunks are
+200-300 MB a batch, and retained it measured 10-20% faster. `TAILOR_RETAIN_MEMORY=0` leaves glibc's
+defaults and `TAILOR_RETAIN_MEMORY=N` sets a cap of N MiB, for every command and over the setting.
+mallopt is process-wide. Elsewhere than glibc (musl, macOS) these functions do nothing.
+
+oneDNN, behind torch's CPU matrix products, keeps the products it has compiled in a cache of 1024 by
+default, one per shape and direction, each with its own buffers (0.3-3 MB for SmolLM2's shapes): with
+batches of varying length every step makes new ones, and a training run's peak grew by ~0.6 GB until the
+cache was full. Importing this module caps that cache at 256 (`ONEDNN_PRIMITIVE_CACHE_CAPACITY`, read by
+oneDNN when it makes its first product; a value already in the environment is left as it is): a shape
+older than the last 256 products made is compiled again if it comes back (about a millisecond).
 """
 
 from __future__ import annotations
@@ -33,9 +42,12 @@ M_TRIM_THRESHOLD = -1  # from glibc's malloc.h
 M_MMAP_THRESHOLD = -3
 M_MMAP_MAX = -4
 GLIBC_MMAP_MAX = 65536  # glibc's default M_MMAP_MAX
-GLIBC_THRESHOLD = 128 * 2**10  # glibc's starting M_MMAP_THRESHOLD and M_TRIM_THRESHOLD
-AUTO = -1  # train.retain_memory_mb's default: default_cap_mb()
+GLIBC_MMAP_THRESHOLD = 32 * 2**20  # where glibc's adaptive thresholds end up after the first large blocks
+GLIBC_TRIM_THRESHOLD = 2 * GLIBC_MMAP_THRESHOLD
+AUTO = -1  # scoring's call: a cap already set, else default_cap_mb()
 _state: dict[str, int] = {}  # "cap": the cap in force (MiB, 0 = none); "floor": resident MiB after the last trim
+PRODUCT_CACHE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
+os.environ.setdefault(PRODUCT_CACHE, "256")  # before torch's first product; see the module's docstring
 
 
 @functools.cache
@@ -70,8 +82,7 @@ def resident_mb() -> int:
 
 
 def default_cap_mb() -> int:
-    """An eighth of the machine's RAM, at least 512 MiB and at most 4 GiB: a SmolLM2-135M step at batch 8
-    frees 0.5-2.5 GB, which a smaller cap would give back and fault in again every step."""
+    """Scoring's cap: an eighth of the machine's RAM, at least 512 MiB and at most 4 GiB."""
     return min(4096, max(512, total_memory_mb() // 8))
 
 
@@ -89,14 +100,15 @@ def _from_environment() -> int | None:
 
 
 def retain_freed_memory(cap_mb: int = AUTO) -> bool:
-    """Keep up to about `cap_mb` MiB of freed memory for reuse; 0 restores glibc's behaviour. AUTO keeps a cap
-    already set in this process, else sets `default_cap_mb()` (scoring calls it so; training passes
-    train.retain_memory_mb). `TAILOR_RETAIN_MEMORY` overrides the argument. True when a cap is in force."""
+    """Keep up to about `cap_mb` MiB of freed memory for reuse; 0 = glibc's behaviour. AUTO keeps what is already
+    set in this process (and checks the cap), else sets `default_cap_mb()`: scoring calls it so, training
+    passes train.retain_memory_mb. `TAILOR_RETAIN_MEMORY` overrides the argument. True when a cap is in force."""
     env = _from_environment()
     if env is not None:
         cap_mb = env
     if cap_mb < 0:
-        if "cap" in _state:
+        if "cap" in _state:  # a phase starts (scoring calls it so): the cap is checked as after a step
+            keep_within_cap()
             return _state["cap"] > 0
         cap_mb = default_cap_mb()
     if _state.get("cap") == cap_mb:
@@ -105,10 +117,10 @@ def retain_freed_memory(cap_mb: int = AUTO) -> bool:
     if libc is None or (cap_mb == 0 and not _state.get("cap")):  # nothing set: glibc's defaults as they are
         _state["cap"] = 0
         return False
-    if cap_mb == 0:  # back to glibc's starting values (its adaptive threshold stays off once set by mallopt)
+    if cap_mb == 0:  # back to glibc's behaviour: its adaptive thresholds stay off once mallopt set one, so where they end
         libc.mallopt(M_MMAP_MAX, GLIBC_MMAP_MAX)
-        libc.mallopt(M_MMAP_THRESHOLD, GLIBC_THRESHOLD)
-        libc.mallopt(M_TRIM_THRESHOLD, GLIBC_THRESHOLD)
+        libc.mallopt(M_MMAP_THRESHOLD, GLIBC_MMAP_THRESHOLD)
+        libc.mallopt(M_TRIM_THRESHOLD, GLIBC_TRIM_THRESHOLD)
         release_freed_memory()
         _state["cap"] = 0
         return False

@@ -48,12 +48,12 @@ class TrainConfig:
         "and a prefix the rows share runs once per pass). One process only; 0 = no cap."
     )
     retain_memory_mb: int = setting(
-        -1, help="Memory for speed, with the CPU speed paths: freed memory (MiB) the process keeps for the next steps "
-        "instead of handing it back and page-faulting it in again (about 10% of a SmolLM2-135M step's time when "
-        "faults are many, BENCHMARKS.md). The heap serves every allocation and is trimmed after a step once it holds "
-        "more than this above where the last trim left it, so the process may stay up to this much above what it "
-        "uses. -1 = an eighth of the machine's RAM, 512 MiB to 4 GiB; 0 = the C library's own behaviour. "
-        "TAILOR_RETAIN_MEMORY=N (MiB) overrides it."
+        0, help="Memory for speed, with the CPU speed paths: freed memory (MiB) the process keeps for the next steps "
+        "instead of handing it back and page-faulting it in again. The heap then serves every allocation and is "
+        "trimmed after a step once it holds more than this above where the last trim left it, so the process may "
+        "stay up to this much above what it uses; below what one step frees (2-3 GB for SmolLM2-135M at batch 8 x "
+        "256 tokens) it trims every step and faults more than 0 does. 0 = the C library's own behaviour, which on "
+        "SmolLM2-135M measured as fast with less memory (BENCHMARKS.md). TAILOR_RETAIN_MEMORY=N (MiB) overrides it."
     )
     cpu_fast_paths: bool = setting(
         True, help="On the CPU, one process: tailor's speed paths (C++ kernels for RMSNorm and the rotary "
@@ -120,7 +120,7 @@ class TrainConfig:
         check_range("log_every", self.log_every, 1, COUNT)
         check_range("threads", self.threads, 0, 4096, note=" (0 = torch's default)")
         check_range("max_pass_tokens", self.max_pass_tokens, 0, COUNT, note=" (0 = no cap)")
-        check_range("retain_memory_mb", self.retain_memory_mb, -1, 2**24, note=" (-1 = from the machine's RAM, 0 = off)")
+        check_range("retain_memory_mb", self.retain_memory_mb, 0, 2**24, note=" (0 = the C library's own behaviour)")
         check_range("seed", self.seed, 0, SEED)
         if self.strategy == "deepspeed":
             from tailor.config import deepspeed

@@ -167,6 +167,7 @@ def train(cfg: Config, task, model, tokenizer, train_set: list[dict], val_set: l
     fast = t.cpu_fast_paths and devices.is_cpu(device) and wrapped is None  # tailor's CPU speed paths
     if fast:
         retain_freed_memory(t.retain_memory_mb)
+        release_freed_memory()  # what an evaluation before training left
     # fp16 autocast needs loss scaling (bf16 has fp32's range and does not); DeepSpeed scales by its own config.
     scaler = torch.amp.GradScaler(device.type) if half == torch.float16 and engine is None else None
 
@@ -183,6 +184,8 @@ def train(cfg: Config, task, model, tokenizer, train_set: list[dict], val_set: l
 
     def validate() -> bool:
         """Score the validation split; keep the best model; True when patience has run out."""
+        if fast:  # the steps' freed pages back first: scoring allocates other sizes, which they would not fit
+            release_freed_memory()
         metrics = task.validate(model, tokenizer, val_set, cfg, bf16)
         model.train()
         if main:
