@@ -32,6 +32,12 @@ def freed_blocks():
 def given_back(before):
     return before - resident()
 
+def freed_large_block():  # larger than all the blocks above together: no free chunk in the heap can serve it
+    block = torch.ones(8 * BLOCK, dtype=torch.uint8)
+    before = resident()
+    del block
+    return before
+
 default = given_back(freed_blocks())
 took = allocator.retain_freed_memory(int(sys.argv[1]))
 cap = allocator.retained_cap_mb()
@@ -43,7 +49,7 @@ before = freed_blocks()
 allocator.release_freed_memory()
 released = given_back(before)
 allocator.retain_freed_memory(0)  # training's default after a scoring pass retained: glibc's behaviour again
-restored = given_back(freed_blocks())
+restored = given_back(freed_large_block()) * 3 / 8  # in the pages of three blocks, as the others
 print(json.dumps({"default": default, "took": took, "cap": cap, "kept": kept,
                   "trimmed": trimmed, "within_cap": within_cap, "released": released, "restored": restored,
                   "pages": 3 * BLOCK // resource.getpagesize()}))
@@ -83,7 +89,9 @@ def test_release_gives_them_back():
 def test_a_cap_of_0_after_one_restores_glibcs_behaviour():
     r = probe(4096)
     assert r["kept"] < r["pages"] * 0.1, r
-    assert r["restored"] > r["pages"] * 0.9, r  # 40 MiB blocks are mmap'd again and go back on free
+    # A large block is mmap'd again and goes back on free. (Blocks the heap's free chunks can serve are reused
+    # there, as under glibc's own defaults: which ones depends on the heap's layout, so the probe's is larger.)
+    assert r["restored"] > r["pages"] * 0.9, r
 
 
 def test_the_environment_variable_overrides_the_setting():

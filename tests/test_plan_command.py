@@ -82,7 +82,7 @@ def test_memory_warning_names_the_settings_that_fit(tiny_config, monkeypatch, ca
         assert setting in text, text
     figures = json.loads(out.read_text())
     assert figures["timed"] and {a["setting"] for a in figures["advice"]} >= {"model.lora.rank=16"}
-    assert all(a["peak_mb"] < figures["memory"]["peak_mb"] for a in figures["advice"])
+    assert all(a["peak_mb"] <= figures["memory"]["peak_mb"] for a in figures["advice"])  # the reload of the kept model can be the floor
     assert not (tmp_path / "runs").exists()
 
 

@@ -178,6 +178,14 @@ def peak_memory_mb(device: torch.device | None = None) -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
+def gpu_memory_mb(device: torch.device) -> tuple[float, float] | None:
+    """(MB allocated now, MB free) on a CUDA device; None elsewhere (the caller reads the process instead)."""
+    if device.type != CUDA:
+        return None
+    free, _ = torch.cuda.mem_get_info(device)
+    return torch.cuda.memory_allocated(device) / 2**20, free / 2**20
+
+
 def synchronize(device: torch.device | None = None) -> None:
     """Wait for the device's queued work (timings on a GPU measure nothing without it)."""
     device = device or current()

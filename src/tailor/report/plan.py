@@ -152,11 +152,10 @@ def _kib(text: str, key: str) -> float | None:
 
 def current_memory_mb(device=None) -> float:
     """Memory the process holds now: the device's allocation on a GPU, else the process's resident set."""
-    import torch
-
     device = device or devices.current()
-    if device.type == devices.CUDA:
-        return torch.cuda.memory_allocated(device) / 2**20
+    gpu = devices.gpu_memory_mb(device)
+    if gpu is not None:
+        return gpu[0]
     try:
         rss = _kib(Path("/proc/self/status").read_text(), "VmRSS")
     except OSError:
@@ -168,12 +167,10 @@ def available_memory_mb(device=None) -> tuple[float, str]:
     """(MB a run could use, where that figure comes from): a GPU's free memory, else the memory the kernel says
     is available (MemAvailable, and a cgroup's limit where lower) plus what this process already holds (a
     run would hold it too)."""
-    import torch
-
     device = device or devices.current()
-    if device.type == devices.CUDA:
-        free, _ = torch.cuda.mem_get_info(device)
-        return free / 2**20, f"free on {device}"
+    gpu = devices.gpu_memory_mb(device)
+    if gpu is not None:
+        return gpu[1], f"free on {device}"
     own = current_memory_mb(device)
     try:
         available = _kib(Path("/proc/meminfo").read_text(), "MemAvailable")
