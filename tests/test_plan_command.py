@@ -47,10 +47,12 @@ def test_plan_bad_field_exits_2_naming_it(tiny_config, train, needle):
     assert result.stderr.startswith("error: ") and needle in result.stderr and "Traceback" not in result.stderr
 
 
-def test_plan_steps_are_the_steps_train_runs(tiny_config, tmp_path):
-    # Steps from epochs, micro-batches of 2 and accumulation (not max_steps), and a validation every 2 steps.
-    cfg = tiny_config(train={"max_steps": 0, "epochs": 2, "batch_size": 2, "grad_accum": 2, "eval_every": 2,
-                             "save_every": 0})
+@pytest.mark.parametrize("packing", [False, True])
+def test_plan_steps_are_the_steps_train_runs(tiny_config, tmp_path, packing):
+    # Steps from epochs, micro-batches of 2 and accumulation (not max_steps), and a validation every 2 steps;
+    # packed, the steps count rows of several samples.
+    cfg = tiny_config(train={"max_steps": 0, "epochs": 2 if not packing else 6, "batch_size": 2, "grad_accum": 2,
+                             "eval_every": 2, "save_every": 0}, data={"packing": packing})
     out = tmp_path / "plan.json"
     assert tailor("plan", cfg, "--steps", "1", "--json", out).returncode == 0
     planned = json.loads(out.read_text())["schedule"]
@@ -63,6 +65,7 @@ def test_plan_steps_are_the_steps_train_runs(tiny_config, tmp_path):
     # The run says its schedule at the start and its estimate after its first two logged steps.
     assert f"plan: {planned['steps']} optimizer steps" in result.stdout
     assert "estimate after step 2: about" in result.stdout + result.stderr
+    assert result.stdout.count("data.packing:") == packing  # packed once, before the schedule is said
 
 
 def test_memory_warning_names_the_settings_that_fit(tiny_config, monkeypatch, capsys, tmp_path):

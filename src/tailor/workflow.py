@@ -227,14 +227,15 @@ def tracked(cfg: Config, run_dir: Path, main: bool, parent_run_id: str | None = 
     trackers.finish(run_dir)
 
 
-def announce(cfg: Config, splits, main: bool) -> Eta:
-    """Say the run's schedule now; the returned estimate (report/plan.py, the arithmetic of `tailor plan`) says
-    the expected duration once the run's first logged steps are timed, timing nothing extra. The training loop
-    takes it as its trackers (`around` the run's own, which hear every record through it)."""
-    sched = schedule(cfg, len(splits.train))
+def announce(cfg: Config, rows: list[dict], splits, main: bool) -> Eta:
+    """Say the run's schedule over its training rows (`task.train_rows`: packed where data.packing packs) now;
+    the returned estimate (report/plan.py, the arithmetic of `tailor plan`) says the expected duration once the
+    run's first logged steps are timed, timing nothing extra. The training loop takes it as its trackers
+    (`around` the run's own, which hear every record through it)."""
+    sched = schedule(cfg, len(rows))
     if main:
         print(sched.line(), flush=True)
-    per_sample = sum(map(sample_tokens, splits.train)) / max(len(splits.train), 1)
+    per_sample = sum(map(sample_tokens, rows)) / max(len(rows), 1)
     step_tokens = per_sample * cfg.train.batch_size * cfg.train.grad_accum
     return Eta(None, sched, scoring_tokens(splits.validation, cfg.eval.batch_size), step_tokens,
                val_generation=validation_generated(cfg, len(splits.validation)) > 0)
@@ -252,9 +253,10 @@ def train_job(cfg: Config, resume: bool = False, overwrite: bool = False, on_val
     def job():
         if main:
             write_json(run_dir / "data_stats.json", splits.stats)
-        eta = announce(cfg, splits, main)
+        rows = task.train_rows(cfg, splits.train)
+        eta = announce(cfg, rows, splits, main)
         with tracked(cfg, run_dir, main, parent_run_id) as trackers:
-            result = train(cfg, task, model, tokenizer, splits.train, splits.validation, run_dir, resume=resume,
+            result = train(cfg, task, model, tokenizer, rows, splits.validation, run_dir, resume=resume,
                            on_validation=on_validation, trackers=eta.around(trackers))
             summary = {"train": result.__dict__, "data": splits.stats, "world_size": distributed.world_size()}
             if main:
@@ -283,7 +285,8 @@ def run_job(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
         write_json(run_dir / "data_stats.json", splits.stats)
         print(f"data: {json.dumps(splits.stats['samples'])} samples; "
               f"{splits.stats['train_supervised_tokens']} of {splits.stats['train_tokens']} train tokens supervised")
-        eta = announce(cfg, splits, True)
+        rows = task.train_rows(cfg, splits.train)
+        eta = announce(cfg, rows, splits, True)
         bf16 = use_half(cfg.train.precision)
         base_file = run_dir / "base_eval.json"
         if resume and base_file.is_file():
@@ -296,7 +299,7 @@ def run_job(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
             write_json(base_file, base)
 
         with tracked(cfg, run_dir, True) as trackers:
-            result = train(cfg, task, model, tokenizer, splits.train, splits.validation, run_dir, resume=resume,
+            result = train(cfg, task, model, tokenizer, rows, splits.validation, run_dir, resume=resume,
                            trackers=eta.around(trackers))
             summary = finish_run_job(cfg, task, run_dir, tokenizer, splits, base, result, bf16)
         return summary

@@ -195,11 +195,13 @@ def measure(cfg, steps: int, force: bool = False) -> dict:
     start_seconds = max(plan.process_age_seconds(), load_seconds + prepare_seconds)  # imports included where known
     bf16 = use_half(cfg.train.precision)
 
+    stats = plan.data_stats(splits)  # of the samples; the loop steps over rows (several samples each under data.packing)
+    splits = replace(splits, train=task.train_rows(cfg, splits.train))
     sched = plan.schedule(cfg, len(splits.train))
     n_val, n_test = len(splits.validation), len(splits.test)
     generated = plan.generated_count(cfg, task, n_test)
     val_generated = plan.validation_generated(cfg, n_val)
-    result = {"task": cfg.task, "data": plan.data_stats(splits), "schedule": asdict(sched), "timed": False,
+    result = {"task": cfg.task, "data": stats, "schedule": asdict(sched), "timed": False,
               "evaluation_note": f"scoring {n_test} test samples" + (f", generating {generated}" if generated else ""),
               "validation_note": f" ({n_val} samples" + (f", {val_generated} generated" if val_generated else "") + ")"}
 

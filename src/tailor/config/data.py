@@ -70,8 +70,9 @@ class DataConfig:
         "sample, block-diagonal mask), so the loss and gradients are the unpacked ones. train.batch_size then "
         "counts rows: a step holds more samples and an epoch has fewer steps, as a larger batch would. "
         "benchmarks/packing.py measured 1.29x the tokens/s of unpacked batches of the same batch_size on 2 CPU "
-        "cores, about the same (1.02x) as unpacked batches of as many tokens. 'auto': off for now "
-        "(data/packing.py AUTO). Encoder-decoders and classifiers keep one sample a row; raw text that "
+        "cores, about the same (1.02x) as unpacked batches of as many tokens. 'auto': off (it changes the "
+        "optimisation more than the speed; data/packing.py AUTO). "
+        "Encoder-decoders and classifiers keep one sample a row; raw text that "
         "data.pack cuts into full rows stays as it is.",
     )
     history_turns: int = setting(4, help="How many earlier turns (K) form the history of each sample.")

@@ -33,9 +33,10 @@ from tailor.data.tokenize import IGNORE
 
 # What data.packing 'auto' does. benchmarks/packing.py (SmolLM2-135M, chitchat, max_length 256, 2 CPU cores,
 # 2 Dec 2026, a shared machine): packed rows 1.29x the real tokens/s of unpacked batches of the same
-# batch_size (854 vs 663), 1.02x unpacked batches of as many tokens; the block-diagonal mask costs about
-# what the padding it saves did. Off until the callers that predict the loop's steps from the training split
-# (workflow.announce, commands/plan.py) take it through task.train_rows, as the loop does.
+# batch_size (854 vs 663), but 1.02x unpacked batches of as many tokens: the block-diagonal mask costs about
+# what the padding it saves did, and the gain at the same batch_size is the larger matrix products of
+# larger steps, which a larger batch_size gives too. Packing also changes the run (fewer, larger optimizer
+# steps), so 'auto' stays off: on a CPU it is a choice about the optimisation, not a speed lever.
 AUTO = False
 
 
