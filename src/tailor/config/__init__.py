@@ -77,16 +77,22 @@ def shorthand(data: dict) -> dict:
     return data
 
 
+def set_path(data: dict, path: list[str], value, what: str) -> None:
+    """data[path[0]][path[1]]... = value, making sections on the way; `what` names the setting in the error
+    when a part of the path is a value, not a section."""
+    node = data
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise TailorError(f"{what}: '{part}' is not a config section.")
+    node[path[-1]] = value
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     for item in overrides:
         path, value = _parse_override(item)
         data = shorthand(data)
-        node = data
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise TailorError(f"override '{item}': '{part}' is not a section.")
-        node[path[-1]] = value
+        set_path(data, path, value, f"override '{item}'")
     return data
 
 

@@ -66,18 +66,26 @@ def _chrf():
     return CHRF()
 
 
-def bleu_stats(hypotheses: Sequence[str], references: References) -> list[list[int]]:
-    """Per-sample BLEU statistics (matches and totals per n-gram order, lengths); sums aggregate."""
+def _corpus_stats(metric, hypotheses: Sequence[str], references: References) -> list[list[int]]:
     if not hypotheses:
         return []
-    return _bleu()._extract_corpus_statistics(list(hypotheses), _streams(hypotheses, references))
+    return metric._extract_corpus_statistics(list(hypotheses), _streams(hypotheses, references))
 
 
-def bleu_from_stats(stats: Sequence[Sequence[float]]) -> float:
+def _score_from_stats(metric, stats: Sequence[Sequence[float]]) -> float:
     if not len(stats):
         return 0.0
     total = [int(sum(col)) for col in zip(*stats)]
-    return float(_bleu()._compute_score_from_stats(total).score)
+    return float(metric._compute_score_from_stats(total).score)
+
+
+def bleu_stats(hypotheses: Sequence[str], references: References) -> list[list[int]]:
+    """Per-sample BLEU statistics (matches and totals per n-gram order, lengths); sums aggregate."""
+    return _corpus_stats(_bleu(), hypotheses, references)
+
+
+def bleu_from_stats(stats: Sequence[Sequence[float]]) -> float:
+    return _score_from_stats(_bleu(), stats)
 
 
 def bleu(hypotheses: Sequence[str], references: References) -> float:
@@ -87,16 +95,11 @@ def bleu(hypotheses: Sequence[str], references: References) -> float:
 
 def chrf_stats(hypotheses: Sequence[str], references: References) -> list[list[int]]:
     """Per-sample chrF statistics (character and word n-gram matches); sums aggregate."""
-    if not hypotheses:
-        return []
-    return _chrf()._extract_corpus_statistics(list(hypotheses), _streams(hypotheses, references))
+    return _corpus_stats(_chrf(), hypotheses, references)
 
 
 def chrf_from_stats(stats: Sequence[Sequence[float]]) -> float:
-    if not len(stats):
-        return 0.0
-    total = [int(sum(col)) for col in zip(*stats)]
-    return float(_chrf()._compute_score_from_stats(total).score)
+    return _score_from_stats(_chrf(), stats)
 
 
 def chrf(hypotheses: Sequence[str], references: References) -> float:

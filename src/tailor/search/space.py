@@ -11,7 +11,7 @@ import math
 
 import optuna
 
-from tailor.config import Config, config_from_dict, to_dict
+from tailor.config import Config, config_from_dict, set_path, to_dict
 from tailor.errors import TailorError
 
 
@@ -40,13 +40,7 @@ def grid_values(key: str, spec: dict) -> list:
 
 
 def set_dotted(data: dict, key: str, value) -> None:
-    parts = key.split(".")
-    node = data
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise TailorError(f"search.space: '{key}': '{part}' is not a config section.")
-    node[parts[-1]] = value
+    set_path(data, key.split("."), value, f"search.space: '{key}'")
 
 
 def get_dotted(data: dict, key: str):
