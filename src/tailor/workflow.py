@@ -21,6 +21,7 @@ from tailor import device as devices
 from tailor.config import Config, dump_config
 from tailor.config.base import flat, to_dict
 from tailor.errors import TailorError
+from tailor.eval.compare import length_caveats
 from tailor.export.model_card import write_card
 from tailor.fsutil import recover, write_json, write_text
 from tailor.models.load import context_length
@@ -334,6 +335,8 @@ def finish_run_job(cfg: Config, task: Task, run_dir: Path, tokenizer, splits, ba
     if comparison:
         print(f"\nbase vs fine-tuned on the {comparison['samples']} {task.OUTPUTS} test samples:")
         print(comparison_table(comparison["metrics"], "base", "fine-tuned", comparison["confidence"]))
+        for caveat in length_caveats(comparison["metrics"]):
+            print(f"note: {caveat}")
     print(f"\nreport: {write_report(run_dir, finishing=True)}")
     write_card(cfg, run_dir)
     print(f"run folder: {run_dir}  (chat with it: tailor chat {run_dir})")

@@ -166,3 +166,21 @@ def format_interval(row: dict) -> str:
     if row.get("low") is None:
         return f"{row['delta']:+.3g}"
     return f"{row['delta']:+.3g} [{row['low']:+.3g}, {row['high']:+.3g}]"
+
+
+def length_caveats(table: dict[str, dict]) -> list[str]:
+    """What a comparison's metrics cannot judge: chrF (beta 2) weighs character recall twice as much as
+    precision, so when the replies' length moved (interval excluding zero) a chrF change in the same
+    direction says more about the length than about the replies."""
+    chrf, length = table.get("chrf"), table.get("response_tokens")
+    if not chrf or not length or None in (chrf.get("low"), length.get("low")):
+        return []
+    moved = lambda row: 1 if row["low"] > 0 else -1 if row["high"] < 0 else 0  # noqa: E731
+    if moved(chrf) == 0 or moved(chrf) != moved(length):
+        return []
+    shorter = moved(length) < 0
+    return [f"chrF {'fell' if shorter else 'rose'} ({chrf['a']:.1f} -> {chrf['b']:.1f}) as the replies got "
+            f"{'shorter' if shorter else 'longer'} ({length['a']:.1f} -> {length['b']:.1f} tokens): chrF weighs "
+            "recall twice as much as precision, so a longer reply matches more of the reference whatever it says, "
+            "and chrF cannot judge this change. BLEU (precision with a brevity penalty), ROUGE and unigram F1 "
+            "(precision and recall alike) and the replies themselves can."]

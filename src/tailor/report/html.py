@@ -19,7 +19,7 @@ from html import escape
 from pathlib import Path
 
 from tailor.config.evaluation import HIGHER_IS_BETTER
-from tailor.eval.compare import format_interval
+from tailor.eval.compare import format_interval, length_caveats
 from tailor.fsutil import write_text
 from tailor.runs import run_status
 from tailor.report import plots
@@ -137,6 +137,7 @@ def metrics_section(test: dict | None, comparison: dict | None) -> str:
         note = (f'<p class="muted">Intervals: paired bootstrap over the {comparison["samples"]} generated prompts, '
                 f'{comparison["resamples"]} resamples; green/red where the interval excludes zero. '
                 "Perplexity, token accuracy and loss are teacher-forced aggregates, shown without an interval.</p>")
+        note += "".join(f'<p class="caveat">{escape(c)}</p>' for c in length_caveats(cmp_rows))
     return f'<table id="metrics-table"><tr><th>metric</th>{head}</tr>{"".join(body)}</table>{note}'
 
 
