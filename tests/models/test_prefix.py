@@ -81,6 +81,21 @@ def test_no_sharing_under_dropout_for_short_prefixes_or_single_rows(tiny_model):
     assert prefix.worth_sharing(backbone, batch) == 20
 
 
+def test_gradient_checkpointing_runs_the_batch_whole_with_the_same_loss_and_gradients(tiny_model):
+    # transformers turns the cache off under checkpointing, so the prefix's keys/values would be missing.
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation="sdpa").train()
+    batch = shared_batch(padded=True)
+    want = loss_and_grads(model, batch)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    assert prefix.worth_sharing(model.model, batch) == 0
+    got = loss_and_grads(model, batch)
+    assert got[0] == pytest.approx(want[0], rel=1e-5) and got[1:3] == want[1:3]
+    for name, grad in want[3].items():
+        torch.testing.assert_close(got[3][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    model.eval()  # scoring: no checkpointing, the prefix is shared again
+    assert prefix.worth_sharing(model.model, batch) == 20
+
+
 def test_scoring_keeps_a_prefix_across_batches_and_gets_the_same_figures(tiny_model, monkeypatch):
     from tailor.eval.score import score
 

@@ -8,8 +8,9 @@ rows, and the rest of each row runs against them. The result is the plain forwar
 rounding; gradients flow back through both passes, and the repeat sums the rows' gradients
 into the one prefix pass.
 
-Not used when dropout is active (the rows would share one dropout mask on the prefix), for
-encoder-decoder models, or when the prefix is too short to pay for a second pass.
+Not used when dropout is active (the rows would share one dropout mask on the prefix), when training
+with gradient checkpointing (no cache then), for encoder-decoder models, or when the prefix is too short
+to pay for a second pass.
 """
 
 from __future__ import annotations
@@ -51,9 +52,15 @@ def worth_sharing(backbone: torch.nn.Module, batch: dict[str, torch.Tensor]) -> 
     if batch["input_ids"].shape[0] < 2 or config is None or getattr(config, "is_encoder_decoder", False):
         return 0
     length = shared_length(batch)
-    if length < MIN_SHARED or dropout_active(backbone):
+    if length < MIN_SHARED or dropout_active(backbone) or checkpointing(backbone):
         return 0
     return length
+
+
+def checkpointing(backbone: torch.nn.Module) -> bool:
+    """Training with gradient checkpointing (train.gradient_checkpointing): transformers then turns the cache
+    off, so the prefix's keys/values would never be kept for the rows."""
+    return backbone.training and bool(getattr(backbone, "is_gradient_checkpointing", False))
 
 
 def run_prefix(backbone: torch.nn.Module, ids: torch.Tensor, known: dict | None):
