@@ -58,6 +58,25 @@ def test_a_device_the_machine_lacks_is_a_clear_error(monkeypatch):
         devices.resolve("tpu")
 
 
+@pytest.mark.parametrize("avx512_bf16, amx, native", [(False, False, False), (True, False, True), (True, True, True)])
+def test_emulated_bf16_is_not_native_on_x86(monkeypatch, avx512_bf16, amx, native):
+    # oneDNN says bf16 on any AVX-512 CPU (it emulates it); auto precision wants the instructions themselves.
+    monkeypatch.setattr(devices.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert devices.cpu_has_bf16() is native
+    assert devices.half_dtype("auto", torch.device("cpu")) == (torch.bfloat16 if native else None)
+
+
+def test_this_cpus_bf16_answer_agrees_with_its_flags():
+    flags = Path("/proc/cpuinfo")
+    if devices.platform.machine() != "x86_64" or not flags.exists():
+        pytest.skip("reads x86 Linux CPU flags")
+    words = set(flags.read_text().split())
+    assert devices.cpu_has_bf16() == bool({"avx512_bf16", "amx_bf16"} & words)
+
+
 def test_mixed_precision_follows_the_device(monkeypatch):
     cpu, gpu, mps = torch.device("cpu"), torch.device("cuda", 0), torch.device("mps")
     monkeypatch.setattr(devices, "cpu_has_bf16", lambda: True)

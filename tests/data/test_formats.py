@@ -69,6 +69,14 @@ def test_a_saved_dataset_folder_of_alpaca_rows_trains(tmp_path, tiny_config):
 def test_a_hub_dataset_without_network_says_so(tmp_path, tiny_config, monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    # The libraries read these once at import; in a suite that imported them earlier the variables alone
+    # leave them online, and the test then waits out the hub's retries (23 s) before the same message.
+    import datasets.config
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
     path = tiny_config(data={"source": "hf:someone/no-such-dialogues"})
     assert cli(["train", str(path)]) == 2
     err = capsys.readouterr().err
