@@ -1,4 +1,4 @@
-"""What the throughput benchmarks share: the machine, the samples, the bf16 peak, FLOP counts.
+"""What the throughput benchmarks share: the machine, the samples, the precision, the matmul peak, FLOP counts.
 
 Run by hand (see BENCHMARKS.md); nothing here is imported by tailor itself.
 """
@@ -51,6 +51,19 @@ def model_and_samples(cfg):
     return model, tokenizer, splits
 
 
+def add_precision(parser) -> None:
+    parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                        help="both sides' precision; auto: tailor's choice here (bf16 where the CPU has it natively, "
+                             "fp32 where bf16 would be emulated)")
+
+
+def half(precision: str) -> bool:
+    """True when the benchmark runs both sides in bf16 (`--precision`)."""
+    from tailor import device
+
+    return precision == "bf16" or (precision == "auto" and device.cpu_has_bf16())
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (ru_maxrss is in KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -62,14 +75,14 @@ PEAK_SHAPES = ((2048, 2048, 2048), (1024, 4096, 1024), (2048, 576, 1536), (2048,
 MOVED = 0.10  # probes before and after a run further apart than this: the machine was busy
 
 
-def bf16_matmul_peak(shapes=PEAK_SHAPES, repeats: int = 5, seconds: float = 3.0) -> float:
-    """Best bf16 matmul GFLOP/s over several shapes, each timed in `repeats` rounds of short bursts
+def matmul_peak(dtype=torch.bfloat16, shapes=PEAK_SHAPES, repeats: int = 5, seconds: float = 3.0) -> float:
+    """Best matmul GFLOP/s in `dtype` over several shapes, each timed in `repeats` rounds of short bursts
     (about `seconds` in all): the ceiling a model FLOPs utilisation is measured against."""
     best = 0.0
     per_burst = seconds / (len(shapes) * repeats)
     for m, k, n in shapes:
-        a = torch.randn(m, k, dtype=torch.bfloat16)
-        b = torch.randn(k, n, dtype=torch.bfloat16)
+        a = torch.randn(m, k, dtype=dtype)
+        b = torch.randn(k, n, dtype=dtype)
         for _ in range(3):
             a @ b  # warm up oneDNN for this shape
         tick = time.perf_counter()
@@ -84,15 +97,16 @@ def bf16_matmul_peak(shapes=PEAK_SHAPES, repeats: int = 5, seconds: float = 3.0)
 
 
 class Peak:
-    """The bf16 matmul peak probed before a run (on construction) and after it (`after()`): the best of
-    both is the peak, and a gap over 10% between them means something else ran on the machine meanwhile."""
+    """The matmul peak in the run's dtype probed before a run (on construction) and after it (`after()`): the
+    best of both is the peak, and a gap over 10% between them means something else ran on the machine meanwhile."""
 
-    def __init__(self) -> None:
-        self.before = bf16_matmul_peak()
+    def __init__(self, bf16: bool = True) -> None:
+        self.dtype = torch.bfloat16 if bf16 else torch.float32
+        self.before = matmul_peak(self.dtype)
         self.after_run: float | None = None
 
     def after(self) -> float:
-        self.after_run = bf16_matmul_peak()
+        self.after_run = matmul_peak(self.dtype)
         return self.value
 
     @property
@@ -104,7 +118,7 @@ class Peak:
         return 0.0 if self.after_run is None else abs(self.before - self.after_run) / self.value
 
     def describe(self) -> str:
-        line = f"bf16 matmul peak: {self.value:.0f} GFLOP/s (best of {len(PEAK_SHAPES)} shapes; before the run " \
+        line = f"{'bf16' if self.dtype == torch.bfloat16 else 'fp32'} matmul peak: {self.value:.0f} GFLOP/s (best of {len(PEAK_SHAPES)} shapes; before the run " \
                f"{self.before:.0f}" + (f", after {self.after_run:.0f})" if self.after_run is not None else ")")
         if self.moved() > MOVED:
             line += (f"\nWARNING: the peak probed before and after the run differs by {self.moved():.1%} (> {MOVED:.0%}): "
@@ -148,8 +162,9 @@ def prefix_flops_saved(model_config, batches: list[list[dict]], passes: int = 3)
 
 
 def train_hf(model, tokenizer, train_set: list[dict], steps: int, warmup: int, batch: int, lr: float,
-             weight_decay: float, warmup_steps: int, gradient_checkpointing: bool = False, passes: int = 3) -> dict:
-    """The Hugging Face Trainer configured for CPU speed (bf16 autocast, length-grouped batches) on
+             weight_decay: float, warmup_steps: int, gradient_checkpointing: bool = False, passes: int = 3,
+             bf16: bool = True) -> dict:
+    """The Hugging Face Trainer configured for CPU speed (bf16 autocast unless `bf16` is False, length-grouped batches) on
     `train_set`, one epoch; tokens/s and FLOP/s over the steps after `warmup`. The model is trained in place."""
     import tempfile
 
@@ -179,7 +194,7 @@ def train_hf(model, tokenizer, train_set: list[dict], steps: int, warmup: int, b
         args = TrainingArguments(
             output_dir=tmp, per_device_train_batch_size=batch, learning_rate=lr, weight_decay=weight_decay,
             lr_scheduler_type="cosine", warmup_steps=warmup_steps, max_grad_norm=1.0, num_train_epochs=1,
-            bf16=True, use_cpu=True, train_sampling_strategy="group_by_length", logging_steps=1,
+            bf16=bf16, use_cpu=True, train_sampling_strategy="group_by_length", logging_steps=1,
             save_strategy="no", report_to="none", seed=0, disable_tqdm=True,
             gradient_checkpointing=gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None)

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/eval_throughput.py --samples 500
 
 The same validation samples (chitchat, max length 256), batch 16, loss on the responses only
-(DataCollatorForSeq2Seq pads labels with -100). HF is configured as for training: `bf16=True`,
+(DataCollatorForSeq2Seq pads labels with -100). HF is configured as for training: `bf16` (per `--precision`),
 `use_cpu=True`, length-grouped sampling (which 5.x applies to evaluation too); `--hf-bf16-eval`
 adds `bf16_full_eval=True`. Both run in this one process, HF first, then tailor, then (with
 --rounds 2) again. Perplexities differ a little by definition: HF averages per-batch mean losses,
@@ -23,7 +23,7 @@ import torch
 from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import config, machine, model_and_samples  # noqa: E402
+from common import add_precision, config, half, machine, model_and_samples  # noqa: E402
 
 from tailor.eval.score import score  # noqa: E402
 
@@ -34,10 +34,12 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=1, help="HF-then-tailor rounds; the ratio uses the sums")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--hf-bf16-eval", action="store_true", help="also bf16_full_eval=True on the HF side")
+    add_precision(p)
     a = p.parse_args()
+    bf16 = half(a.precision)
     if a.threads:
         torch.set_num_threads(a.threads)
-    print(machine())
+    print(machine() + f"; {'bf16' if bf16 else 'fp32'} on both sides")
     model, tokenizer, splits = model_and_samples(config(max_length=256, val=a.samples))
     samples = splits.validation
     n = len(samples)  # the cap takes whole conversations' windows, so it can land a few short of --samples
@@ -45,7 +47,7 @@ def main() -> None:
                 for s in samples]
     tokens = sum(len(s["input_ids"]) for s in samples)
     with tempfile.TemporaryDirectory() as tmp:
-        args = TrainingArguments(output_dir=tmp, per_device_eval_batch_size=16, bf16=True, use_cpu=True,
+        args = TrainingArguments(output_dir=tmp, per_device_eval_batch_size=16, bf16=bf16, use_cpu=True,
                                  bf16_full_eval=a.hf_bf16_eval, train_sampling_strategy="group_by_length",
                                  report_to="none", disable_tqdm=True)
         trainer = Trainer(model=model, args=args, eval_dataset=features, processing_class=tokenizer,
@@ -57,7 +59,7 @@ def main() -> None:
             t_hf += time.perf_counter() - tick
             model.float()  # bf16_full_eval leaves the weights in bf16
             tick = time.perf_counter()
-            ours = score(model, samples, tokenizer.pad_token_id, batch_size=16, bf16=True)
+            ours = score(model, samples, tokenizer.pad_token_id, batch_size=16, bf16=bf16)
             t_ours += time.perf_counter() - tick
             print(f"HF      perplexity {math.exp(hf['eval_loss']):7.3f}  {n / (t_hf / (_ + 1)):6.2f} samples/s"
                   f"  {tokens / (t_hf / (_ + 1)):6.0f} tok/s", flush=True)

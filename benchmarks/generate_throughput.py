@@ -1,4 +1,4 @@
-"""Generation speed: HF `model.generate` on bf16 weights vs tailor's generation path.
+"""Generation speed: HF `model.generate` on bf16 (or, with --precision fp32, fp32) weights vs tailor's generation path.
 
     .venv/bin/python benchmarks/generate_throughput.py --prompts 2
 
@@ -11,7 +11,8 @@ Llama-family models). Greedy batch 1 is timed twice: one token per step, and wit
 tokens per step (`--lookahead N`, by default `decode.lookahead`'s default, which `tailor generate` and
 chat use at batch 1); both are compared with HF's tokens. No stop token ends a row, so every row makes 64 tokens. Greedy
 outputs are compared token for token. Each batch size starts with one untimed 2-token call per side; tailor's
-(packing the weights for `kernels.Product`, checking its K blocks) is printed.
+(packing the weights for `kernels.Product`, checking its K blocks) is printed. `--precision` (default auto:
+bf16 where the CPU has it natively, fp32 where it would be emulated) sets both sides' weights.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 from transformers import AutoModelForCausalLM, GenerationConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import MODEL, config, machine, model_and_samples  # noqa: E402
+from common import MODEL, add_precision, config, half, machine, model_and_samples  # noqa: E402
 
 from tailor.config.decode import DecodeConfig  # noqa: E402
 from tailor.data.tokenize import prompt_ids  # noqa: E402
@@ -54,15 +55,17 @@ def main() -> None:
                    help="also time HF generate on the fp32 weights under bf16 autocast (tailor's path before generate.fast)")
     p.add_argument("--lookahead", type=int, default=DecodeConfig().lookahead,
                    help="also time greedy batch 1 with this many drafted tokens (default: decode.lookahead's default; 0 = no)")
+    add_precision(p)
     a = p.parse_args()
+    bf16 = half(a.precision)
     if a.threads:
         torch.set_num_threads(a.threads)
-    print(machine())
+    print(machine() + f"; {'bf16' if bf16 else 'fp32'} weights on both sides")
     model, tokenizer, splits = model_and_samples(config(max_length=256, test=8 * a.prompts + a.prompts))
-    hf = AutoModelForCausalLM.from_pretrained(resolve(MODEL), dtype=torch.bfloat16, attn_implementation="sdpa").eval()
+    hf = AutoModelForCausalLM.from_pretrained(resolve(MODEL), dtype=torch.bfloat16 if bf16 else torch.float32, attn_implementation="sdpa").eval()
     tick = time.perf_counter()
-    ours = inference_model(model, bf16=True)
-    print(f"tailor's bf16 copy of the fp32 weights: {time.perf_counter() - tick:.2f} s once per generate() call")
+    ours = inference_model(model, bf16=bf16)
+    print(f"tailor's {'bf16 copy' if bf16 else 'inference model'} of the fp32 weights: {time.perf_counter() - tick:.2f} s once per generate() call")
     prompts = [prompt_ids(tokenizer, s["messages"][:-1]) for s in splits.test]
     # An id no token has: no row stops, every row makes NEW tokens on both sides.
     never = len(tokenizer) + 1000

@@ -6,9 +6,10 @@ Both sides train SmolLM2-135M-Instruct on the same chitchat samples (max length 
 lr 1e-4, cosine with 3 warmup steps, weight decay 0.01, clipping 1.0, one epoch), each in its own
 process so each peak RSS is its own. Printed per side: real (non-padding) tokens/s over the
 steps after --warmup, peak RSS, the validation loss of the trained model (scored by the same
-function for both), and model FLOPs utilisation against the bf16 matmul peak (common.Peak: the best
+function for both), and model FLOPs utilisation against the matmul peak in the run's precision (common.Peak: the best
 of several shapes and repeats, probed before and after the run; a warning when the two probes differ
-by more than 10%, i.e. the machine was busy).
+by more than 10%, i.e. the machine was busy). `--precision` (default auto: tailor's own choice on this CPU,
+bf16 where it is native, fp32 where it would be emulated) sets both sides.
 Model FLOPs count every real token; tailor runs a prefix all rows of a batch share once (the chat
 template's system prompt), so for tailor the FLOPs actually done are also given.
 """
@@ -22,32 +23,32 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (Peak, config, emit, machine, model_and_samples, peak_rss_mb, run_child,  # noqa: E402
-                    train_hf, train_tailor)
+from common import (Peak, add_precision, config, emit, half, machine, model_and_samples, peak_rss_mb,  # noqa: E402
+                    run_child, train_hf, train_tailor)
 
 BATCH, LR, WARMUP_STEPS, WEIGHT_DECAY, VAL = 8, 1e-4, 3, 0.01, 100
 
 
-def settings(steps: int, threads: int) -> dict:
+def settings(steps: int, threads: int, bf16: bool) -> dict:
     return dict(threads=threads, max_length=256, train=steps * BATCH, val=VAL, batch_size=BATCH, learning_rate=LR,
                 weight_decay=WEIGHT_DECAY, schedule="cosine", warmup_steps=WARMUP_STEPS, max_grad_norm=1.0,
-                precision="bf16", eval_every=0, save_every=0, log_every=1)
+                precision="bf16" if bf16 else "fp32", eval_every=0, save_every=0, log_every=1)
 
 
-def side_hf(steps: int, warmup: int, threads: int) -> dict:
+def side_hf(steps: int, warmup: int, threads: int, bf16: bool) -> dict:
     from tailor.eval.score import score
 
     if threads:
         torch.set_num_threads(threads)  # tailor's side gets the same through train.threads
-    cfg = config(**settings(steps, threads))
+    cfg = config(**settings(steps, threads, bf16))
     model, tokenizer, splits = model_and_samples(cfg)
-    result = train_hf(model, tokenizer, splits.train, steps, warmup, BATCH, LR, WEIGHT_DECAY, WARMUP_STEPS)
-    val = score(model, splits.validation, tokenizer.pad_token_id, 16, bf16=True)
+    result = train_hf(model, tokenizer, splits.train, steps, warmup, BATCH, LR, WEIGHT_DECAY, WARMUP_STEPS, bf16=bf16)
+    val = score(model, splits.validation, tokenizer.pad_token_id, 16, bf16=bf16)
     return {**result, "val_loss": val["loss"], "peak_rss_mb": peak_rss_mb()}
 
 
-def side_tailor(steps: int, warmup: int, threads: int) -> dict:
-    cfg = config(**settings(steps, threads))
+def side_tailor(steps: int, warmup: int, threads: int, bf16: bool) -> dict:
+    cfg = config(**settings(steps, threads, bf16))
     model, tokenizer, splits = model_and_samples(cfg)
     return train_tailor(cfg, model, tokenizer, splits.train, splits.validation, warmup)
 
@@ -58,19 +59,20 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=5, help="first steps left out of tokens/s")
     p.add_argument("--order", default="hf,tailor", help="sides to run, in this order (repeats allowed)")
     p.add_argument("--threads", type=int, default=0, help="torch threads on both sides (0 = torch's default)")
+    add_precision(p)
     p.add_argument("--side", choices=["hf", "tailor"], help=argparse.SUPPRESS)  # a child process
     a = p.parse_args()
     if a.side:
-        emit((side_hf if a.side == "hf" else side_tailor)(a.steps, a.warmup, a.threads))
+        emit((side_hf if a.side == "hf" else side_tailor)(a.steps, a.warmup, a.threads, half(a.precision)))
         return
     if a.threads:
         torch.set_num_threads(a.threads)
-    print(machine())
-    peak = Peak()  # probed before the run and again after it
+    print(machine() + f"; {'bf16' if half(a.precision) else 'fp32'} on both sides")
+    peak = Peak(half(a.precision))  # probed before the run and again after it
     results: dict[str, list[dict]] = {}
     for side in a.order.split(","):
         r = run_child(__file__, ["--side", side, "--steps", str(a.steps), "--warmup", str(a.warmup),
-                                        "--threads", str(a.threads)], timeout=1800)
+                                        "--threads", str(a.threads), "--precision", a.precision], timeout=1800)
         results.setdefault(side, []).append(r)
         print(f"{side:7s} {r['tokens_per_s']:7.1f} real tok/s  peak RSS {r['peak_rss_mb']:6.0f} MB  "
               f"val loss {r['val_loss']:.4f}  last-5 train loss {r['last_train_loss']:.4f}  ({r['steps']} steps)", flush=True)
