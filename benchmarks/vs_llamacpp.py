@@ -7,7 +7,8 @@ The model is SmolLM2-135M-Instruct (embedded). It is exported by tailor to an f1
 with ../shared/tools/llamacpp/speed.py: the prompts are llamacpp.PROMPTS with SmolLM2's default system
 turn, each decoded to exactly --tokens new tokens, one token per step; new tokens/s excludes the prompt.
 tailor decodes the same prompts (rendered by the HF chat template, which adds the same system turn) on
-its bf16 weights with its own decoder (generate/decoder.py on the lean cache), exactly --tokens tokens, one token per step and
+its bf16 weights with its own decoder (generate/decoder.py on the lean cache; on a CPU without native bf16 it computes
+in fp32 on those weights, as llama.cpp does on f16 ones), exactly --tokens tokens, one token per step and
 with the default lookahead 4; its new tokens/s is (time for --tokens tokens - time for 1 token) / (--tokens - 1), so the
 prompt is left out the same way. Medians over the prompts. Prints a table and one JSON line.
 """
@@ -83,15 +84,18 @@ def main() -> int:
     runner = inference_model(model.eval(), True)  # the bf16 copy tailor generates with
     one = tailor_speed(runner, tokenizer, prompts, a.tokens, lookahead=0)
     ahead = tailor_speed(runner, tokenizer, prompts, a.tokens, lookahead=4)
+    from tailor.generate.lean import activations
+
+    kind = "bf16" if activations(runner) == torch.bfloat16 else "bf16 weights, fp32 arithmetic"
     rows = [("llama.cpp f16 (AVX2 build), one token per step", cpp["gen_tok_s"]),
-            ("tailor bf16, one token per step (lookahead 0)", one),
-            ("tailor bf16, default lookahead 4", ahead)]
+            (f"tailor {kind}, one token per step (lookahead 0)", one),
+            (f"tailor {kind}, default lookahead 4", ahead)]
     print(f"batch 1 greedy, {a.tokens} new tokens, {a.prompts} prompts, {a.threads} threads; {cpp['llama_cpp']}")
     for name, rate in rows:
-        print(f"  {name:50} {rate:7.1f} new tok/s")
+        print(f"  {name:66} {rate:7.1f} new tok/s")
     print(f"  tailor / llama.cpp, one token per step: {one / cpp['gen_tok_s']:.2f}x")
     print(json.dumps({"llama_cpp_gen_tok_s": cpp["gen_tok_s"], "tailor_one_step_tok_s": round(one, 2),
-                      "tailor_lookahead_tok_s": round(ahead, 2), "tokens": a.tokens, "prompts": a.prompts,
+                      "tailor_lookahead_tok_s": round(ahead, 2), "tailor_arithmetic": kind, "tokens": a.tokens, "prompts": a.prompts,
                       "threads": a.threads}))
     return 0
 

@@ -20,6 +20,13 @@ one-token-at-a-time tokens as long as every check rounds as the one-token step w
 a several-row bf16 product apart from a one-row one (K blocks of 1024 instead of 512), so the check
 runs the kernel with the one-row blocks, and attention one query at a time. Where the kernel cannot
 do that for every product (`drafts_exact`), bf16 decoding does not draft.
+
+On a CPU without native bf16 (e.g. AVX-512 without AVX512-BF16), bf16 weights decode with fp32 activations
+(`activations`): every product widens the bf16 weight (in registers with AVX-512, `kernels.Product` and
+widen.cpp; else, or with the kernels off, by F.linear on the widened weight), and the
+norms, rotary embedding, attention and cache run in fp32, as llama.cpp runs f16 weights. The replies are
+then those of the model's fp32 forward on the bf16 weights (`model.float()`), up to fp32 rounding: the
+kernel sums in its own order. Its rows do not depend on each other, so lookahead drafts there.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from transformers import DynamicCache
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from tailor import device as devices
 from tailor.kernels import Product, available, rms_norm
 
 NGRAM = 3  # the longest n-gram looked up; shorter ones are tried after it
@@ -53,6 +61,15 @@ def supports(model) -> bool:
     names = ("q_proj", "k_proj", "v_proj", "o_proj")
     return all(type(getattr(layer.self_attn, n, None)) is torch.nn.Linear for layer in layers for n in names) and all(
         type(getattr(layer.mlp, n, None)) is torch.nn.Linear for layer in layers for n in ("gate_proj", "up_proj", "down_proj"))
+
+
+def activations(model) -> torch.dtype:
+    """The dtype decoding computes in: the weights' own, but fp32 for bf16 weights on a CPU whose bf16 is
+    emulated (module docstring)."""
+    dtype = model.lm_head.weight.dtype
+    if dtype == torch.bfloat16 and model.lm_head.weight.is_cpu and not devices.cpu_has_bf16():
+        return torch.float32
+    return dtype
 
 
 def lookup(context: list[int], most: int) -> list[int]:
@@ -125,10 +142,10 @@ class Lean:
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
         *self.layers, self.head = fused_layers(model)
         self.scaling = [layer.self_attn.scaling for layer in inner.layers]
-        weight = model.lm_head.weight
+        self.dtype = activations(model)
         shape = (batch, self.kv_heads, length, self.head_dim)
-        self.keys = [weight.new_zeros(shape) for _ in self.layers]
-        self.values = [weight.new_zeros(shape) for _ in self.layers]
+        self.keys = [torch.zeros(shape, dtype=self.dtype) for _ in self.layers]
+        self.values = [torch.zeros(shape, dtype=self.dtype) for _ in self.layers]
 
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Logits (B, V) after left-padded prompts (B, T); their keys and values go into the cache.
@@ -143,7 +160,7 @@ class Lean:
         inner = self.model.model
         real = mask.bool()
         position_ids = positions(mask)
-        embeds = inner.embed_tokens(ids)  # (B, T, H)
+        embeds = inner.embed_tokens(ids).to(self.dtype)  # (B, T, H)
         causal = create_causal_mask(config=self.model.config, inputs_embeds=embeds, attention_mask=mask,
                                     past_key_values=DynamicCache(config=self.model.config), position_ids=position_ids)
         cos, sin = inner.rotary_emb(embeds, position_ids)
@@ -211,7 +228,7 @@ class Lean:
             allowed = torch.zeros(seen.shape, dtype=self.keys[0].dtype).masked_fill_(~seen, float("-inf"))
         inner = self.model.model
         by_row = q > 1  # drafted tokens: each rounded as the one-token step that would make it
-        x = inner.embed_tokens(ids)
+        x = inner.embed_tokens(ids).to(self.dtype)
         cos, sin = (t.contiguous() for t in inner.rotary_emb(x, slots - pad[:, None]))  # (B, q, D)
         fused = x.dtype == cos.dtype == torch.bfloat16 and available()  # the kernel's rotary pass applies
         for i, (norm1, qkv, out, norm2, gate_up, down) in enumerate(self.layers):
@@ -241,8 +258,9 @@ class Lean:
 
 def drafts_exact(model) -> bool:
     """Whether checking drafted tokens gives one-token steps' tokens: fp32 weights (their products measured
-    row for row the same), or bf16 ones whose every product the kernel rounds row by row."""
+    row for row the same) or fp32 activations on bf16 weights (the widening kernel's rows are independent),
+    or bf16 ones whose every product the kernel rounds row by row."""
     *layers, head = fused_layers(model)
-    if head.weight.dtype == torch.float32:
+    if activations(model) == torch.float32:
         return True
     return head.exact_by_row() and all(p.exact_by_row() for layer in layers for p in layer if isinstance(p, Product))

@@ -1,8 +1,10 @@
 """tailor's CPU speed paths: the C++ kernels by operation, and `patched`, which applies and undoes them.
 
     build.py        builds and loads the one extension (matmul.cpp, argmax.cpp, norm.cpp, rotary.cpp,
-                    bf16.h) once, into a cache folder named by the sources' digest; supported(), available()
-    matmul.py       Product: decoding's bf16 products with F.linear's rounding, weights packed once
+                    widen.cpp, bf16.h) once, into a cache folder named by the sources' digest; supported(),
+                    available() (the bf16 kernels: AVX512-BF16), widens() (widen.cpp alone: AVX-512F)
+    matmul.py       Product: decoding's bf16 products with F.linear's rounding, weights packed once; fp32
+                    rows on bf16 weights (widen.cpp) where the CPU's bf16 is emulated
     argmax.py       greedy decoding's argmax on bf16 logits
     norm.py         RMSNorm: decoding's bf16 norm bit for bit, training's fp32 norm forward and backward
     rotary.py       training's rotary embedding (decoding's pass, rotary.cpp's rotary_bf16, is called by the decoder)
@@ -11,15 +13,15 @@
     attention.py    grouped-query attention for teacher-forced forwards (training and scoring)
     paths.py        patched(model, training=...): every path that applies, on for a block, undone after it
 
-Training (train/) and decoding (generate/) import these from here, never from each other. The kernels
-run where the CPU has AVX512-BF16 and they built; everywhere else, or with `train.kernels` /
+Training (train/) and decoding (generate/) import these from here, never from each other. The bf16
+kernels run where the CPU has AVX512-BF16 and they built, the widening product where it has AVX-512F; everywhere else, or with `train.kernels` /
 `decode.kernels` false, torch's own ops run.
 """
 
 from tailor.kernels.argmax import argmax
-from tailor.kernels.build import available, supported
+from tailor.kernels.build import available, supported, widens
 from tailor.kernels.matmul import Product
 from tailor.kernels.norm import rms_norm
 from tailor.kernels.paths import patched
 
-__all__ = ["Product", "argmax", "available", "patched", "rms_norm", "supported"]
+__all__ = ["Product", "argmax", "available", "patched", "rms_norm", "supported", "widens"]

@@ -1,13 +1,15 @@
 """The C++ kernels: one extension built from this folder's sources, loaded once per process.
 
-matmul.cpp, argmax.cpp, norm.cpp and rotary.cpp (sharing bf16.h) compile into one library whose ops
+matmul.cpp, argmax.cpp, norm.cpp, rotary.cpp and widen.cpp (sharing bf16.h) compile into one library whose ops
 are `torch.ops.tailor_kernels.*`. The first use builds it (g++ and ninja, under a minute) into
 $TAILOR_CACHE/kernels (default ~/.cache/tailor/kernels), in a folder named by torch's version and a
 digest of the sources and flags: a changed source builds afresh once, and a folder stays valid for the
 sources it was built from.
 
-`supported()`: the CPU has the instructions (AVX512-BF16). `available()`: the kernels are built, loaded
-and switched on; every caller falls back to torch's own ops where it is False. `switched(on)` turns them
+`supported()`: the CPU has the instructions of the bf16 kernels (AVX512-BF16). `available()`: those are
+built, loaded and switched on; every caller falls back to torch's own ops where it is False. On a CPU with
+AVX-512 but without AVX512-BF16 the library still builds, for widen.cpp alone (AVX-512F: fp32 arithmetic on
+bf16 weights); `widens()` says it runs here. `switched(on)` turns them
 on or off for a block (`train.kernels`, `decode.kernels` through `kernels.patched`): off, nothing is built.
 """
 
@@ -24,7 +26,7 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).parent
-SOURCES = ("matmul.cpp", "argmax.cpp", "norm.cpp", "rotary.cpp")  # one per operation
+SOURCES = ("matmul.cpp", "argmax.cpp", "norm.cpp", "rotary.cpp", "widen.cpp")  # one per operation
 HEADERS = ("bf16.h",)
 NAME = "tailor_kernels"
 # -fopenmp: at::parallel_for is OpenMP inside torch's headers; without it every kernel runs on one thread.
@@ -35,21 +37,27 @@ LANES = 16  # fp32 values in an AVX-512 vector: outputs per block of a packed we
 _on = True  # switched(...) sets it for a block; one process decodes or trains with one setting at a time
 
 
-def cpu_flags() -> set[str]:
+@functools.cache  # asked at every decoding product
+def cpu_flags() -> frozenset[str]:
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return set()
+        return frozenset()
     for line in text.splitlines():
         if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
 
 
 def supported() -> bool:
     """True when this CPU has the instructions the kernels need (AVX512-BF16): here they should build, and a
     failed build is a broken install, not a missing feature."""
     return "avx512_bf16" in cpu_flags()
+
+
+def buildable() -> bool:
+    """True when at least widen.cpp's op can run here (AVX-512F); the others need `supported()` too."""
+    return "avx512f" in cpu_flags()
 
 
 def digest(folder: Path = HERE) -> str:
@@ -69,7 +77,7 @@ def cache_folder() -> Path:
 @functools.cache
 def built() -> bool:
     """True when the extension is built and loaded in this process (the first call builds it)."""
-    if not supported():
+    if not buildable():
         return False
     if hasattr(torch.ops.tailor_kernels, "dot_bf16"):  # loaded already: a namespace registers once per process
         return True
@@ -93,8 +101,13 @@ def built() -> bool:
 
 
 def available() -> bool:
-    """True when the kernels are switched on (the default) and built here."""
-    return _on and built()
+    """True when the bf16 kernels are switched on (the default), the CPU has AVX512-BF16 and they built."""
+    return _on and supported() and built()
+
+
+def widens() -> bool:
+    """True when widen.cpp's product (fp32 rows times bf16 weights, AVX-512F) is switched on and built here."""
+    return _on and buildable() and built()
 
 
 @contextlib.contextmanager

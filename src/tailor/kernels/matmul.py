@@ -11,6 +11,10 @@ oneDNN uses on this CPU:
 `Product` picks the way per (rows, N, K, threads) by comparing each candidate with F.linear on a
 probe whose sums cancel exactly, where every rounding shows; a shape no candidate reproduces keeps
 F.linear. Replies therefore stay token for token those of `model.generate`.
+
+On a CPU with AVX-512 but without AVX512-BF16, where bf16 arithmetic is emulated, the decoder keeps its
+activations in fp32 and `Product` takes fp32 rows against the same packed bf16 weight (`dot_widen`,
+widen.cpp): the bytes of bf16 weights, the arithmetic of fp32.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from tailor.kernels.build import LANES, available, built, cpu_flags
+from tailor.kernels.build import LANES, available, built, cpu_flags, supported, widens
 BLOCKS = (512, 1024, 256, 2048)  # vdpbf16ps K blocks tried against F.linear, the common ones first
 AMX_CHUNK = 32  # tdpbf16ps takes K 32 at a time (and up to 16 rows, which the kernel loops over)
 MOST_ROWS = 16  # beyond this a product is compute-bound and oneDNN's blocked kernels are as fast or faster
@@ -65,7 +69,7 @@ def candidates(rows: int, k: int) -> list[tuple[str, int]]:
 @functools.cache
 def way_for(rows: int, n: int, k: int, threads: int) -> tuple | None:
     """(op, K block) with which the kernel equals F.linear for this shape here, or None (use F.linear)."""
-    if not built():
+    if not (supported() and built()):
         return None
     x, weight, packed = probe(n, k, rows)
     want = F.linear(x, weight)
@@ -80,20 +84,26 @@ def way_for(rows: int, n: int, k: int, threads: int) -> tuple | None:
     return None
 
 
+def on() -> bool:
+    """True when a kernel can take packed weights here: the bf16 ones, or `dot_widen` alone."""
+    return available() or widens()
+
+
 class Product:
-    """x @ weight.T for decoding: the packed kernel for up to MOST_ROWS rows where it reproduces
-    F.linear, else F.linear."""
+    """x @ weight.T for decoding: on bf16 rows the packed kernel for up to MOST_ROWS rows where it
+    reproduces F.linear, else F.linear; on fp32 rows against a bf16 weight, `dot_widen` (any number of
+    rows) or F.linear on the widened weight."""
 
     def __init__(self, weight: torch.Tensor):
         self.weight = weight
         n, k = weight.shape
         self.fits = weight.dtype == torch.bfloat16 and weight.is_cpu and n % LANES == 0 and k % 2 == 0
-        self._packed = pack(weight) if self.fits and available() else None
+        self._packed = pack(weight) if self.fits and on() else None
 
     @property
     def packed(self) -> torch.Tensor | None:
         """The packed weight; None where the kernel does not fit the weight or the kernels are off."""
-        if not (self.fits and available()):
+        if not (self.fits and on()):
             return None
         if self._packed is None:  # made while the kernels were off
             self._packed = pack(self.weight)
@@ -106,9 +116,13 @@ class Product:
     def __call__(self, x: torch.Tensor, by_row: bool = False) -> torch.Tensor:
         """With `by_row`, every row is rounded as a one-row product (checking drafted tokens)."""
         packed = self.packed
+        n, k = self.weight.shape
+        if x.dtype == torch.float32 and self.weight.dtype == torch.bfloat16:
+            if packed is None or not widens():
+                return F.linear(x, self.weight.float())
+            return torch.ops.tailor_kernels.dot_widen(x.reshape(-1, k).contiguous(), packed).view(*x.shape[:-1], n)
         if packed is None or x.dtype != torch.bfloat16:
             return F.linear(x, self.weight)
-        n, k = self.weight.shape
         flat = x.reshape(-1, k)
         way = way_for(1 if by_row else flat.shape[0], n, k, torch.get_num_threads())
         if way is None:

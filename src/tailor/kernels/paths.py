@@ -7,7 +7,7 @@ from typing import Iterator
 
 import torch
 
-from tailor.kernels.build import available, switched
+from tailor.kernels.build import available, supported, switched, widens
 from tailor.kernels.embedding import sparse_tied_gradient
 from tailor.kernels.head import resident_head
 from tailor.kernels.norm import fused_norms
@@ -31,13 +31,19 @@ def patched(model: torch.nn.Module, training: bool, enabled: bool = True, compil
     teacher-forced forward, as scoring outside training does.
 
     Decoding: nothing to patch; the decoder calls the kernels (matmul.py, norm.py, argmax.py, rotary.cpp)
-    itself, and they stand in for torch's ops where the weights are bf16.
+    itself, and they stand in for torch's ops where the weights are bf16 (on a CPU without AVX512-BF16, the
+    widening product alone, widen.cpp).
     """
     with switched(enabled and compiled), contextlib.ExitStack() as stack:
         if not training:
             weight = next(model.parameters(), None)
             bf16 = weight is not None and weight.is_cpu and weight.dtype == torch.bfloat16
-            yield ["kernel products, RMSNorm, rotary and argmax"] if bf16 and available() else []
+            if bf16 and available():
+                yield ["kernel products, RMSNorm, rotary and argmax"]
+            elif bf16 and widens() and not supported():
+                yield ["kernel products on bf16 weights in fp32"]
+            else:
+                yield []
             return
         bf16 = enabled and half == torch.bfloat16
         head_on = stack.enter_context(resident_head(model, optimizer, enabled=bf16)) if optimizer is not None \
