@@ -33,3 +33,25 @@ def left_padded(tokenizer, texts):
         ids[r, width - len(row):] = torch.tensor(row)
         mask[r, width - len(row):] = 1
     return ids, mask
+
+
+def reference(model):
+    """The model whose `generate` the lean decoder reproduces: the model itself, or, for bf16 weights that
+    decode in fp32 (a CPU without native bf16, lean.activations), an fp32 copy of those same weights."""
+    from tailor.generate import lean
+    from tailor.precision import half_copy
+
+    if lean.activations(model) == torch.float32 and model.lm_head.weight.dtype == torch.bfloat16:
+        return half_copy(model, torch.float32)
+    return model
+
+
+@pytest.fixture(params=["native", "no native bf16"])
+def bf16_kind(request, monkeypatch):
+    """Run a bf16 test as this CPU decodes, and as a CPU without native bf16 would (fp32 arithmetic on the
+    bf16 weights, through widen.cpp where the CPU has AVX-512): both paths are tested on every machine."""
+    if request.param != "native":
+        from tailor import device as devices
+
+        monkeypatch.setattr(devices, "cpu_has_bf16", lambda: False)
+    return request.param

@@ -11,7 +11,7 @@ from tailor.generate.sampling import Sampling, pick
 from tailor.generate.replies import finish_reply, generate, generation_config, stop_ids
 from tailor.precision import half_copy
 
-from decode_helpers import TEXTS, left_padded, lm  # noqa: F401  (lm: fixture)
+from decode_helpers import TEXTS, bf16_kind, left_padded, lm, reference  # noqa: F401  (lm, bf16_kind: fixtures)
 
 
 @pytest.mark.parametrize("use_lean", [False, True], ids=["forward", "lean"])
@@ -22,7 +22,7 @@ def test_greedy_matches_hf_generate_token_for_token(lm, dtype, use_lean):
     ids, mask = left_padded(tok, TEXTS)
     # No stop tokens: every row runs the full length, so all 24 steps are compared.
     gen = GenerationConfig(max_new_tokens=24, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=None)
-    want = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)[:, ids.shape[1]:]
+    want = (reference(model) if use_lean else model).generate(input_ids=ids, attention_mask=mask, generation_config=gen)[:, ids.shape[1]:]
     got = decode(model, ids, mask, gen, use_lean=use_lean)
     assert got.shape == (len(TEXTS), 24)
     assert torch.equal(got, want)
@@ -182,7 +182,8 @@ def test_half_copy_casts_parameters_keeps_ties_buffers_and_the_original(lm):
     torch.testing.assert_close(copy.lm_head.weight.float(), model.lm_head.weight, rtol=1e-2, atol=1e-2)
 
 
-def test_generate_with_bf16_replies_like_hf_generate_on_bf16_weights(lm):
+def test_generate_with_bf16_replies_like_hf_generate_on_bf16_weights(lm, bf16_kind):
+    """On a CPU without native bf16 the replies are those of the fp32 forward on the bf16 weights."""
     model, tok = lm
     prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in TEXTS]
     d = DecodeConfig(max_new_tokens=12, batch_size=len(TEXTS))
@@ -190,8 +191,31 @@ def test_generate_with_bf16_replies_like_hf_generate_on_bf16_weights(lm):
     # generate() batches the prompts longest first; the same batch through HF generate on bf16 weights:
     order = sorted(range(len(TEXTS)), key=lambda i: -len(prompts[i]))
     ids, mask = left_padded(tok, [TEXTS[i] for i in order])
-    ref = half_copy(model).generate(input_ids=ids, attention_mask=mask, generation_config=generation_config(d, tok))
+    ref = reference(half_copy(model)).generate(input_ids=ids, attention_mask=mask, generation_config=generation_config(d, tok))
     want = [None] * len(TEXTS)
     for row, i in enumerate(order):
         want[i] = finish_reply(tok, ref[row, ids.shape[1]:].tolist(), set(stop_ids(tok)), [])
     assert got == want
+
+
+def test_deployment_decodes_bf16_weights_where_they_decode_fastest(lm, monkeypatch):
+    """precision auto on a CPU without native bf16: Llama-family models decode on bf16 weights in fp32 where the
+    widening kernel runs; fp32 asked for, other models, beams and decode.kernels off keep fp32 weights."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from tailor import device as devices
+    from tailor import kernels
+    from tailor.generate.replies import decode_bf16
+
+    model, _ = lm
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: False)
+    d = DecodeConfig()
+    assert decode_bf16(model, "auto", d) == kernels.widens()
+    assert not decode_bf16(model, "fp32", d)
+    assert not decode_bf16(model, "auto", DecodeConfig(kernels=False))
+    assert not decode_bf16(model, "auto", DecodeConfig(num_beams=2))
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64, n_positions=32))
+    assert not decode_bf16(gpt2, "auto", d)
+    assert decode_bf16(gpt2, "bf16", d)  # asked for: honoured (emulated where the CPU has no bf16)
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: True)
+    assert decode_bf16(gpt2, "auto", d) and decode_bf16(model, "auto", d)

@@ -75,14 +75,15 @@ def test_switched_off_nothing_runs_on_the_kernels(monkeypatch):
     monkeypatch.setattr(build, "built", lambda: calls.append(1) or True)
     weight = torch.randn(32, 64).to(torch.bfloat16)
     with build.switched(False):
-        assert not kernels.available()
+        assert not kernels.available() and not kernels.widens()
         product = kernels.Product(weight)
         assert product.packed is None
         x = torch.randn(3, 64).to(torch.bfloat16)
         assert torch.equal(product(x), F.linear(x, weight))
         assert torch.equal(kernels.argmax(x), x.float().argmax(-1))
     assert not calls  # never asked to build
-    assert kernels.available()  # on again after the block (with the build stubbed as done)
+    # On again after the block (with the build stubbed as done), where the CPU has the instructions.
+    assert kernels.available() == kernels.supported() and kernels.widens() == build.buildable()
 
 
 @needs_kernel

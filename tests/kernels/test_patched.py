@@ -67,7 +67,11 @@ def test_decode_kernels_false_gives_the_same_replies_on_torch_s_ops(tmp_path, mo
     model = model.to(torch.bfloat16)
     tok = make_tokenizer(tmp_path / "t")
     with kernels.patched(model, training=False) as paths:
-        assert paths == (["kernel products, RMSNorm, rotary and argmax"] if kernels.supported() else [])
+        if kernels.supported():
+            assert paths == ["kernel products, RMSNorm, rotary and argmax"]
+        else:  # bf16 weights decode in fp32 there, through widen.cpp where the CPU has AVX-512
+            assert paths == (["kernel products, RMSNorm, rotary and argmax in fp32 on bf16 weights"]
+                             if build.buildable() else [])
     prompts = [[5, 6, 7, 8], [9, 10]]
     on = generate(model, tok, prompts, DecodeConfig(max_new_tokens=12))
     asked = []
@@ -77,7 +81,7 @@ def test_decode_kernels_false_gives_the_same_replies_on_torch_s_ops(tmp_path, mo
     assert not asked  # every op was torch's
     assert [r["text"] for r in off] == [r["text"] for r in on]
     generate(model, tok, prompts, DecodeConfig(max_new_tokens=2))
-    assert asked or not kernels.supported()  # on again: the kernels are asked for
+    assert asked or not build.buildable()  # on again: the kernels are asked for
 
 
 def test_the_build_folder_changes_with_every_source(tmp_path):

@@ -23,7 +23,8 @@ def add_arguments(parser) -> None:
 def main(args) -> int:
     import dataclasses
 
-    from tailor.precision import inference_model, use_half
+    from tailor.generate.replies import decode_bf16
+    from tailor.precision import inference_model
     from tailor.runs import load
     from tailor.tasks import dialogue
 
@@ -36,7 +37,7 @@ def main(args) -> int:
         batch_size=1,
         lookahead=cfg.decode.lookahead if args.lookahead is None else args.lookahead,
     )
-    bf16 = use_half(cfg.train.precision)
+    bf16 = decode_bf16(model, cfg.train.precision, decode)  # bf16 weights where they decode fastest
     model = inference_model(model.eval(), bf16)  # once, not at every reply
     system = args.system if args.system is not None else cfg.data.system_prompt
     history: list[dict] = [{"role": "system", "content": system}] if system else []

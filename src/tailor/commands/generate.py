@@ -29,7 +29,7 @@ def main(args) -> int:
     from tailor.errors import TailorError
     from tailor.fsutil import write_text
     from tailor.generate.inputs import decode_with_overrides, prompt_tokens, read_prompts, with_system_prompt
-    from tailor.generate.replies import generate
+    from tailor.generate.replies import decode_bf16, generate
     from tailor.precision import use_half
     from tailor.runs import load
     from tailor.tasks import dialogue
@@ -50,8 +50,8 @@ def main(args) -> int:
                                  use_half(system.cfg.train.precision), seed=decode.seed, desc="generate")
     else:
         prompts = [prompt_tokens(system.tokenizer, r["messages"]) for r in records]
-        replies = generate(system.model, system.tokenizer, prompts, decode, use_half(system.cfg.train.precision),
-                           seed=decode.seed, desc="generate")
+        replies = generate(system.model, system.tokenizer, prompts, decode,
+                           decode_bf16(system.model, system.cfg.train.precision, decode), seed=decode.seed, desc="generate")
     rows = [{"messages": r["messages"], **({"reference": r["reference"]} if "reference" in r else {}),
              "reply": out["text"], "tokens": out["tokens"], "stopped": out["stopped"]} for r, out in zip(records, replies)]
     if args.output:

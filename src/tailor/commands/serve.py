@@ -73,9 +73,11 @@ def main(args) -> int:
     if args.dtype == "auto" and loaded.kind == "generate":  # the weights `tailor generate` decodes with
         from dataclasses import replace
 
-        from tailor.precision import inference_model, use_half
+        from tailor.generate.replies import decode_bf16
+        from tailor.precision import inference_model
 
-        loaded = replace(loaded, model=inference_model(loaded.model, use_half(loaded.cfg.train.precision)))
+        half = decode_bf16(loaded.model, loaded.cfg.train.precision, loaded.cfg.decode)
+        loaded = replace(loaded, model=inference_model(loaded.model, half))
     app = create_app(loaded, limits, key)
     if not is_loopback(args.host) and not key:
         print(f"warning: serving on {args.host} without an API key: anyone who can reach it can use it "

@@ -40,7 +40,7 @@ from transformers.masking_utils import create_causal_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from tailor import device as devices
-from tailor.kernels import Product, available, rms_norm
+from tailor.kernels import Product, available, rms_norm, widens
 
 NGRAM = 3  # the longest n-gram looked up; shorter ones are tried after it
 
@@ -143,6 +143,7 @@ class Lean:
         *self.layers, self.head = fused_layers(model)
         self.scaling = [layer.self_attn.scaling for layer in inner.layers]
         self.dtype = activations(model)
+        self.widening = self.dtype == torch.float32 and model.lm_head.weight.dtype == torch.bfloat16
         shape = (batch, self.kv_heads, length, self.head_dim)
         self.keys = [torch.zeros(shape, dtype=self.dtype) for _ in self.layers]
         self.values = [torch.zeros(shape, dtype=self.dtype) for _ in self.layers]
@@ -230,12 +231,16 @@ class Lean:
         by_row = q > 1  # drafted tokens: each rounded as the one-token step that would make it
         x = inner.embed_tokens(ids).to(self.dtype)
         cos, sin = (t.contiguous() for t in inner.rotary_emb(x, slots - pad[:, None]))  # (B, q, D)
-        fused = x.dtype == cos.dtype == torch.bfloat16 and available()  # the kernel's rotary pass applies
+        if x.dtype == cos.dtype == torch.bfloat16 and available():  # the kernel's rotary pass applies
+            fused = torch.ops.tailor_kernels.rotary_bf16
+        elif self.widening and widens():  # its fp32 twin, where bf16 weights decode in fp32
+            fused = torch.ops.tailor_kernels.rotary_f32
+        else:
+            fused = None
         for i, (norm1, qkv, out, norm2, gate_up, down) in enumerate(self.layers):
             h = qkv(rms_norm(norm1, x), by_row)
-            if fused:  # the kernel turns queries and keys and fills the caches in one pass, rounding as below
-                query = torch.ops.tailor_kernels.rotary_bf16(h, cos, sin, self.keys[i], self.values[i], slots,
-                                                             heads, kv_heads)
+            if fused is not None:  # the kernel turns queries and keys and fills the caches in one pass, as below
+                query = fused(h, cos, sin, self.keys[i], self.values[i], slots, heads, kv_heads)
             else:
                 # Queries and keys rotate together: one set of elementwise ops for both.
                 turned, value = h.split([(heads + kv_heads) * dim, kv_heads * dim], dim=-1)

@@ -12,11 +12,23 @@ from transformers import GenerationConfig
 
 from tailor import device as devices
 from tailor.config.decode import DecodeConfig
-from tailor.generate import decoder
+from tailor import kernels
+from tailor.generate import decoder, lean
 from tailor.kernels import patched
-from tailor.precision import autocast, inference_model
+from tailor.precision import autocast, inference_model, use_half
 
 END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
+
+
+def decode_bf16(model, precision: str, decode: DecodeConfig) -> bool:
+    """Whether `tailor generate`, chat and the server decode on bf16 weights: where training would run in half
+    precision (`use_half`), and with precision auto on a CPU without native bf16 for Llama-family models, whose
+    bf16 weights decode there in fp32 through widen.cpp (half the bytes of fp32 weights per step, as llama.cpp
+    decodes f16 weights). Elsewhere there (other models, beams, banned words, minimum lengths, decode.kernels off) bf16 would be emulated: fp32."""
+    if use_half(precision):
+        return True
+    on_lean = lean.supports(model) and decode.num_beams == 1 and not decode.bad_words and not decode.min_new_tokens
+    return precision == "auto" and devices.is_cpu(devices.of(model)) and on_lean and decode.kernels and kernels.widens()
 
 
 def stop_ids(tokenizer) -> list[int]:

@@ -37,6 +37,15 @@ def pack(weight: torch.Tensor) -> torch.Tensor:
         torch.int32).view(n // LANES, k // 2, LANES)
 
 
+def pack_widen(weight: torch.Tensor) -> torch.Tensor:
+    """(N, K) bf16 -> (N/(16U), K/2, 16U) int32 for `dot_widen`: for each task of U blocks of 16 outputs (U 4
+    where N allows, else 1), for each pair along K, its U x 16 outputs' pairs: one contiguous stream per task."""
+    n, k = weight.shape
+    width = 4 * LANES if n % (4 * LANES) == 0 else LANES
+    return weight.detach().reshape(n // width, width, k // 2, 2).permute(0, 2, 1, 3).contiguous().view(
+        torch.int32).view(n // width, k // 2, width)
+
+
 @functools.cache
 def probe_weight(n: int, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A weight (N, K) whose second half of K repeats the first in the order `order`, and its packing."""
@@ -98,7 +107,10 @@ class Product:
         self.weight = weight
         n, k = weight.shape
         self.fits = weight.dtype == torch.bfloat16 and weight.is_cpu and n % LANES == 0 and k % 2 == 0
-        self._packed = pack(weight) if self.fits and on() else None
+        self._packed = self._pack() if self.fits and on() else None
+
+    def _pack(self) -> torch.Tensor:
+        return pack(self.weight) if available() else pack_widen(self.weight)
 
     @property
     def packed(self) -> torch.Tensor | None:
@@ -106,7 +118,7 @@ class Product:
         if not (self.fits and on()):
             return None
         if self._packed is None:  # made while the kernels were off
-            self._packed = pack(self.weight)
+            self._packed = self._pack()
         return self._packed
 
     def exact_by_row(self) -> bool:

@@ -21,12 +21,17 @@ import types
 import torch
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
-from tailor.kernels.build import LANES, available
+from tailor.kernels.build import LANES, available, widens
 
 
 def rms_norm(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """`norm(x)` for a decoding step: through the kernel for LlamaRMSNorm on bf16, bit for bit."""
+    """`norm(x)` for a decoding step: through the kernel for LlamaRMSNorm on bf16, bit for bit; on fp32 rows
+    with a bf16 weight (decoding without native bf16) in one pass, to fp32 rounding (the mean's order)."""
     weight = getattr(norm, "weight", None)
+    if (type(norm) is LlamaRMSNorm and x.dtype == torch.float32 and x.is_cpu and weight is not None
+            and weight.dtype == torch.bfloat16 and x.shape[-1] % LANES == 0 and widens()):
+        flat = x.reshape(-1, x.shape[-1]).contiguous()
+        return torch.ops.tailor_kernels.rms_widen(flat, weight.contiguous(), norm.variance_epsilon).view(x.shape)
     if (type(norm) is not LlamaRMSNorm or x.dtype != torch.bfloat16 or not x.is_cpu or weight is None
             or weight.dtype != torch.bfloat16 or x.shape[-1] % LANES or not available()):
         return norm(x)

@@ -41,7 +41,7 @@ def patched(model: torch.nn.Module, training: bool, enabled: bool = True, compil
             if bf16 and available():
                 yield ["kernel products, RMSNorm, rotary and argmax"]
             elif bf16 and widens() and not supported():
-                yield ["kernel products on bf16 weights in fp32"]
+                yield ["kernel products, RMSNorm, rotary and argmax in fp32 on bf16 weights"]
             else:
                 yield []
             return
