@@ -75,15 +75,14 @@ def test_loopback_detection():
 
 
 def test_served_replies_are_tailor_generates_on_the_same_weights(lively_model, monkeypatch):
-    """`tailor serve` decodes with the weights `tailor generate` uses (the run's precision) and the same decoder,
-    so a greedy chat reply is the same text."""
+    """`tailor serve` decodes with the weights `tailor generate` uses (the run's precision, or bf16 weights in fp32
+    on a CPU without native bf16: `decode_bf16`) and the same decoder, so a greedy chat reply is the same text."""
     import torch
     import uvicorn
 
     from tailor.config.decode import DecodeConfig
     from tailor.data.tokenize import prompt_ids
-    from tailor.generate.replies import generate
-    from tailor.precision import use_half
+    from tailor.generate.replies import decode_bf16, generate
     from tailor.runs import load
 
     from serve_helpers import running
@@ -93,7 +92,7 @@ def test_served_replies_are_tailor_generates_on_the_same_weights(lively_model, m
     assert main(["serve", str(lively_model)]) == 0
     app = apps[0]
     loaded = load(lively_model)
-    half = use_half(loaded.cfg.train.precision)
+    half = decode_bf16(loaded.model, loaded.cfg.train.precision, loaded.cfg.decode)
     assert next(app.state.loaded.model.parameters()).dtype == (torch.bfloat16 if half else torch.float32)
     messages = [{"role": "user", "content": "the cat and the house"}]
     want = generate(loaded.model, loaded.tokenizer, [prompt_ids(loaded.tokenizer, messages)],

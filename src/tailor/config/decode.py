@@ -42,9 +42,10 @@ class DecodeConfig:
         "where the decoding kernel rounds each drafted token as its own one-token step.")
     kernels: bool = setting(
         True, help="On CPUs with AVX512-BF16, bf16 decoding's products, norms, rotary embedding and greedy argmax "
-        "run on tailor's C++ kernels (the same tokens as torch's ops; the products read the weights at memory speed), "
-        "built on first use with g++ and ninja. Off: torch's own ops and nothing is built, e.g. where no compiler "
-        "is installed or to measure what the kernels bring.")
+        "run on tailor's C++ kernels (the same tokens as torch's ops; the products read the weights at memory speed); "
+        "on CPUs with AVX-512 alone, bf16 weights decode in fp32 on them (widen.cpp). Built on first use with g++ and "
+        "ninja. Off: torch's own ops and nothing is built, e.g. where no compiler is installed or to measure what "
+        "the kernels bring.")
     seed: int = setting(0, help="Seed of the random generator before generating (makes sampling reproducible).")
     batch_size: int = setting(8, help="Prompts generated together.")
 
