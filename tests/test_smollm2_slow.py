@@ -45,7 +45,8 @@ def test_real_model_loads_trains_a_few_steps_and_generates(tmp_path):
 
 def test_real_model_lean_decoding_gives_generate_tokens():
     """bf16 SmolLM2: the kernel's products, the real-token prefill and checked drafts give HF generate's
-    greedy tokens, at batch 1 with lookahead and at batch 3 with left padding."""
+    greedy tokens, at batch 1 with lookahead and at batch 3 with left padding. On a CPU with AVX-512 but without
+    AVX512-BF16 the bf16 weights decode in fp32 (widen.cpp): the tokens are generate's on their fp32 copy."""
     import torch
     from transformers import GenerationConfig
 
@@ -55,11 +56,16 @@ def test_real_model_lean_decoding_gives_generate_tokens():
     from tailor.generate.decoder import decode
     from tailor.models.load import load, resolve
 
-    if not kernels.supported():
-        pytest.skip("no AVX512-BF16 on this CPU")
+    from tailor.kernels import build
+    from tailor.precision import half_copy
+
+    if not (kernels.supported() or build.buildable()):
+        pytest.skip("neither AVX512-BF16 nor AVX-512F on this CPU: no decoding kernel runs here")
     _, tok = load("smollm2-135m-instruct")
     model = AutoModelForCausalLM.from_pretrained(resolve("smollm2-135m-instruct"), dtype=torch.bfloat16,
                                                  attn_implementation="sdpa").eval()
+    # generate's reference: the model itself, or where bf16 decodes in fp32, the fp32 copy of its weights
+    reference = model if lean.activations(model) == torch.bfloat16 else half_copy(model, torch.float32)
     chats = ["Hi! How was your day?", "I love hiking in the mountains, do you?", "What is your favourite food and why?"]
     prompts = [prompt_ids(tok, [{"role": "user", "content": c}]) for c in chats]
     gen = GenerationConfig(max_new_tokens=40, do_sample=False, eos_token_id=[len(tok) + 1], pad_token_id=tok.pad_token_id)
@@ -67,11 +73,11 @@ def test_real_model_lean_decoding_gives_generate_tokens():
     with torch.inference_mode():
         for p in prompts:
             ids = torch.tensor([p])
-            want = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=gen)
+            want = reference.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=gen)
             got = decode(model, ids, torch.ones_like(ids), gen, draft=4)
             assert torch.equal(got, want[:, ids.shape[1]:])
         width = max(map(len, prompts))
         ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts])
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-        want = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)[:, width:]
+        want = reference.generate(input_ids=ids, attention_mask=mask, generation_config=gen)[:, width:]
         assert torch.equal(decode(model, ids, mask, gen), want)
