@@ -210,7 +210,7 @@ def test_deployment_decodes_bf16_weights_where_they_decode_fastest(lm, monkeypat
     model, _ = lm
     monkeypatch.setattr(devices, "cpu_has_bf16", lambda: False)
     d = DecodeConfig()
-    assert decode_bf16(model, "auto", d) == kernels.widens()
+    assert decode_bf16(model, "auto", d) == kernels.avx512_available()
     assert not decode_bf16(model, "fp32", d)
     assert not decode_bf16(model, "auto", DecodeConfig(kernels=False))
     assert not decode_bf16(model, "auto", DecodeConfig(num_beams=2))

@@ -75,7 +75,7 @@ def test_switched_off_nothing_runs_on_the_kernels(monkeypatch):
     monkeypatch.setattr(build, "built", lambda: calls.append(1) or True)
     weight = torch.randn(32, 64).to(torch.bfloat16)
     with build.switched(False):
-        assert not kernels.available() and not kernels.widens()
+        assert not kernels.available() and not kernels.avx512_available()
         product = kernels.Product(weight)
         assert product.packed is None
         x = torch.randn(3, 64).to(torch.bfloat16)
@@ -83,7 +83,7 @@ def test_switched_off_nothing_runs_on_the_kernels(monkeypatch):
         assert torch.equal(kernels.argmax(x), x.float().argmax(-1))
     assert not calls  # never asked to build
     # On again after the block (with the build stubbed as done), where the CPU has the instructions.
-    assert kernels.available() == kernels.supported() and kernels.widens() == build.buildable()
+    assert kernels.available() == kernels.supported() and kernels.avx512_available() == build.buildable()
 
 
 @needs_kernel

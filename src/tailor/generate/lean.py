@@ -22,7 +22,7 @@ runs the kernel with the one-row blocks, and attention one query at a time. Wher
 do that for every product (`drafts_exact`), bf16 decoding does not draft.
 
 On a CPU without native bf16 (e.g. AVX-512 without AVX512-BF16), bf16 weights decode with fp32 activations
-(`activations`): every product widens the bf16 weight (in registers with AVX-512, `kernels.Product` and
+(`activations`): every product avx512_available the bf16 weight (in registers with AVX-512, `kernels.Product` and
 widen.cpp; else, or with the kernels off, by F.linear on the widened weight), and the
 norms, rotary embedding, attention and cache run in fp32, as llama.cpp runs f16 weights. The replies are
 then those of the model's fp32 forward on the bf16 weights (`model.float()`), up to fp32 rounding: the
@@ -40,7 +40,7 @@ from transformers.masking_utils import create_causal_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from tailor import device as devices
-from tailor.kernels import Product, available, rms_norm, widens
+from tailor.kernels import Product, available, rms_norm, avx512_available
 
 NGRAM = 3  # the longest n-gram looked up; shorter ones are tried after it
 
@@ -233,7 +233,7 @@ class Lean:
         cos, sin = (t.contiguous() for t in inner.rotary_emb(x, slots - pad[:, None]))  # (B, q, D)
         if x.dtype == cos.dtype == torch.bfloat16 and available():  # the kernel's rotary pass applies
             fused = torch.ops.tailor_kernels.rotary_bf16
-        elif self.widening and widens():  # its fp32 twin, where bf16 weights decode in fp32
+        elif self.widening and avx512_available():  # its fp32 twin, where bf16 weights decode in fp32
             fused = torch.ops.tailor_kernels.rotary_f32
         else:
             fused = None

@@ -28,7 +28,7 @@ def decode_bf16(model, precision: str, decode: DecodeConfig) -> bool:
     if use_half(precision):
         return True
     on_lean = lean.supports(model) and decode.num_beams == 1 and not decode.bad_words and not decode.min_new_tokens
-    return precision == "auto" and devices.is_cpu(devices.of(model)) and on_lean and decode.kernels and kernels.widens()
+    return precision == "auto" and devices.is_cpu(devices.of(model)) and on_lean and decode.kernels and kernels.avx512_available()
 
 
 def stop_ids(tokenizer) -> list[int]:

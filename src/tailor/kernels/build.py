@@ -9,7 +9,7 @@ sources it was built from.
 `supported()`: the CPU has the instructions of the bf16 kernels (AVX512-BF16). `available()`: those are
 built, loaded and switched on; every caller falls back to torch's own ops where it is False. On a CPU with
 AVX-512 but without AVX512-BF16 the library still builds, for widen.cpp alone (AVX-512F: fp32 arithmetic on
-bf16 weights); `widens()` says it runs here. `switched(on)` turns them
+bf16 weights) and norm.cpp's fp32 training norm; `avx512_available()` says they run here. `switched(on)` turns them
 on or off for a block (`train.kernels`, `decode.kernels` through `kernels.patched`): off, nothing is built.
 """
 
@@ -56,7 +56,7 @@ def supported() -> bool:
 
 
 def buildable() -> bool:
-    """True when at least widen.cpp's op can run here (AVX-512F); the others need `supported()` too."""
+    """True when the AVX-512F kernels can run here (widen.cpp, the fp32 training norm); the others need `supported()`."""
     return "avx512f" in cpu_flags()
 
 
@@ -105,8 +105,9 @@ def available() -> bool:
     return _on and supported() and built()
 
 
-def widens() -> bool:
-    """True when widen.cpp's product (fp32 rows times bf16 weights, AVX-512F) is switched on and built here."""
+def avx512_available() -> bool:
+    """True when the kernels that need AVX-512F alone are switched on and built here: widen.cpp's fp32 decoding
+    on bf16 weights and norm.cpp's fp32 training norm (the others need `supported()` too)."""
     return _on and buildable() and built()
 
 

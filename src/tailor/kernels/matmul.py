@@ -24,7 +24,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from tailor.kernels.build import LANES, available, built, cpu_flags, supported, widens
+from tailor.kernels.build import LANES, available, built, cpu_flags, supported, avx512_available
 BLOCKS = (512, 1024, 256, 2048)  # vdpbf16ps K blocks tried against F.linear, the common ones first
 AMX_CHUNK = 32  # tdpbf16ps takes K 32 at a time (and up to 16 rows, which the kernel loops over)
 MOST_ROWS = 16  # beyond this a product is compute-bound and oneDNN's blocked kernels are as fast or faster
@@ -95,7 +95,7 @@ def way_for(rows: int, n: int, k: int, threads: int) -> tuple | None:
 
 def on() -> bool:
     """True when a kernel can take packed weights here: the bf16 ones, or `dot_widen` alone."""
-    return available() or widens()
+    return available() or avx512_available()
 
 
 class Product:
@@ -130,7 +130,7 @@ class Product:
         packed = self.packed
         n, k = self.weight.shape
         if x.dtype == torch.float32 and self.weight.dtype == torch.bfloat16:
-            if packed is None or not widens():
+            if packed is None or not avx512_available():
                 return F.linear(x, self.weight.float())
             return torch.ops.tailor_kernels.dot_widen(x.reshape(-1, k).contiguous(), packed).view(*x.shape[:-1], n)
         if packed is None or x.dtype != torch.bfloat16:

@@ -21,7 +21,7 @@ import types
 import torch
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
-from tailor.kernels.build import LANES, available, widens
+from tailor.kernels.build import LANES, available, avx512_available
 
 
 def rms_norm(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -29,7 +29,7 @@ def rms_norm(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     with a bf16 weight (decoding without native bf16) in one pass, to fp32 rounding (the mean's order)."""
     weight = getattr(norm, "weight", None)
     if (type(norm) is LlamaRMSNorm and x.dtype == torch.float32 and x.is_cpu and weight is not None
-            and weight.dtype == torch.bfloat16 and x.shape[-1] % LANES == 0 and widens()):
+            and weight.dtype == torch.bfloat16 and x.shape[-1] % LANES == 0 and avx512_available()):
         flat = x.reshape(-1, x.shape[-1]).contiguous()
         return torch.ops.tailor_kernels.rms_widen(flat, weight.contiguous(), norm.variance_epsilon).view(x.shape)
     if (type(norm) is not LlamaRMSNorm or x.dtype != torch.bfloat16 or not x.is_cpu or weight is None
@@ -67,7 +67,8 @@ def fused_norms(model: torch.nn.Module, enabled: bool = True):
     """Within the block, the model's LlamaRMSNorm modules train through the kernel (module docstring).
     Yields whether any does."""
     norms = [m for m in model.modules() if type(m) is LlamaRMSNorm] if enabled else []
-    if norms and not available():  # asked only when there is a norm to run: the first call builds the kernels
+    # Asked only when there is a norm to run (the first call builds the kernels); the fp32 kernel needs AVX-512F alone.
+    if norms and not avx512_available():
         norms = []
     for norm in norms:
         norm.forward = types.MethodType(_forward, norm)

@@ -7,7 +7,7 @@ from typing import Iterator
 
 import torch
 
-from tailor.kernels.build import available, supported, switched, widens
+from tailor.kernels.build import available, supported, switched, avx512_available
 from tailor.kernels.embedding import sparse_tied_gradient
 from tailor.kernels.head import resident_head
 from tailor.kernels.norm import fused_norms
@@ -40,7 +40,7 @@ def patched(model: torch.nn.Module, training: bool, enabled: bool = True, compil
             bf16 = weight is not None and weight.is_cpu and weight.dtype == torch.bfloat16
             if bf16 and available():
                 yield ["kernel products, RMSNorm, rotary and argmax"]
-            elif bf16 and widens() and not supported():
+            elif bf16 and avx512_available() and not supported():
                 yield ["kernel products, RMSNorm, rotary and argmax in fp32 on bf16 weights"]
             else:
                 yield []
