@@ -12,7 +12,11 @@ tokens per step (`--lookahead N`, by default `decode.lookahead`'s default, which
 chat use at batch 1); both are compared with HF's tokens. No stop token ends a row, so every row makes 64 tokens. Greedy
 outputs are compared token for token. Each batch size starts with one untimed 2-token call per side; tailor's
 (packing the weights for `kernels.Product`, checking its K blocks) is printed. `--precision` (default auto:
-bf16 where the CPU has it natively, fp32 where it would be emulated) sets both sides' weights.
+bf16 where the CPU has it natively, fp32 where it would be emulated) sets both sides' weights. With
+`--tailor-weights deploy` tailor decodes instead on the weights `tailor generate` picks here
+(`generate.replies.decode_bf16`: on a CPU with AVX-512 but no native bf16, bf16 weights in fp32 arithmetic) while
+HF keeps --precision's: each side as its user gets it. Greedy rows are then compared for information only where
+the weights differ.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from common import MODEL, add_precision, config, half, machine, model_and_sample
 from tailor.config.decode import DecodeConfig  # noqa: E402
 from tailor.data.tokenize import prompt_ids  # noqa: E402
 from tailor.generate.decoder import decode  # noqa: E402
+from tailor.generate.replies import decode_bf16  # noqa: E402
 from tailor.models.load import resolve  # noqa: E402
 from tailor.precision import inference_model  # noqa: E402
 
@@ -55,17 +60,20 @@ def main() -> None:
                    help="also time HF generate on the fp32 weights under bf16 autocast (tailor's path before generate.fast)")
     p.add_argument("--lookahead", type=int, default=DecodeConfig().lookahead,
                    help="also time greedy batch 1 with this many drafted tokens (default: decode.lookahead's default; 0 = no)")
+    p.add_argument("--tailor-weights", choices=["same", "deploy"], default="same",
+                   help="same: tailor on --precision's weights, as HF; deploy: on those `tailor generate` decodes with here")
     add_precision(p)
     a = p.parse_args()
     bf16 = half(a.precision)
     if a.threads:
         torch.set_num_threads(a.threads)
-    print(machine() + f"; {'bf16' if bf16 else 'fp32'} weights on both sides")
     model, tokenizer, splits = model_and_samples(config(max_length=256, test=8 * a.prompts + a.prompts))
+    ours_bf16 = decode_bf16(model, "auto", DecodeConfig()) if a.tailor_weights == "deploy" else bf16
+    print(machine() + f"; HF on {'bf16' if bf16 else 'fp32'} weights, tailor on {'bf16' if ours_bf16 else 'fp32'}")
     hf = AutoModelForCausalLM.from_pretrained(resolve(MODEL), dtype=torch.bfloat16 if bf16 else torch.float32, attn_implementation="sdpa").eval()
     tick = time.perf_counter()
-    ours = inference_model(model, bf16=bf16)
-    print(f"tailor's {'bf16 copy' if bf16 else 'inference model'} of the fp32 weights: {time.perf_counter() - tick:.2f} s once per generate() call")
+    ours = inference_model(model, bf16=ours_bf16)
+    print(f"tailor's {'bf16 copy' if ours_bf16 else 'inference model'} of the fp32 weights: {time.perf_counter() - tick:.2f} s once per generate() call")
     prompts = [prompt_ids(tokenizer, s["messages"][:-1]) for s in splits.test]
     # An id no token has: no row stops, every row makes NEW tokens on both sides.
     never = len(tokenizer) + 1000
@@ -118,13 +126,14 @@ def main() -> None:
             if a.with_autocast:
                 line += f"   (HF under autocast on fp32 weights {tokens / time_autocast:6.1f})"
             if name == "greedy":
-                line += f"   identical rows {same}/{rows}"
+                line += f"   identical rows {same}/{rows}" + ("" if ours_bf16 == bf16 else " (different weights)")
             print(line, flush=True)
             summary[(batch, name)] = time_hf / time_ours
             if time_ahead:
                 summary[(batch, f"greedy+lookahead {a.lookahead}")] = time_hf / time_ahead
                 print(f"batch 1 greedy, lookahead {a.lookahead}: tailor {tokens / time_ahead:6.1f} new tok/s   "
-                      f"ratio {time_hf / time_ahead:.2f}x   identical rows {same_ahead}/{rows}", flush=True)
+                      f"ratio {time_hf / time_ahead:.2f}x   identical rows {same_ahead}/{rows}"
+                      + ("" if ours_bf16 == bf16 else " (different weights)"), flush=True)
     print("ratios: " + ", ".join(f"batch {b} {n} {r:.2f}x" for (b, n), r in summary.items()))
     print(machine())
 
