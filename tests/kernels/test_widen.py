@@ -1,4 +1,5 @@
-"""widen.cpp: decoding's fp32 arithmetic on bf16 weights (CPUs with AVX-512, with or without AVX512-BF16)."""
+"""Decoding's fp32 arithmetic on bf16 weights (widen.cpp's product, the fp32 norm, rotary_f32, argmax_f32): CPUs
+with AVX-512, with or without AVX512-BF16."""
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ from transformers.models.llama.modeling_llama import LlamaRMSNorm
 from tailor import kernels
 from tailor.kernels import build, matmul
 
-pytestmark = pytest.mark.skipif(not build.buildable(), reason="widen.cpp needs AVX-512F, which this CPU lacks")
+pytestmark = pytest.mark.skipif(not build.buildable(), reason="these kernels need AVX-512F, which this CPU lacks")
 
 
 def ops():
@@ -40,7 +41,7 @@ def test_product_takes_fp32_rows_on_bf16_weights():
         assert torch.equal(kernels.Product(weight)(x), F.linear(x, weight.float()))
 
 
-def test_rms_widen_is_llama_rms_norm_on_fp32_rows():
+def test_the_fp32_norm_on_a_bf16_weight_is_llama_rms_norm():
     torch.manual_seed(0)
     norm = LlamaRMSNorm(64, eps=1e-5)
     with torch.no_grad():

@@ -22,9 +22,9 @@ runs the kernel with the one-row blocks, and attention one query at a time. Wher
 do that for every product (`drafts_exact`), bf16 decoding does not draft.
 
 On a CPU without native bf16 (e.g. AVX-512 without AVX512-BF16), bf16 weights decode with fp32 activations
-(`activations`): every product avx512_available the bf16 weight (in registers with AVX-512, `kernels.Product` and
-widen.cpp; else, or with the kernels off, by F.linear on the widened weight), and the
-norms, rotary embedding, attention and cache run in fp32, as llama.cpp runs f16 weights. The replies are
+(`activations`): every product widens the bf16 weight (in registers with AVX-512, `kernels.Product` and
+widen.cpp; else, or with the kernels off, by F.linear on the widened weight), and the norms, rotary
+embedding (one pass each: norm.cpp, rotary.cpp), attention and cache run in fp32, as llama.cpp runs f16 weights. The replies are
 then those of the model's fp32 forward on the bf16 weights (`model.float()`), up to fp32 rounding: the
 kernel sums in its own order. Its rows do not depend on each other, so lookahead drafts there.
 """
@@ -40,7 +40,7 @@ from transformers.masking_utils import create_causal_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from tailor import device as devices
-from tailor.kernels import Product, available, rms_norm, avx512_available
+from tailor.kernels import Product, available, avx512_available, rms_norm
 
 NGRAM = 3  # the longest n-gram looked up; shorter ones are tried after it
 

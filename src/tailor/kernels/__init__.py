@@ -2,11 +2,11 @@
 
     build.py        builds and loads the one extension (matmul.cpp, argmax.cpp, norm.cpp, rotary.cpp,
                     widen.cpp, bf16.h) once, into a cache folder named by the sources' digest; supported(),
-                    available() (the bf16 kernels: AVX512-BF16), avx512_available() (widen.cpp alone: AVX-512F)
+                    available() (the bf16 kernels: AVX512-BF16), avx512_available() (the fp32 ones: AVX-512F)
     matmul.py       Product: decoding's bf16 products with F.linear's rounding, weights packed once; fp32
                     rows on bf16 weights (widen.cpp) where the CPU's bf16 is emulated
-    argmax.py       greedy decoding's argmax on bf16 logits (argmax.cpp) and fp32 ones (widen.cpp)
-    norm.py         RMSNorm: decoding's bf16 norm bit for bit (fp32 rows on a bf16 weight: widen.cpp),
+    argmax.py       greedy decoding's argmax on bf16 or fp32 logits
+    norm.py         RMSNorm: decoding's bf16 norm bit for bit (fp32 rows on a bf16 weight: the fp32 norm),
                     training's fp32 norm forward and backward
     rotary.py       training's rotary embedding (decoding's pass, rotary.cpp's rotary_bf16, is called by the decoder)
     head.py         the LM head's resident bf16 weight and fp32 gradient under autocast
@@ -15,8 +15,8 @@
     paths.py        patched(model, training=...): every path that applies, on for a block, undone after it
 
 Training (train/) and decoding (generate/) import these from here, never from each other. The bf16
-kernels run where the CPU has AVX512-BF16 and they built, widen.cpp's fp32 decoding ops on bf16 weights where
-it has AVX-512F; everywhere else, or with `train.kernels` / `decode.kernels` false, torch's own ops run.
+kernels run where the CPU has AVX512-BF16 and they built, the fp32 ones (widen.cpp's product, rotary_f32,
+argmax_f32, the fp32 norm) where it has AVX-512F; everywhere else, or with `train.kernels` / `decode.kernels` false, torch's own ops run.
 """
 
 from tailor.kernels.argmax import argmax

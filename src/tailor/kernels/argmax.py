@@ -1,4 +1,4 @@
-"""Greedy decoding's argmax on bf16 logits (`argmax.cpp`), and on fp32 ones (`widen.cpp`)."""
+"""Greedy decoding's argmax on bf16 or fp32 logits (`argmax.cpp`)."""
 
 from __future__ import annotations
 

@@ -8,8 +8,8 @@ sources it was built from.
 
 `supported()`: the CPU has the instructions of the bf16 kernels (AVX512-BF16). `available()`: those are
 built, loaded and switched on; every caller falls back to torch's own ops where it is False. On a CPU with
-AVX-512 but without AVX512-BF16 the library still builds, for widen.cpp alone (AVX-512F: fp32 arithmetic on
-bf16 weights) and norm.cpp's fp32 training norm; `avx512_available()` says they run here. `switched(on)` turns them
+AVX-512 but without AVX512-BF16 the library still builds, for its fp32 ops alone (AVX-512F: widen.cpp's product
+of fp32 rows and bf16 weights, rotary_f32, argmax_f32, the fp32 norm); `avx512_available()` says they run here. `switched(on)` turns them
 on or off for a block (`train.kernels`, `decode.kernels` through `kernels.patched`): off, nothing is built.
 """
 
@@ -56,7 +56,8 @@ def supported() -> bool:
 
 
 def buildable() -> bool:
-    """True when the AVX-512F kernels can run here (widen.cpp, the fp32 training norm); the others need `supported()`."""
+    """True when the fp32 kernels can run here (AVX-512F: widen.cpp, rotary_f32, argmax_f32, the fp32 norm); the
+    bf16 ones need `supported()` too."""
     return "avx512f" in cpu_flags()
 
 
@@ -106,8 +107,8 @@ def available() -> bool:
 
 
 def avx512_available() -> bool:
-    """True when the kernels that need AVX-512F alone are switched on and built here: widen.cpp's fp32 decoding
-    on bf16 weights and norm.cpp's fp32 training norm (the others need `supported()` too)."""
+    """True when the kernels that need AVX-512F alone are switched on and built here: the fp32 ones (widen.cpp's
+    product on bf16 weights, rotary_f32, argmax_f32, norm.cpp's fp32 norm); the others need `supported()` too."""
     return _on and buildable() and built()
 
 

@@ -24,7 +24,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from tailor.kernels.build import LANES, available, built, cpu_flags, supported, avx512_available
+from tailor.kernels.build import LANES, available, avx512_available, built, cpu_flags, supported
 BLOCKS = (512, 1024, 256, 2048)  # vdpbf16ps K blocks tried against F.linear, the common ones first
 AMX_CHUNK = 32  # tdpbf16ps takes K 32 at a time (and up to 16 rows, which the kernel loops over)
 MOST_ROWS = 16  # beyond this a product is compute-bound and oneDNN's blocked kernels are as fast or faster
@@ -93,11 +93,6 @@ def way_for(rows: int, n: int, k: int, threads: int) -> tuple | None:
     return None
 
 
-def on() -> bool:
-    """True when a kernel can take packed weights here: the bf16 ones, or `dot_widen` alone."""
-    return available() or avx512_available()
-
-
 class Product:
     """x @ weight.T for decoding: on bf16 rows the packed kernel for up to MOST_ROWS rows where it
     reproduces F.linear, else F.linear; on fp32 rows against a bf16 weight, `dot_widen` (any number of
@@ -107,7 +102,8 @@ class Product:
         self.weight = weight
         n, k = weight.shape
         self.fits = weight.dtype == torch.bfloat16 and weight.is_cpu and n % LANES == 0 and k % 2 == 0
-        self._packed = self._pack() if self.fits and on() else None
+        # avx512_available(): some kernel takes packed weights here (it is available() where the CPU has AVX512-BF16)
+        self._packed = self._pack() if self.fits and avx512_available() else None
 
     def _pack(self) -> torch.Tensor:
         return pack(self.weight) if available() else pack_widen(self.weight)
@@ -115,7 +111,7 @@ class Product:
     @property
     def packed(self) -> torch.Tensor | None:
         """The packed weight; None where the kernel does not fit the weight or the kernels are off."""
-        if not (self.fits and on()):
+        if not (self.fits and avx512_available()):
             return None
         if self._packed is None:  # made while the kernels were off
             self._packed = self._pack()
@@ -130,7 +126,7 @@ class Product:
         packed = self.packed
         n, k = self.weight.shape
         if x.dtype == torch.float32 and self.weight.dtype == torch.bfloat16:
-            if packed is None or not avx512_available():
+            if packed is None:
                 return F.linear(x, self.weight.float())
             return torch.ops.tailor_kernels.dot_widen(x.reshape(-1, k).contiguous(), packed).view(*x.shape[:-1], n)
         if packed is None or x.dtype != torch.bfloat16:

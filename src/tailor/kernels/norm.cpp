@@ -43,14 +43,18 @@ at::Tensor rms_scale_bf16(const at::Tensor& x, const at::Tensor& variance, const
 // RMSNorm for training on fp32 rows (autocast keeps the residual stream in fp32): y = w * (x * rstd),
 // rstd = 1 / sqrt(mean(x^2) + eps), one pass; torch's version is seven ops forward and more backward,
 // each a pass over the activations. Not bit for bit torch's (the sum runs in another order).
+// The weight may be bf16 too (decoding bf16 weights in fp32 on CPUs without native bf16): widened exactly.
 std::tuple<at::Tensor, at::Tensor> rms_norm_fp32(const at::Tensor& x, const at::Tensor& weight, double eps) {
   TORCH_CHECK(x.scalar_type() == at::kFloat && x.dim() == 2 && x.is_contiguous(), "x: contiguous (R, H) fp32");
   const int64_t r = x.size(0), h = x.size(1);
-  TORCH_CHECK(weight.scalar_type() == at::kFloat && weight.numel() == h && weight.is_contiguous(), "weight: (H) fp32");
+  const bool half = weight.scalar_type() == at::kBFloat16;
+  TORCH_CHECK((half || weight.scalar_type() == at::kFloat) && weight.numel() == h && weight.is_contiguous(),
+              "weight: (H) fp32 or bf16");
   TORCH_CHECK(h % 16 == 0, "H: a multiple of 16");
   at::Tensor out = at::empty({r, h}, x.options()), rstd = at::empty({r}, x.options());
   const float* xp = x.data_ptr<float>();
-  const float* wp = weight.data_ptr<float>();
+  const float* wp = half ? nullptr : weight.data_ptr<float>();
+  const auto* wh = half ? reinterpret_cast<const uint16_t*>(weight.data_ptr()) : nullptr;
   float* op = out.data_ptr<float>();
   float* rp = rstd.data_ptr<float>();
   const float epsilon = static_cast<float>(eps);
@@ -66,7 +70,8 @@ std::tuple<at::Tensor, at::Tensor> rms_norm_fp32(const at::Tensor& x, const at::
       rp[row] = factor;
       const __m512 f = _mm512_set1_ps(factor);
       for (int64_t i = 0; i < h; i += 16)
-        _mm512_storeu_ps(op + row * h + i, _mm512_mul_ps(_mm512_loadu_ps(wp + i), _mm512_mul_ps(_mm512_loadu_ps(in + i), f)));
+        _mm512_storeu_ps(op + row * h + i, _mm512_mul_ps(half ? widen(wh + i) : _mm512_loadu_ps(wp + i),
+                                                          _mm512_mul_ps(_mm512_loadu_ps(in + i), f)));
     }
   });
   return {out, rstd};

@@ -31,7 +31,7 @@ def rms_norm(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     if (type(norm) is LlamaRMSNorm and x.dtype == torch.float32 and x.is_cpu and weight is not None
             and weight.dtype == torch.bfloat16 and x.shape[-1] % LANES == 0 and avx512_available()):
         flat = x.reshape(-1, x.shape[-1]).contiguous()
-        return torch.ops.tailor_kernels.rms_widen(flat, weight.contiguous(), norm.variance_epsilon).view(x.shape)
+        return torch.ops.tailor_kernels.rms_norm_fp32(flat, weight.contiguous(), norm.variance_epsilon)[0].view(x.shape)
     if (type(norm) is not LlamaRMSNorm or x.dtype != torch.bfloat16 or not x.is_cpu or weight is None
             or weight.dtype != torch.bfloat16 or x.shape[-1] % LANES or not available()):
         return norm(x)

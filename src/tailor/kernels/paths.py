@@ -7,7 +7,7 @@ from typing import Iterator
 
 import torch
 
-from tailor.kernels.build import available, supported, switched, avx512_available
+from tailor.kernels.build import available, avx512_available, switched
 from tailor.kernels.embedding import sparse_tied_gradient
 from tailor.kernels.head import resident_head
 from tailor.kernels.norm import fused_norms
@@ -32,7 +32,7 @@ def patched(model: torch.nn.Module, training: bool, enabled: bool = True, compil
 
     Decoding: nothing to patch; the decoder calls the kernels (matmul.py, norm.py, argmax.py, rotary.cpp)
     itself, and they stand in for torch's ops where the weights are bf16 (on a CPU without AVX512-BF16, the
-    widening product alone, widen.cpp).
+    fp32 passes: widen.cpp's product, rotary_f32, argmax_f32, the fp32 norm).
     """
     with switched(enabled and compiled), contextlib.ExitStack() as stack:
         if not training:
@@ -40,7 +40,7 @@ def patched(model: torch.nn.Module, training: bool, enabled: bool = True, compil
             bf16 = weight is not None and weight.is_cpu and weight.dtype == torch.bfloat16
             if bf16 and available():
                 yield ["kernel products, RMSNorm, rotary and argmax"]
-            elif bf16 and avx512_available() and not supported():
+            elif bf16 and avx512_available():  # no AVX512-BF16: bf16 weights decode in fp32
                 yield ["kernel products, RMSNorm, rotary and argmax in fp32 on bf16 weights"]
             else:
                 yield []

@@ -1,4 +1,4 @@
-// The rotary position embedding: a decoding step's (bf16, each op rounded as torch's, with the cache writes)
+// The rotary position embedding: a decoding step's (bf16 or fp32, each op rounded as torch's, with the cache writes)
 // and training's (bf16 in and out, fp32 inside, forward and backward).
 #include "bf16.h"
 
@@ -11,52 +11,70 @@ using tailor::store;
 using tailor::widen;
 using tailor::widen1;
 
-// A decoding step's rotary embedding and cache writes in one pass. h (B, q, (heads + 2 kv) D) bf16 is
-// the q|k|v product; cos, sin (B, q, D). Queries and keys turn as transformers turns them, each op
-// rounded to bf16 as its torch op is: (t * cos) + (rotate_half(t) * sin). Keys and values go into the
-// caches (B, kv, L, D) at `slots` (B, q); the queries come back as (B, heads, q, D).
-at::Tensor rotary_bf16(const at::Tensor& h, const at::Tensor& cos, const at::Tensor& sin, at::Tensor keys,
-                       at::Tensor values, const at::Tensor& slots, int64_t heads, int64_t kv_heads) {
-  TORCH_CHECK(h.scalar_type() == at::kBFloat16 && h.dim() == 3 && h.is_contiguous(), "h: contiguous (B, q, W) bf16");
+// A decoding step's rotary embedding and cache writes in one pass. h (B, q, (heads + 2 kv) D) is the q|k|v
+// product; cos, sin (B, q, D); all of one dtype, bf16 or fp32. Queries and keys turn as transformers turns
+// them, t * cos + rotate_half(t) * sin, each op rounded as its torch op is (`Turn`). Keys and values go into
+// the caches (B, kv, L, D) at `slots` (B, q); the queries come back as (B, heads, q, D).
+template <typename T, typename Turn>
+at::Tensor rotary_step(const at::Tensor& h, const at::Tensor& cos, const at::Tensor& sin, at::Tensor keys,
+                       at::Tensor values, const at::Tensor& slots, int64_t heads, int64_t kv_heads, at::ScalarType type,
+                       Turn turn) {
+  TORCH_CHECK(h.scalar_type() == type && h.dim() == 3 && h.is_contiguous(), "h: contiguous (B, q, W) of the step's dtype");
   const int64_t b = h.size(0), q = h.size(1), d = cos.size(-1), length = keys.size(2);
   TORCH_CHECK(h.size(2) == (heads + 2 * kv_heads) * d && d % 2 == 0, "h's width is not (heads + 2 kv) D");
-  TORCH_CHECK(cos.scalar_type() == at::kBFloat16 && sin.scalar_type() == at::kBFloat16 && cos.is_contiguous() &&
-              sin.is_contiguous() && cos.numel() == b * q * d && sin.numel() == b * q * d, "cos, sin: contiguous (B, q, D) bf16");
-  TORCH_CHECK(keys.scalar_type() == at::kBFloat16 && values.scalar_type() == at::kBFloat16 && keys.is_contiguous() &&
+  TORCH_CHECK(cos.scalar_type() == type && sin.scalar_type() == type && cos.is_contiguous() &&
+              sin.is_contiguous() && cos.numel() == b * q * d && sin.numel() == b * q * d, "cos, sin: contiguous (B, q, D), as h");
+  TORCH_CHECK(keys.scalar_type() == type && values.scalar_type() == type && keys.is_contiguous() &&
               values.is_contiguous() && keys.sizes() == values.sizes() && keys.size(0) == b && keys.size(1) == kv_heads &&
-              keys.size(3) == d, "caches: contiguous (B, kv, L, D) bf16");
+              keys.size(3) == d, "caches: contiguous (B, kv, L, D), as h");
   TORCH_CHECK(slots.scalar_type() == at::kLong && slots.is_contiguous() && slots.numel() == b * q, "slots: (B, q) int64");
   at::Tensor query = at::empty({b, heads, q, d}, h.options());
-  const auto* hp = reinterpret_cast<const uint16_t*>(h.data_ptr());
-  const auto* cp = reinterpret_cast<const uint16_t*>(cos.data_ptr());
-  const auto* sp = reinterpret_cast<const uint16_t*>(sin.data_ptr());
+  const auto* hp = reinterpret_cast<const T*>(h.data_ptr());
+  const auto* cp = reinterpret_cast<const T*>(cos.data_ptr());
+  const auto* sp = reinterpret_cast<const T*>(sin.data_ptr());
   const int64_t* slot = slots.data_ptr<int64_t>();
-  auto* qp = reinterpret_cast<uint16_t*>(query.data_ptr());
-  auto* kp = reinterpret_cast<uint16_t*>(keys.data_ptr());
-  auto* vp = reinterpret_cast<uint16_t*>(values.data_ptr());
+  auto* qp = reinterpret_cast<T*>(query.data_ptr());
+  auto* kp = reinterpret_cast<T*>(keys.data_ptr());
+  auto* vp = reinterpret_cast<T*>(values.data_ptr());
   const int64_t half = d / 2, width = (heads + 2 * kv_heads) * d;
   for (int64_t row = 0; row < b; ++row)
     for (int64_t j = 0; j < q; ++j) {
       const int64_t at_slot = slot[row * q + j];
       TORCH_CHECK(at_slot >= 0 && at_slot < length, "a slot lies outside the cache");
-      const uint16_t* t0 = hp + (row * q + j) * width;
-      const uint16_t* c = cp + (row * q + j) * d;
-      const uint16_t* s = sp + (row * q + j) * d;
+      const T* t0 = hp + (row * q + j) * width;
+      const T* c = cp + (row * q + j) * d;
+      const T* s = sp + (row * q + j) * d;
       for (int64_t n = 0; n < heads + kv_heads; ++n) {
-        const uint16_t* t = t0 + n * d;
-        uint16_t* o = n < heads ? qp + ((row * heads + n) * q + j) * d
-                                : kp + ((row * kv_heads + n - heads) * length + at_slot) * d;
-        for (int64_t e = 0; e < d; ++e) {
-          const float turned = e < half ? -widen1(t[e + half]) : widen1(t[e - half]);
-          const float first = widen1(round1(widen1(t[e]) * widen1(c[e])));
-          const float second = widen1(round1(turned * widen1(s[e])));
-          o[e] = round1(first + second);
-        }
+        const T* t = t0 + n * d;
+        T* o = n < heads ? qp + ((row * heads + n) * q + j) * d : kp + ((row * kv_heads + n - heads) * length + at_slot) * d;
+        for (int64_t e = 0; e < d; ++e) o[e] = turn(t[e], e < half ? t[e + half] : t[e - half], e < half, c[e], s[e]);
       }
       for (int64_t n = 0; n < kv_heads; ++n)
-        std::memcpy(vp + ((row * kv_heads + n) * length + at_slot) * d, t0 + (heads + kv_heads + n) * d, d * 2);
+        std::memcpy(vp + ((row * kv_heads + n) * length + at_slot) * d, t0 + (heads + kv_heads + n) * d, d * sizeof(T));
     }
   return query;
+}
+
+// bf16: every op rounded to bf16 as torch's is. `other` is the partner value, negated in the first half.
+at::Tensor rotary_bf16(const at::Tensor& h, const at::Tensor& cos, const at::Tensor& sin, at::Tensor keys,
+                       at::Tensor values, const at::Tensor& slots, int64_t heads, int64_t kv_heads) {
+  return rotary_step<uint16_t>(h, cos, sin, keys, values, slots, heads, kv_heads, at::kBFloat16,
+                               [](uint16_t t, uint16_t other, bool first, uint16_t c, uint16_t s) {
+                                 const float turned = first ? -widen1(other) : widen1(other);
+                                 const float a = widen1(round1(widen1(t) * widen1(c)));
+                                 const float b = widen1(round1(turned * widen1(s)));
+                                 return round1(a + b);
+                               });
+}
+
+// fp32 (bf16 weights decoded in fp32 on CPUs without native bf16): to fp32 rounding (the compiler may fuse the
+// multiply-add). AVX-512F alone.
+at::Tensor rotary_f32(const at::Tensor& h, const at::Tensor& cos, const at::Tensor& sin, at::Tensor keys,
+                      at::Tensor values, const at::Tensor& slots, int64_t heads, int64_t kv_heads) {
+  return rotary_step<float>(h, cos, sin, keys, values, slots, heads, kv_heads, at::kFloat,
+                            [](float t, float other, bool first, float c, float s) {
+                              return t * c + (first ? -other : other) * s;
+                            });
 }
 
 // Rotary embedding for training on bf16 queries or keys x (B, H, T, D), any strides with D contiguous, and
@@ -108,9 +126,11 @@ at::Tensor rotary_train_bf16(const at::Tensor& x, const at::Tensor& cos, const a
 
 TORCH_LIBRARY_FRAGMENT(tailor_kernels, m) {
   m.def("rotary_bf16(Tensor h, Tensor cos, Tensor sin, Tensor(a!) keys, Tensor(b!) values, Tensor slots, int heads, int kv_heads) -> Tensor");
+  m.def("rotary_f32(Tensor h, Tensor cos, Tensor sin, Tensor(a!) keys, Tensor(b!) values, Tensor slots, int heads, int kv_heads) -> Tensor");
   m.def("rotary_train_bf16(Tensor x, Tensor cos, Tensor sin, bool backward) -> Tensor");
 }
 TORCH_LIBRARY_IMPL(tailor_kernels, CPU, m) {
   m.impl("rotary_bf16", rotary_bf16);
+  m.impl("rotary_f32", rotary_f32);
   m.impl("rotary_train_bf16", rotary_train_bf16);
 }

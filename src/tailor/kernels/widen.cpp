@@ -7,14 +7,12 @@
 // with the bf16 weights, summed in this kernel's order: it agrees with F.linear(x, weight.float()) to fp32
 // rounding, not bit for bit.
 //
-// Beside the product, the fp32 steps between the products (norm, rotary embedding with the cache writes,
-// argmax), each one pass instead of several torch ops.
+// The steps between the products have fp32 passes of their own: norm.cpp's rms_norm_fp32 (with a bf16 weight),
+// rotary.cpp's rotary_f32 and argmax.cpp's argmax_f32.
 //
 // Only AVX-512F instructions run here (the extension is compiled with more flags; nothing below converts to
 // bf16, the one operation the compiler could emit an AVX512-BF16 instruction for).
 #include "bf16.h"
-
-#include <ATen/ops/empty_like.h>
 
 namespace {
 
@@ -91,127 +89,7 @@ at::Tensor dot_widen(const at::Tensor& x, const at::Tensor& packed) {
   return out;
 }
 
-// The steps between the products, in fp32, one pass each: at one token a step runs 61 norms, 30 rotary
-// embeddings and an argmax over the vocabulary, each of which costs torch several ops of a few microseconds.
-
-inline float widen_one(uint16_t v) {
-  const uint32_t bits = static_cast<uint32_t>(v) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
-// LlamaRMSNorm on fp32 rows x (M, H) with a bf16 weight (H): weight * (x * rsqrt(mean(x^2) + eps)), as
-// transformers computes it in fp32; the mean sums in this kernel's order.
-at::Tensor rms_widen(const at::Tensor& x, const at::Tensor& weight, double eps) {
-  TORCH_CHECK(x.scalar_type() == at::kFloat && x.dim() == 2 && x.is_contiguous(), "x: contiguous (M, H) fp32");
-  TORCH_CHECK(weight.scalar_type() == at::kBFloat16 && weight.is_contiguous() && weight.numel() == x.size(1) &&
-              x.size(1) % LANES == 0, "weight: (H) bf16, H a multiple of 16");
-  const int64_t m = x.size(0), h = x.size(1);
-  at::Tensor out = at::empty_like(x);
-  const float* xp = x.data_ptr<float>();
-  const auto* wp = reinterpret_cast<const uint16_t*>(weight.data_ptr());
-  float* op = out.data_ptr<float>();
-  for (int64_t r = 0; r < m; ++r) {
-    const float* row = xp + r * h;
-    __m512 sum = _mm512_setzero_ps();
-    for (int64_t i = 0; i < h; i += LANES) {
-      const __m512 v = _mm512_loadu_ps(row + i);
-      sum = _mm512_fmadd_ps(v, v, sum);
-    }
-    const __m512 scale = _mm512_set1_ps(1.0f / std::sqrt(_mm512_reduce_add_ps(sum) / static_cast<float>(h) + static_cast<float>(eps)));
-    for (int64_t i = 0; i < h; i += LANES) {
-      const __m512 w = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp + i))), 16));
-      _mm512_storeu_ps(op + r * h + i, _mm512_mul_ps(w, _mm512_mul_ps(_mm512_loadu_ps(row + i), scale)));
-    }
-  }
-  return out;
-}
-
-// A decoding step's rotary embedding and cache writes in fp32, as rotary.cpp's rotary_bf16 does on bf16:
-// h (B, q, (heads + 2 kv) D) the q|k|v product; cos, sin (B, q, D); caches (B, kv, L, D) written at `slots`
-// (B, q); returns the queries (B, heads, q, D). Each value is t * cos + rotate_half(t) * sin.
-at::Tensor rotary_f32(const at::Tensor& h, const at::Tensor& cos, const at::Tensor& sin, at::Tensor keys,
-                      at::Tensor values, const at::Tensor& slots, int64_t heads, int64_t kv_heads) {
-  TORCH_CHECK(h.scalar_type() == at::kFloat && h.dim() == 3 && h.is_contiguous(), "h: contiguous (B, q, W) fp32");
-  const int64_t b = h.size(0), q = h.size(1), d = cos.size(-1), length = keys.size(2);
-  TORCH_CHECK(h.size(2) == (heads + 2 * kv_heads) * d && d % 2 == 0, "h's width is not (heads + 2 kv) D");
-  TORCH_CHECK(cos.scalar_type() == at::kFloat && sin.scalar_type() == at::kFloat && cos.is_contiguous() &&
-              sin.is_contiguous() && cos.numel() == b * q * d && sin.numel() == b * q * d, "cos, sin: contiguous (B, q, D) fp32");
-  TORCH_CHECK(keys.scalar_type() == at::kFloat && values.scalar_type() == at::kFloat && keys.is_contiguous() &&
-              values.is_contiguous() && keys.sizes() == values.sizes() && keys.size(0) == b && keys.size(1) == kv_heads &&
-              keys.size(3) == d, "caches: contiguous (B, kv, L, D) fp32");
-  TORCH_CHECK(slots.scalar_type() == at::kLong && slots.is_contiguous() && slots.numel() == b * q, "slots: (B, q) int64");
-  at::Tensor query = at::empty({b, heads, q, d}, h.options());
-  const float* hp = h.data_ptr<float>();
-  const float* cp = cos.data_ptr<float>();
-  const float* sp = sin.data_ptr<float>();
-  const int64_t* slot = slots.data_ptr<int64_t>();
-  float* qp = query.data_ptr<float>();
-  float* kp = keys.data_ptr<float>();
-  float* vp = values.data_ptr<float>();
-  const int64_t half = d / 2, width = (heads + 2 * kv_heads) * d;
-  for (int64_t row = 0; row < b; ++row)
-    for (int64_t j = 0; j < q; ++j) {
-      const int64_t at_slot = slot[row * q + j];
-      TORCH_CHECK(at_slot >= 0 && at_slot < length, "a slot lies outside the cache");
-      const float* t0 = hp + (row * q + j) * width;
-      const float* c = cp + (row * q + j) * d;
-      const float* s = sp + (row * q + j) * d;
-      for (int64_t n = 0; n < heads + kv_heads; ++n) {
-        const float* t = t0 + n * d;
-        float* o = n < heads ? qp + ((row * heads + n) * q + j) * d
-                             : kp + ((row * kv_heads + n - heads) * length + at_slot) * d;
-        for (int64_t e = 0; e < d; ++e) o[e] = t[e] * c[e] + (e < half ? -t[e + half] : t[e - half]) * s[e];
-      }
-      for (int64_t n = 0; n < kv_heads; ++n)
-        std::memcpy(vp + ((row * kv_heads + n) * length + at_slot) * d, t0 + (heads + kv_heads + n) * d, d * 4);
-    }
-  return query;
-}
-
-// logits.argmax(-1) on fp32 rows (M, V): the first index of the largest value; NaN counts as largest, as
-// torch's argmax takes it.
-at::Tensor argmax_f32(const at::Tensor& logits) {
-  TORCH_CHECK(logits.scalar_type() == at::kFloat && logits.dim() == 2 && logits.is_contiguous() && logits.size(1) > 0,
-              "logits: contiguous (M, V) fp32");
-  const int64_t m = logits.size(0), v = logits.size(1);
-  at::Tensor out = at::empty({m}, logits.options().dtype(at::kLong));
-  const float* lp = logits.data_ptr<float>();
-  int64_t* op = out.data_ptr<int64_t>();
-  for (int64_t r = 0; r < m; ++r) {
-    const float* row = lp + r * v;
-    // The row's maximum by vectors, then the first index that holds it (a second short pass).
-    __m512 best = _mm512_set1_ps(-INFINITY);
-    int64_t i = 0;
-    bool nan = false;
-    for (; i + LANES <= v; i += LANES) {
-      const __m512 x = _mm512_loadu_ps(row + i);
-      nan |= _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q) != 0;
-      best = _mm512_max_ps(best, x);
-    }
-    float top = _mm512_reduce_max_ps(best);
-    for (; i < v; ++i) nan |= row[i] != row[i], top = row[i] > top ? row[i] : top;
-    int64_t at = 0;
-    for (int64_t j = 0; j < v; ++j)
-      if (nan ? row[j] != row[j] : row[j] == top) { at = j; break; }
-    op[r] = at;
-  }
-  return out;
-}
-
 }  // namespace
 
-TORCH_LIBRARY_FRAGMENT(tailor_kernels, m) {
-  m.def("dot_widen(Tensor x, Tensor packed) -> Tensor");
-  m.def("rms_widen(Tensor x, Tensor weight, float eps) -> Tensor");
-  m.def("rotary_f32(Tensor h, Tensor cos, Tensor sin, Tensor(a!) keys, Tensor(b!) values, Tensor slots, int heads, int kv_heads) -> Tensor");
-  m.def("argmax_f32(Tensor logits) -> Tensor");
-}
-TORCH_LIBRARY_IMPL(tailor_kernels, CPU, m) {
-  m.impl("dot_widen", dot_widen);
-  m.impl("rms_widen", rms_widen);
-  m.impl("rotary_f32", rotary_f32);
-  m.impl("argmax_f32", argmax_f32);
-}
+TORCH_LIBRARY_FRAGMENT(tailor_kernels, m) { m.def("dot_widen(Tensor x, Tensor packed) -> Tensor"); }
+TORCH_LIBRARY_IMPL(tailor_kernels, CPU, m) { m.impl("dot_widen", dot_widen); }
