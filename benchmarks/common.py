@@ -163,9 +163,10 @@ def prefix_flops_saved(model_config, batches: list[list[dict]], passes: int = 3)
 
 def train_hf(model, tokenizer, train_set: list[dict], steps: int, warmup: int, batch: int, lr: float,
              weight_decay: float, warmup_steps: int, gradient_checkpointing: bool = False, passes: int = 3,
-             bf16: bool = True) -> dict:
+             bf16: bool = True, optimizer: str = "adamw") -> dict:
     """The Hugging Face Trainer configured for CPU speed (bf16 autocast unless `bf16` is False, length-grouped batches) on
-    `train_set`, one epoch; tokens/s and FLOP/s over the steps after `warmup`. The model is trained in place."""
+    `train_set`, one epoch; tokens/s and FLOP/s over the steps after `warmup`. The model is trained in place.
+    `optimizer` is tailor's train.optimizer name; the Trainer gets its own name for the same optimizer."""
     import tempfile
 
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
@@ -197,7 +198,8 @@ def train_hf(model, tokenizer, train_set: list[dict], steps: int, warmup: int, b
             bf16=bf16, use_cpu=True, train_sampling_strategy="group_by_length", logging_steps=1,
             save_strategy="no", report_to="none", seed=0, disable_tqdm=True,
             gradient_checkpointing=gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None)
+            gradient_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
+            optim={"adamw": "adamw_torch_fused", "adamw_8bit": "adamw_torch_8bit", "adamw_4bit": "adamw_torch_4bit"}[optimizer])
         trainer = Trainer(model=model, args=args, train_dataset=features, data_collator=collate,
                           processing_class=tokenizer, callbacks=[Clock()])
         trainer.train()

@@ -2,20 +2,21 @@
 
     .venv/bin/python benchmarks/scale.py                                   # 135m, 360m, 1.7b; 6 steps each
     .venv/bin/python benchmarks/scale.py --sizes 135m --steps 2 --warmup 0  # a quick check
-    .venv/bin/python benchmarks/scale.py --sizes 1.7b --gradient-checkpointing --layers 2,4 --max-length 128
+    .venv/bin/python benchmarks/scale.py --sizes 1.7b --gradient-checkpointing --optimizer adamw_8bit --layers 2,4
 
 Each size is a transformers LlamaConfig with SmolLM2's published shapes (no download; 49,152-token vocabulary,
 tied embeddings, head dim 64), initialised from seed 0, trained on the same chitchat samples (tokenized with
 SmolLM2's tokenizer) as `train_throughput.py` trains: batch 8, max length 256, lr 1e-4, cosine, bf16
-autocast, fp32 weights and AdamW state, clipping 1.0. Each side of each size runs in its own process, so
+autocast (--precision), fp32 weights and AdamW state, clipping 1.0. Each side of each size runs in its own process, so
 each peak RSS is its own. Printed per size and side: real tokens/s after --warmup, MFU (model FLOPs over
 the bf16 matmul peak probed before and after the whole run, common.Peak), peak RSS, and beside it
 parameters x 16 bytes (fp32 weights, gradients and AdamW's two moments): the floor of full fine-tuning.
 
 Memory levers: --gradient-checkpointing (both sides recompute each layer in the backward pass), --lora RANK
 (peft adapters on q_proj and v_proj on both sides, through tailor's own `adapt`; MFU then counts 2 passes,
-forward and input gradients, instead of 3). An 8-bit or paged optimizer: no library installed here provides
-one on the CPU (bitsandbytes' are CUDA-only and not installed, torchao is not installed), so there is no flag.
+forward and input gradients, instead of 3), --optimizer adamw_8bit | adamw_4bit (AdamW's moments quantized by
+torchao: tailor's train.optimizer, the Trainer's adamw_torch_8bit / 4bit). A paged optimizer is CUDA-only.
+--precision: auto (default) trains in bf16 where the CPU has it natively and in fp32 where it would be emulated.
 
 --layers N[,M]: the size's shapes with N decoder layers instead of all of them, to measure a size whose full
 depth does not fit this machine: with two counts, peak RSS is fitted as a + b x layers and projected to the
@@ -32,7 +33,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import MODEL, Peak, config, emit, machine, run_child, train_hf, train_tailor  # noqa: E402
+from common import MODEL, Peak, add_precision, config, emit, half, machine, run_child, train_hf, train_tailor  # noqa: E402
 
 BATCH, LR, WARMUP_STEPS, WEIGHT_DECAY, VAL = 8, 1e-4, 1, 0.01, 8
 VOCAB = 49152
@@ -78,8 +79,9 @@ def available_mb() -> float:
 def settings(a) -> dict:
     return dict(threads=a.threads, max_length=a.max_length, train=a.steps * BATCH, val=VAL, test=1,
                 batch_size=BATCH, learning_rate=LR, weight_decay=WEIGHT_DECAY, schedule="cosine",
-                warmup_steps=WARMUP_STEPS, max_grad_norm=1.0, precision="bf16", eval_every=0, save_every=0,
-                log_every=1, gradient_checkpointing=a.gradient_checkpointing)
+                warmup_steps=WARMUP_STEPS, max_grad_norm=1.0, precision="bf16" if half(a.precision) else "fp32",
+                eval_every=0, save_every=0, log_every=1, gradient_checkpointing=a.gradient_checkpointing,
+                optimizer=a.optimizer)
 
 
 def side(a) -> dict:
@@ -101,7 +103,7 @@ def side(a) -> dict:
     passes = 2 if a.lora else 3
     if a.side == "hf":
         return train_hf(model, tokenizer, splits.train, a.steps, a.warmup, BATCH, LR, WEIGHT_DECAY, WARMUP_STEPS,
-                        a.gradient_checkpointing, passes)
+                        a.gradient_checkpointing, passes, half(a.precision), a.optimizer)
     return train_tailor(cfg, model, tokenizer, splits.train, splits.validation, a.warmup, passes, save=False)
 
 
@@ -114,6 +116,9 @@ def main() -> None:
     p.add_argument("--max-length", type=int, default=256, help="longest sample in tokens (longer ones are skipped)")
     p.add_argument("--gradient-checkpointing", action="store_true", help="both sides recompute activations in backward")
     p.add_argument("--lora", type=int, default=0, metavar="RANK", help="train LoRA adapters of this rank (0 = full)")
+    p.add_argument("--optimizer", choices=["adamw", "adamw_8bit", "adamw_4bit"], default="adamw",
+                   help="both sides: AdamW, or its moments in 8 / 4 bits (torchao; the Trainer's adamw_torch_8bit / 4bit)")
+    add_precision(p)
     p.add_argument("--layers", default="", help="N or N,M decoder layers instead of the size's own (memory projection)")
     p.add_argument("--threads", type=int, default=0, help="torch threads on both sides (0 = torch's default)")
     p.add_argument("--force", action="store_true", help="run sides whose state alone exceeds available memory")
@@ -132,16 +137,17 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     levers = [name for name, on in (("gradient checkpointing", a.gradient_checkpointing),
-                                    (f"LoRA rank {a.lora}", a.lora)) if on]
-    print(machine())
+                                    (f"LoRA rank {a.lora}", a.lora), (a.optimizer, a.optimizer != "adamw")) if on]
+    print(machine() + f"; {'bf16' if half(a.precision) else 'fp32'} on both sides")
     print(f"batch {BATCH}, max length {a.max_length}, {a.steps} steps ({a.warmup} left out of tokens/s); "
           f"levers: {', '.join(levers) or 'none (full fine-tuning)'}", flush=True)
-    peak = Peak()
+    peak = Peak(half(a.precision))
     rows: list[tuple[str, int, str, dict | None, str]] = []  # size, layers, side, result, note
     for size in sizes:
         for layers in depths:
             n = parameters(size, layers)
-            trainable_bytes = 16 * n if not a.lora else 4 * n  # LoRA: fp32 weights; adapters are small
+            state = {"adamw": 8, "adamw_8bit": 2, "adamw_4bit": 1}[a.optimizer]  # bytes a parameter of AdamW's moments
+            trainable_bytes = (8 + state) * n if not a.lora else 4 * n  # fp32 weights and gradients; LoRA: adapters are small
             for s in a.order.split(","):
                 label = f"{size}" + (f" ({layers} layers)" if layers else "")
                 if trainable_bytes / 2**20 > available_mb() and not a.force:
@@ -152,7 +158,8 @@ def main() -> None:
                     continue
                 args = ["--side", s, "--size", size, "--steps", str(a.steps), "--warmup", str(a.warmup),
                         "--threads", str(a.threads), "--max-length", str(a.max_length), "--lora", str(a.lora),
-                        "--layers", str(layers)] + (["--gradient-checkpointing"] if a.gradient_checkpointing else [])
+                        "--layers", str(layers), "--optimizer", a.optimizer, "--precision", a.precision
+                        ] + (["--gradient-checkpointing"] if a.gradient_checkpointing else [])
                 r = run_child(__file__, args, timeout=6 * 3600)
                 rows.append((size, layers, s, r, ""))
                 print(f"{label:16s} {s:7s} {r['tokens_per_s']:8.1f} real tok/s  peak RSS {r['peak_rss_mb']:7.0f} MB  "

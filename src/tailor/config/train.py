@@ -28,6 +28,14 @@ class TrainConfig:
     warmup_ratio: float = setting(0.05, help="Warmup as a share of all steps, when warmup_steps is 0.")
     schedule: Literal["cosine", "linear", "constant"] = setting("cosine", help="Decay after warmup.")
     max_grad_norm: float = setting(1.0, help="Gradient clipping norm (0 = off).")
+    optimizer: Literal["adamw", "adamw_8bit", "adamw_4bit"] = setting(
+        "adamw", help="Memory for speed: 'adamw_8bit' / 'adamw_4bit' keep AdamW's two moments quantized in blocks of "
+        "256 values (torchao's AdamW8bit / AdamW4bit, the HF Trainer's adamw_torch_8bit / 4bit): optimizer state "
+        "about 2 or 1 bytes a parameter instead of 8 (SmolLM2-135M: 1.08 GB -> 0.27 / 0.14 GB; 1.7B: 13.6 -> 3.4 / "
+        "1.7 GB). Cost: the first step compiles the update (tens of seconds on a CPU), each step's update is slower "
+        "than the fused 'adamw' (BENCHMARKS.md), and the moments are rounded, so losses are close to, not equal to, "
+        "'adamw''s. One process or DDP (not fsdp or deepspeed)."
+    )
     precision: Literal["auto", "bf16", "fp16", "fp32"] = setting(
         "auto", help="'auto': bf16 autocast on CPUs with native bf16 and on GPUs that have bf16, fp16 with loss "
         "scaling on GPUs without it, fp32 otherwise; 'fp16' is for GPUs only."
@@ -122,6 +130,9 @@ class TrainConfig:
         check_range("max_pass_tokens", self.max_pass_tokens, 0, COUNT, note=" (0 = no cap)")
         check_range("retain_memory_mb", self.retain_memory_mb, 0, 2**24, note=" (0 = the C library's own behaviour)")
         check_range("seed", self.seed, 0, SEED)
+        if self.optimizer != "adamw" and self.strategy != "ddp":
+            raise TailorError(f"train.optimizer '{self.optimizer}' runs in one process or under DDP; with train.strategy "
+                              f"'{self.strategy}' use train.optimizer adamw.")
         if self.strategy == "deepspeed":
             from tailor.config import deepspeed
 

@@ -32,7 +32,7 @@ from tailor.errors import TailorError
 from tailor.data.batches import length_grouped
 from tailor.kernels import patched
 from tailor.kernels.embedding import densify
-from tailor.train import deepspeed_engine, distributed
+from tailor.train import deepspeed_engine, distributed, lowbit
 from tailor.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_model_folder
 from tailor.train.log import JsonlLog
 
@@ -50,13 +50,17 @@ class TrainResult:
     peak_memory_mb: float = 0.0  # the device's: CUDA's largest allocation, else the process's peak RSS
 
 
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas: list[float]) -> torch.optim.Optimizer:
-    """AdamW; biases and norm weights (1-D tensors) get no weight decay."""
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas: list[float],
+                   kind: str = "adamw") -> torch.optim.Optimizer:
+    """AdamW (train.optimizer: 'adamw', or its moments in 8 or 4 bits, train/lowbit.py); biases and norm weights
+    (1-D tensors) get no weight decay."""
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.ndim >= 2 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if kind != "adamw":
+        return lowbit.make(kind, groups, lr, betas)
     # fused: one pass over param, grad and both moments per tensor; foreach makes several, which on CPU
     # measured several times slower on 2 CPU cores (BENCHMARKS.md).
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=True)
@@ -142,7 +146,7 @@ def train(cfg: Config, task, model, tokenizer, train_set: list[dict], val_set: l
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     accel = distributed.accelerator(device)
     sharded = distributed.shard_model(model, t.strategy)  # FSDP (train.strategy fsdp): before the optimizer
-    optimizer = make_optimizer(model, t.learning_rate, t.weight_decay, t.betas)
+    optimizer = make_optimizer(model, t.learning_rate, t.weight_decay, t.betas, t.optimizer)
     engine = None  # DeepSpeed's engine (train.strategy deepspeed): it steps the optimizer it returns
     if t.strategy == "deepspeed":
         engine, optimizer = deepspeed_engine.initialize(t, model, task.token_stats, optimizer, run_dir)
@@ -273,10 +277,10 @@ def train(cfg: Config, task, model, tokenizer, train_set: list[dict], val_set: l
                 rate = window_tokens / max(window_time, 1e-9)
                 window_tokens, window_time = 0, 0.0
                 peak = devices.peak_memory_mb(device)
-                record({"step": step, "split": "train", "loss": loss, "lr": scheduler.get_last_lr()[0],
+                record({"step": step, "split": "train", "loss": loss, "lr": float(scheduler.get_last_lr()[0]),
                         "grad_norm": float(grad_norm), "tokens_per_second": rate, "epoch": parts[-1][0],
                         "peak_memory_mb": round(peak, 1)})
-                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{rate:.0f}", lr=f"{scheduler.get_last_lr()[0]:.1e}",
+                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{rate:.0f}", lr=f"{float(scheduler.get_last_lr()[0]):.1e}",
                                 mem=f"{peak / 1024:.1f}G")
 
             if (t.eval_every and step % t.eval_every == 0) or step == total_steps:

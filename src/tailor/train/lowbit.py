@@ -1,0 +1,45 @@
+"""train.optimizer adamw_8bit / adamw_4bit: AdamW with its moments quantized, from torchao.
+
+torchao's AdamW8bit / AdamW4bit (the ones the HF Trainer offers as adamw_torch_8bit / 4bit) keep each
+moment of a tensor of 4,096 values or more as 8- or 4-bit codes with one scale per block of 256 values;
+smaller tensors (norms, biases) keep fp32 moments. The update is a torch.compile'd function per tensor
+shape, so the first step compiles (tens of seconds on a CPU) and later steps reuse it. It needs no GPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import torch
+
+from tailor.errors import TailorError
+
+BLOCK = 256  # values per quantization block: torchao's and the HF Trainer's default
+
+
+# torchao says at import that its CUDA-only extensions do not load here, and torch that torchao registers an
+# enum the old way; at the first step torch warns that torchao's state tensors lack a cache hash. None of it
+# is the user's to act on.
+NOISY_LOGGERS = ("torchao", "torch.utils._pytree")
+warnings.filterwarnings("ignore", message=".*does not implement _stable_hash_for_caching.*")
+
+
+def optimizer_class(kind: str):
+    """torchao's optimizer class for train.optimizer `kind`, imported quietly."""
+    loggers = [logging.getLogger(name) for name in NOISY_LOGGERS]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.ERROR)
+    try:
+        from torchao.optim import AdamW4bit, AdamW8bit
+    except ImportError as e:
+        raise TailorError(f"train.optimizer {kind} needs torchao: pip install torchao==0.18.0 ({e}).") from e
+    finally:
+        for log, level in zip(loggers, levels):
+            log.setLevel(level)
+    return {"adamw_8bit": AdamW8bit, "adamw_4bit": AdamW4bit}[kind]
+
+
+def make(kind: str, groups: list[dict], lr: float, betas: list[float]) -> torch.optim.Optimizer:
+    return optimizer_class(kind)(groups, lr=lr, betas=tuple(betas), block_size=BLOCK)
