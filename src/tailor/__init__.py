@@ -15,10 +15,14 @@ Layers, top to bottom; a module imports only from its own layer or the ones belo
     kernels                              CPU speed paths: C++ kernels by operation, patched() applies / undoes them
     models                               loading, heads, freezing, LoRA, quantization
     data, config                         sources, templates, chat formats, tokenizing; typed settings
-    device, precision, allocator, fsutil, errors
+    device, precision, allocator, fsutil, errors, quiet
 """
 
 __version__ = "0.1.0"
+
+from tailor import quiet  # noqa: E402  before any library that logs at import is imported
+
+quiet.install()
 
 LAYERS = [
     ["cli"],
@@ -32,7 +36,7 @@ LAYERS = [
     ["kernels"],
     ["models"],
     ["data", "config"],
-    ["device", "precision", "allocator", "fsutil", "errors"],
+    ["device", "precision", "allocator", "fsutil", "errors", "quiet"],
 ]
 # Units of one layer that import neither one the other (tests/test_layers.py): what both need lives below.
 APART = [("train", "generate")]

@@ -34,7 +34,8 @@ class TrainConfig:
         "about 2 or 1 bytes a parameter instead of 8 (SmolLM2-135M: 1.08 GB -> 0.27 / 0.14 GB; 1.7B: 13.6 -> 3.4 / "
         "1.7 GB). Cost: the first step compiles the update (tens of seconds on a CPU), each step's update is slower "
         "than the fused 'adamw' (BENCHMARKS.md), and the moments are rounded, so losses are close to, not equal to, "
-        "'adamw''s. One process or DDP (not fsdp or deepspeed)."
+        "'adamw''s. One process or DDP (not fsdp or deepspeed). Needs torchao (pip install 'tailor[lowbit]'; make "
+        "install has it)."
     )
     precision: Literal["auto", "bf16", "fp16", "fp32"] = setting(
         "auto", help="'auto': bf16 autocast on CPUs with native bf16 and on GPUs that have bf16, fp16 with loss "

@@ -8,7 +8,6 @@ shape, so the first step compiles (tens of seconds on a CPU) and later steps reu
 
 from __future__ import annotations
 
-import logging
 import warnings
 
 import torch
@@ -18,26 +17,17 @@ from tailor.errors import TailorError
 BLOCK = 256  # values per quantization block: torchao's and the HF Trainer's default
 
 
-# torchao says at import that its CUDA-only extensions do not load here, and torch that torchao registers an
-# enum the old way; at the first step torch warns that torchao's state tensors lack a cache hash. None of it
-# is the user's to act on.
-NOISY_LOGGERS = ("torchao", "torch.utils._pytree")
+# At the first step torch warns that torchao's state tensors lack a cache hash: nothing for the user to act on
+# (tailor/quiet.py drops what torchao's import logs).
 warnings.filterwarnings("ignore", message=".*does not implement _stable_hash_for_caching.*")
 
 
 def optimizer_class(kind: str):
-    """torchao's optimizer class for train.optimizer `kind`, imported quietly."""
-    loggers = [logging.getLogger(name) for name in NOISY_LOGGERS]
-    levels = [log.level for log in loggers]
-    for log in loggers:
-        log.setLevel(logging.ERROR)
+    """torchao's optimizer class for train.optimizer `kind`."""
     try:
         from torchao.optim import AdamW4bit, AdamW8bit
     except ImportError as e:
         raise TailorError(f"train.optimizer {kind} needs torchao: pip install torchao==0.18.0 ({e}).") from e
-    finally:
-        for log, level in zip(loggers, levels):
-            log.setLevel(level)
     return {"adamw_8bit": AdamW8bit, "adamw_4bit": AdamW4bit}[kind]
 
 
