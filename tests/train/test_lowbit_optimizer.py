@@ -1,12 +1,17 @@
 """train.optimizer adamw_8bit / adamw_4bit (torchao): the moments are stored quantized, training follows
 32-bit AdamW closely, a checkpoint resumes exactly, and the strategies it does not run under are refused."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from conftest import read_jsonl
 from tailor.config import load_config
 from tailor.errors import TailorError
+from tailor.train import lowbit
 from tailor.workflow import train_job
 
 TRAIN = {"max_steps": 6, "eval_every": 0, "save_every": 3, "warmup_steps": 0, "schedule": "constant"}
@@ -68,11 +73,11 @@ def test_unknown_or_unsupported_optimizers_are_refused(tiny_config, overrides, m
 def test_torchao_installed_adds_no_warnings_to_a_command():
     """transformers imports torchao at every model load once it is installed; what that import logs about
     CUDA-only extensions and enum registration is dropped (tailor/quiet.py), and nothing else is."""
-    import subprocess
-    import sys
-
-    script = ("import logging, tailor, transformers.quantizers.auto\n"
+    script = ("import logging, tailor, transformers.quantizers.auto, torchao\n"
               "logging.getLogger('torchao').warning('a real torchao warning')\n")
-    err = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stderr
+    lowbit.optimizer_class("adamw_8bit")  # installed where the tests find it (site-packages or lowbit.FOLDER)
+    path = os.pathsep.join([str(lowbit.FOLDER), os.environ.get("PYTHONPATH", "")])  # where transformers sees it
+    err = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": path}).stderr
     assert "a real torchao warning" in err  # the filter drops the known messages only
     assert "Failed to load" not in err and "Enum subclass" not in err, err

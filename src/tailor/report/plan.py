@@ -15,7 +15,6 @@ steps are timed, an estimate from the same arithmetic (`Eta`), without timing an
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import math
 import os
 import time
@@ -24,6 +23,7 @@ from itertools import islice
 from pathlib import Path
 
 from tailor import device as devices
+from tailor.train import lowbit
 
 SPLITS = ("train", "validation", "test")
 EVAL_SPEEDUP = 3.0  # a scoring pass (forward only) against a training step (forward, backward, optimizer), per token
@@ -222,7 +222,7 @@ def advice(cfg, memory: dict, layers: int, longest_width: int, half: bool, half_
     if not m.lora.rank and state > 0 and t.optimizer == "adamw" and t.strategy == "ddp":
         moments = state * 2 / 3  # of the gradient and two moments per weight
         add("train.optimizer=adamw_8bit", peak - moments * 0.75, "AdamW's moments in 8 bits (torchao): slower steps, "
-            "losses close to, not equal to, AdamW's" + ("" if importlib.util.find_spec("torchao") else
+            "losses close to, not equal to, AdamW's" + ("" if lowbit.available() else
                                                           "; needs pip install 'tailor[lowbit]'"))
     if longest_width >= 64 and longest_width > m.max_length // 2 and act > 0:
         width = max(8, m.max_length // 2)
