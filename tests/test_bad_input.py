@@ -260,3 +260,18 @@ def test_strict_chat_template_error_names_the_sample(tmp_path, tiny_model):
     data = jsonl(tmp_path / "chats.jsonl", [HI] * 3 + [with_system] * 20)
     cfg = write_config(tmp_path, tiny_model, {"source": str(data), "chat_format": str(template)})
     assert_refused(cfg, "chats.jsonl:", "the chat template refuses this conversation", "System role not supported")
+
+
+def test_empty_prompts_name_the_line_and_field(tmp_path):
+    # Found by test_fuzz_readers: an empty turn was read as a prompt (a blank .txt line is skipped instead).
+    cases = {'{"prompt": "  "}': "field 'prompt'", '{"messages": [{"role": "user", "content": ""}]}': "messages[0].content",
+             '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": " "}, '
+             '{"role": "user", "content": "ok"}]}': "messages[1].content (assistant) is empty"}
+    for line, field in cases.items():
+        prompts = tmp_path / "p.jsonl"
+        prompts.write_text('{"prompt": "fine"}\n' + line + "\n")
+        with pytest.raises(TailorError, match=r"p.jsonl, line 2: ") as caught:
+            read_prompts(prompts)
+        assert field in str(caught.value)
+    prompts.write_text('{"prompt": "fine"}\n\n{"messages": [{"role": "user", "content": "hi"}]}\n')
+    assert [r["origin"].split(", ")[1] for r in read_prompts(prompts)] == ["line 1", "line 3"]

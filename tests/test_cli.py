@@ -1,14 +1,13 @@
 import json
-import subprocess
-import sys
 
 import pytest
 
+from cli_process import tailor_cli
 from conftest import ROOT
 
 
 def tailor(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "tailor.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+    return tailor_cli(*args, cwd=cwd)
 
 
 def assert_clean_error(result, *needles):
@@ -49,9 +48,8 @@ def test_chat_multi_turn(tiny_config):
     assert tailor("train", cfg).returncode == 0
     replies = []
     for extra in ([], ["--lookahead", "3"]):
-        proc = subprocess.run([sys.executable, "-m", "tailor.cli", "chat", str(cfg.parent / "runs" / "tiny"),
-                               "--max-new-tokens", "12", *extra], input="hello\nhow are you\n/reset\nhi\n/exit\n",
-                              capture_output=True, text=True)
+        proc = tailor_cli("chat", cfg.parent / "runs" / "tiny", "--max-new-tokens", "12", *extra,
+                          input="hello\nhow are you\n/reset\nhi\n/exit\n")
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.count("model> ") == 3
         replies.append(proc.stdout)

@@ -4,18 +4,17 @@ import csv
 import io
 import json
 import re
-import subprocess
-import sys
 
 import pytest
 
+from cli_process import tailor_cli
 from tailor.commands.abtest import sign_test, tally, win_rate
 
 VARIED = "decode.no_repeat_ngram_size=1"  # a random tiny model otherwise repeats one token
 
 
 def tailor(*args):
-    return subprocess.run([sys.executable, "-m", "tailor.cli", *map(str, args)], capture_output=True, text=True)
+    return tailor_cli(*args)
 
 
 @pytest.fixture(scope="module")

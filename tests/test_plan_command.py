@@ -3,19 +3,17 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from conftest import ASSETS, read_jsonl
 from task_fixtures import pairs_data, sentiment_data, task_config, tiny_classifier, tiny_t5  # noqa: F401  (fixtures)
 from tailor.report import plan
+from cli_process import tailor_cli
 
 
 def tailor(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "tailor.cli", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})
+    return tailor_cli(*args, env={**os.environ, **env} if env else None)
 
 
 def test_plan_prints_data_and_estimate_and_leaves_nothing_behind(tiny_config, tmp_path):

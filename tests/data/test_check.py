@@ -1,15 +1,13 @@
 import json
-import subprocess
-import sys
 
 import yaml
 
 from task_fixtures import TASK_ASSETS
+from cli_process import tailor_cli
 
 
 def check(cfg_path, *extra):
-    return subprocess.run([sys.executable, "-m", "tailor.cli", "data", "check", str(cfg_path), *extra],
-                          capture_output=True, text=True)
+    return tailor_cli("data", "check", cfg_path, *extra)
 
 
 def write_config(tmp_path, **cfg):

@@ -3,8 +3,6 @@ row under several ids (FAQ-style bot corpora) cannot leak it from train into val
 data.dedupe drops the repeats; tailor data check counts them."""
 
 import json
-import subprocess
-import sys
 
 import yaml
 from transformers import AutoTokenizer
@@ -15,6 +13,7 @@ from tailor.data.dialogue import split_of
 from tailor.data.sources import read_conversations
 from tailor.tasks import dialogue
 from tailor.tasks.splits import load_records
+from cli_process import tailor_cli
 
 FAQ = [("How do I reset my password?", "Open Settings, then Account, then Reset password."),
        ("Where is my order?", "Your order page shows where each parcel is."),
@@ -40,8 +39,7 @@ def faq_corpus(path, unique: int = 30):
 
 
 def data_check(cfg_path, *extra):
-    return subprocess.run([sys.executable, "-m", "tailor.cli", "data", "check", str(cfg_path), *extra],
-                          capture_output=True, text=True)
+    return tailor_cli("data", "check", cfg_path, *extra)
 
 
 def write_config(tmp_path, name="c", **cfg):

@@ -6,7 +6,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 
 import pytest
 
@@ -14,6 +13,7 @@ from conftest import ASSETS
 from tailor.config import load_config
 from tailor.report import compare_run, write_report
 from tailor.workflow import run_job
+from cli_process import tailor_cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
@@ -82,7 +82,7 @@ def test_report_rebuilds_from_the_folder_alone(run_dir, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("checkpoints", "model"))
     (copy / "report.html").unlink()
-    result = subprocess.run([sys.executable, "-m", "tailor.cli", "report", str(copy)], capture_output=True, text=True)
+    result = tailor_cli("report", copy)
     assert result.returncode == 0, result.stderr
     assert len(images((copy / "report.html").read_text())) == 3
 

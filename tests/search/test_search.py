@@ -13,6 +13,7 @@ from tailor.config import load_config
 from tailor.errors import TailorError
 from tailor.search.space import baseline_params, check_space, grid_values, trial_config
 from tailor.search.study import open_study, prepare_folder, search_dir, search_job
+from cli_process import tailor_cli
 
 TRAIN = {"max_steps": 4, "eval_every": 2, "save_every": 2, "log_every": 1, "warmup_steps": 0}
 
@@ -131,7 +132,7 @@ def test_killed_search_resumes_the_dead_trial_from_its_checkpoint(tiny_config):
     proc.wait()
     killed_at = int((run / "checkpoints" / "latest").read_text().strip().split("-")[1])
     assert killed_at < 12, "the trial finished before it could be killed"
-    again = subprocess.run(cmd, capture_output=True, text=True)
+    again = tailor_cli(*cmd[3:])
     assert again.returncode == 0, again.stderr
     assert "lost their worker" in again.stdout
     trials = open_study(cfg, search_dir(cfg)).trials

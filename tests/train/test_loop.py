@@ -15,6 +15,7 @@ from tailor.data.batches import collate
 from tailor.train.loop import micro_batches
 from tailor.train.loss import token_stats
 from tailor.workflow import train_job
+from cli_process import tailor_cli
 
 
 def test_supervised_only_loss_matches_full_logits_cross_entropy(tiny_model):
@@ -72,7 +73,7 @@ def test_early_stopping_keeps_best(tiny_config):
 
 
 def run_cli(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "tailor.cli", *map(str, args)], capture_output=True, text=True, **kw)
+    return tailor_cli(*args, **kw)
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from conftest import read_jsonl
 from tailor.config import load_config
 from tailor.errors import TailorError
 from tailor.workflow import train_job
+from cli_process import tailor_cli
 
 TRAIN = {"max_steps": 6, "eval_every": 3, "save_every": 2, "log_every": 1}
 
@@ -90,7 +91,7 @@ KILLING_TRAIN = textwrap.dedent("""
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "tailor.cli", *map(str, args)], capture_output=True, text=True)
+    return tailor_cli(*args)
 
 
 @pytest.mark.parametrize("target, nth", [("model", 2), ("step-", 3)])

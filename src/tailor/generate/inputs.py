@@ -28,6 +28,9 @@ def _prompt_record(data, where: str) -> dict:
                 or not all(isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str) for m in messages)):
             raise TailorError(f"{where}: 'messages' must be a non-empty list of {{\"role\", \"content\"}} objects "
                               f"(role one of {', '.join(ROLES)}).")
+        for i, m in enumerate(messages):  # an empty turn gives the model nothing to answer (data check: an error)
+            if not m["content"].strip():
+                raise TailorError(f"{where}: messages[{i}].content ({m['role']}) is empty.")
         record = {"messages": messages, "origin": where}
         if messages[-1]["role"] == "assistant":
             record = {"messages": messages[:-1], "reference": messages[-1]["content"], "origin": where}
@@ -35,8 +38,8 @@ def _prompt_record(data, where: str) -> dict:
             raise TailorError(f"{where}: 'messages' has no history before the assistant turn.")
         return record
     if "prompt" in data:
-        if not isinstance(data["prompt"], str):
-            raise TailorError(f"{where}: field 'prompt' must be a string.")
+        if not isinstance(data["prompt"], str) or not data["prompt"].strip():
+            raise TailorError(f"{where}: field 'prompt' must be a non-empty string.")
         record = {"messages": [{"role": "user", "content": data["prompt"]}], "origin": where}
         if "reference" in data:
             if not isinstance(data["reference"], str):
