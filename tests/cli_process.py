@@ -75,3 +75,26 @@ def tailor_cli(*args, cwd=None, input: str | None = None, timeout: float | None 
                 raise subprocess.TimeoutExpired(command, timeout)
         return subprocess.CompletedProcess(command, code, Path(out).read_text(errors="replace"),
                                            Path(err).read_text(errors="replace"))
+
+
+class Started:
+    """A `tailor` command started through the fork server and not waited for (the tests that kill one): `pid`,
+    `wait()` -> its exit code; its output is dropped."""
+
+    def __init__(self, *args, cwd=None):
+        self._folder = tempfile.TemporaryDirectory(prefix="tailor-cli-")
+        request = {"argv": [str(a) for a in args], "cwd": str(Path(cwd or os.getcwd()).resolve()),
+                   "env": dict(os.environ), "stdin": None, "stdout": os.devnull, "stderr": os.devnull}
+        self._conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._conn.connect(_socket_path())
+        self._conn.sendall((json.dumps(request) + "\n").encode())
+        self._replies = self._conn.makefile("r")
+        self.pid = int(self._replies.readline())
+        self.returncode = None
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            self.returncode = int(self._replies.readline())
+            self._conn.close()
+            self._folder.cleanup()
+        return self.returncode

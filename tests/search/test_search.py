@@ -13,7 +13,7 @@ from tailor.config import load_config
 from tailor.errors import TailorError
 from tailor.search.space import baseline_params, check_space, grid_values, trial_config
 from tailor.search.study import open_study, prepare_folder, search_dir, search_job
-from cli_process import tailor_cli
+from cli_process import Started, tailor_cli
 
 TRAIN = {"max_steps": 4, "eval_every": 2, "save_every": 2, "log_every": 1, "warmup_steps": 0}
 
@@ -124,7 +124,7 @@ def test_killed_search_resumes_the_dead_trial_from_its_checkpoint(tiny_config):
     cfg = load_config(cfg_path)
     run = search_dir(cfg) / "trials" / "trial-0000"
     cmd = [sys.executable, "-m", "tailor.cli", "search", str(cfg_path), "--trials", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = Started(*cmd[3:])
     deadline = time.time() + 120
     while not (run / "checkpoints" / "latest").exists() and time.time() < deadline:
         time.sleep(0.05)

@@ -3,7 +3,6 @@ deepspeed.initialize with ZeRO and must match one plain process, write plain Hug
 rank 0, and resume; bad DeepSpeed configs stop with exit code 2 before a run folder exists."""
 
 import json
-import subprocess
 import sys
 from types import SimpleNamespace
 
@@ -16,6 +15,7 @@ from tailor.errors import TailorError
 from tailor.config import deepspeed as ds_config
 from tailor.config import config_from_dict, dump_config, load_config
 from tailor.workflow import train_job
+from cli_process import tailor_cli
 
 # As in the FSDP test: 41 samples in micro-batches of 5 (one rank's share of the last one is empty), and a
 # constant schedule, so a 3-step run resumed up to 6 steps must give the 6-step run's losses.
@@ -146,7 +146,7 @@ def test_zero1_with_a_deepspeed_built_optimizer_matches_one_process(tiny_config,
 
 def cli(*args):
     """`tailor ...` in a fresh process: DeepSpeed in one process sets up a process group that outlives the run."""
-    return subprocess.run([sys.executable, "-m", "tailor.cli", *map(str, args)], capture_output=True, text=True, timeout=300)
+    return tailor_cli(*args, timeout=300)
 
 
 def test_zero0_in_one_process_matches_plain_and_checkpoints_keep_their_strategy(tiny_config, tmp_path, capsys):

@@ -1,8 +1,6 @@
 import math
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -15,7 +13,7 @@ from tailor.data.batches import collate
 from tailor.train.loop import micro_batches
 from tailor.train.loss import token_stats
 from tailor.workflow import train_job
-from cli_process import tailor_cli
+from cli_process import Started, tailor_cli
 
 
 def test_supervised_only_loss_matches_full_logits_cross_entropy(tiny_model):
@@ -99,8 +97,7 @@ def test_resume_after_sigkill_reaches_the_same_loss(tiny_config, dropout_model, 
     assert ref.returncode == 0, ref.stderr
     # The same run, killed with SIGKILL once a checkpoint exists, then resumed.
     run_dir = tmp_path / "runs" / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "tailor.cli", "train", str(cfg_path), "name=killed"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = Started("train", cfg_path, "name=killed")
     deadline = time.time() + 120
     while not (run_dir / "checkpoints" / "latest").exists() and time.time() < deadline:
         time.sleep(0.05)
