@@ -47,6 +47,17 @@ def _socket_path() -> str:
     return _server["path"]
 
 
+def _start(argv: list[str], cwd, stdin: str | None, stdout: str, stderr: str):
+    """Ask the server for a child running `tailor ARGV`: (connection, its reply lines, the child's pid)."""
+    request = {"argv": [str(a) for a in argv], "cwd": str(Path(cwd or os.getcwd()).resolve()),
+               "env": dict(os.environ), "stdin": stdin, "stdout": stdout, "stderr": stderr}
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect(_socket_path())
+    conn.sendall((json.dumps(request) + "\n").encode())
+    replies = conn.makefile("r")
+    return conn, replies, int(replies.readline())
+
+
 def tailor_cli(*args, cwd=None, input: str | None = None, timeout: float | None = None,
                env: dict | None = None) -> subprocess.CompletedProcess:
     argv = [str(a) for a in args]
@@ -60,13 +71,8 @@ def tailor_cli(*args, cwd=None, input: str | None = None, timeout: float | None 
             stdin = os.path.join(folder, "stdin")
             Path(stdin).write_text(input)
         out, err = os.path.join(folder, "stdout"), os.path.join(folder, "stderr")
-        request = {"argv": argv, "cwd": str(Path(cwd or os.getcwd()).resolve()), "env": dict(os.environ),
-                   "stdin": stdin, "stdout": out, "stderr": err}
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.connect(_socket_path())
-            conn.sendall((json.dumps(request) + "\n").encode())
-            replies = conn.makefile("r")
-            pid = int(replies.readline())
+        conn, replies, pid = _start(argv, cwd, stdin, out, err)
+        with conn:
             conn.settimeout(timeout)
             try:
                 code = int(replies.readline())
@@ -82,19 +88,11 @@ class Started:
     `wait()` -> its exit code; its output is dropped."""
 
     def __init__(self, *args, cwd=None):
-        self._folder = tempfile.TemporaryDirectory(prefix="tailor-cli-")
-        request = {"argv": [str(a) for a in args], "cwd": str(Path(cwd or os.getcwd()).resolve()),
-                   "env": dict(os.environ), "stdin": None, "stdout": os.devnull, "stderr": os.devnull}
-        self._conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._conn.connect(_socket_path())
-        self._conn.sendall((json.dumps(request) + "\n").encode())
-        self._replies = self._conn.makefile("r")
-        self.pid = int(self._replies.readline())
+        self._conn, self._replies, self.pid = _start(list(args), cwd, None, os.devnull, os.devnull)
         self.returncode = None
 
     def wait(self) -> int:
         if self.returncode is None:
             self.returncode = int(self._replies.readline())
             self._conn.close()
-            self._folder.cleanup()
         return self.returncode
