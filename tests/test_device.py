@@ -134,7 +134,7 @@ def test_explicit_cpu_trains_through_accelerate_and_every_tensor_is_on_it(tiny_c
     # The fp32 RMSNorm kernel needs AVX-512F; a CPU without it takes torch's op.
     from tailor.kernels import build
 
-    paths = ("kernel RMSNorm, " if build.buildable() else "") + "sparse embedding gradient"
+    paths = ("kernel RMSNorm, " if build.buildable() else "") + "sparse embedding gradient, lean MLP backward"
     assert f"device cpu, fp32; CPU fast paths: {paths}" in capsys.readouterr().out
     steps = [r for r in read_jsonl(cfg.run_dir / "log.jsonl") if r["split"] == "train"]
     assert steps and all(r["peak_memory_mb"] > 0 for r in steps)

@@ -9,7 +9,7 @@ Mixed precision follows the device: bf16 autocast on CPUs with native bf16 (AVX5
 on GPUs that support it, fp16 with loss scaling on GPUs without bf16, fp32 otherwise.
 
 tailor's CPU speed paths (the C++ kernels, the resident LM head, the sparse embedding gradient,
-the retained heap) apply only where `is_cpu()`; everything else takes PyTorch's own path.
+the lean MLP backward, the retained heap) apply only where `is_cpu()`; everything else takes PyTorch's own path.
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ KERNEL_PATHS = (["kernel RMSNorm"] if build.buildable() else []) + (["kernel rot
 
 def state(model) -> dict:
     """What the speed paths change: patched norms, the rotary function, the head's buffers, the sparse flag."""
-    return {"norms": sum("forward" in vars(m) for m in model.modules()),
+    return {"norms": sum("forward" in vars(m) for m in model.modules() if type(m) is modeling_llama.LlamaRMSNorm),
+            "mlps": sum("forward" in vars(m) for m in model.modules() if type(m) is modeling_llama.LlamaMLP),
             "rotary": modeling_llama.apply_rotary_pos_emb is not ORIGINAL,
             "head": hasattr(output_head(model), "_tailor_resident"),
             "sparse": model.get_input_embeddings().sparse,
@@ -34,16 +35,17 @@ def test_training_paths_are_applied_and_undone(tiny_model):
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
     optimizer = make_optimizer(model, 1e-3, 0.0, [0.9, 0.999])
     before = state(model)
-    assert before == {"norms": 0, "rotary": False, "head": False, "sparse": False, "kernels": kernels.supported()}
+    assert before == {"norms": 0, "mlps": 0, "rotary": False, "head": False, "sparse": False, "kernels": kernels.supported()}
     with kernels.patched(model, training=True, optimizer=optimizer, half=torch.bfloat16) as paths:
-        assert paths == KERNEL_PATHS + ["resident bf16 LM head", "sparse embedding gradient"]
+        assert paths == KERNEL_PATHS + ["resident bf16 LM head", "sparse embedding gradient", "lean MLP backward"]
         inside = state(model)
         assert inside["norms"] == (2 * model.config.num_hidden_layers + 1 if build.buildable() else 0)
+        assert inside["mlps"] == model.config.num_hidden_layers
         assert (inside["rotary"], inside["head"], inside["sparse"]) == (kernels.supported(), True, True)
     assert state(model) == before
 
     with kernels.patched(model, training=True, optimizer=optimizer, half=None) as paths:  # fp32: no bf16 paths
-        assert paths == KERNEL_PATHS[:1 if build.buildable() else 0] + ["sparse embedding gradient"]
+        assert paths == KERNEL_PATHS[:1 if build.buildable() else 0] + ["sparse embedding gradient", "lean MLP backward"]
     with pytest.raises(RuntimeError), kernels.patched(model, training=True, optimizer=optimizer, half=torch.bfloat16):
         raise RuntimeError("a failed step")
     assert state(model) == before  # undone on an error too
@@ -54,7 +56,7 @@ def test_compiled_false_leaves_out_the_kernels_and_enabled_false_everything(tiny
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
     optimizer = make_optimizer(model, 1e-3, 0.0, [0.9, 0.999])
     with kernels.patched(model, training=True, compiled=False, optimizer=optimizer, half=torch.bfloat16) as paths:
-        assert paths == ["resident bf16 LM head", "sparse embedding gradient"]
+        assert paths == ["resident bf16 LM head", "sparse embedding gradient", "lean MLP backward"]
         assert state(model)["norms"] == 0 and not kernels.available()
     with kernels.patched(model, training=True, enabled=False, optimizer=optimizer, half=torch.bfloat16) as paths:
         assert paths == [] and not any(state(model).values())

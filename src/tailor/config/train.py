@@ -66,7 +66,8 @@ class TrainConfig:
     )
     cpu_fast_paths: bool = setting(
         True, help="On the CPU, one process: tailor's speed paths (C++ kernels for RMSNorm and the rotary "
-        "embedding, the resident bf16 LM head, the sparse embedding gradient, the retained heap). Off, or on "
+        "embedding, the resident bf16 LM head, the sparse embedding gradient, gated MLPs that keep two of their four "
+        "wide activations for the backward, the retained heap). Off, or on "
         "any other device, training takes the plain PyTorch/transformers path."
     )
     kernels: bool = setting(

@@ -11,6 +11,7 @@
     rotary.py       training's rotary embedding (decoding's pass, rotary.cpp's rotary_bf16, is called by the decoder)
     head.py         the LM head's resident bf16 weight and fp32 gradient under autocast
     embedding.py    a tied embedding's sparse gradient
+    mlp.py          gated MLPs (Llama, Qwen, Mistral, Gemma) that keep gate and up only for the backward
     attention.py    grouped-query attention for teacher-forced forwards (training and scoring)
     paths.py        patched(model, training=...): every path that applies, on for a block, undone after it
 

@@ -10,6 +10,7 @@ import torch
 from tailor.kernels.build import available, avx512_available, switched
 from tailor.kernels.embedding import sparse_tied_gradient
 from tailor.kernels.head import resident_head
+from tailor.kernels.mlp import lean_mlps
 from tailor.kernels.norm import fused_norms
 from tailor.kernels.rotary import fused_rotary
 
@@ -26,7 +27,8 @@ def patched(model: torch.nn.Module, training: bool, enabled: bool = True, compil
 
     Training (`optimizer` steps the model's weights, `half` is the autocast dtype or None): RMSNorm and,
     under bf16, the rotary embedding through the kernels (norm.py, rotary.py); under bf16 the LM head's
-    resident bf16 weight and fp32 gradient (head.py); a tied embedding's sparse gradient (embedding.py).
+    resident bf16 weight and fp32 gradient (head.py); a tied embedding's sparse gradient (embedding.py); gated
+    MLPs that keep two of their four wide activations for the backward (mlp.py).
     The grouped attention (attention.py) is not among them: `train.loss.token_stats` enters it around each
     teacher-forced forward, as scoring outside training does.
 
@@ -51,5 +53,7 @@ def patched(model: torch.nn.Module, training: bool, enabled: bool = True, compil
         sparse_on = stack.enter_context(sparse_tied_gradient(model, enabled=enabled))
         norms_on = stack.enter_context(fused_norms(model, enabled=enabled))
         rotary_on = stack.enter_context(fused_rotary(model, enabled=bf16))
+        mlp_on = stack.enter_context(lean_mlps(model, enabled=enabled))
         yield [name for name, on in (("kernel RMSNorm", norms_on), ("kernel rotary", rotary_on),
-                                     ("resident bf16 LM head", head_on), ("sparse embedding gradient", sparse_on)) if on]
+                                     ("resident bf16 LM head", head_on), ("sparse embedding gradient", sparse_on),
+                                     ("lean MLP backward", mlp_on)) if on]

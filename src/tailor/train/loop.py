@@ -8,7 +8,7 @@ Details it does not hide:
 - tokens/s counts real (non-padding) tokens;
 - the model and every batch live on train.device (tailor.device); autocast and loss scaling follow the
   device (bf16, or fp16 with a GradScaler on GPUs without bf16); Accelerate wraps the model for DDP;
-- tailor's CPU speed paths (kernels, resident head, sparse embedding gradient, retained heap) apply on the
+- tailor's CPU speed paths (kernels, resident head, sparse embedding gradient, lean MLP backward, retained heap) apply on the
   CPU in one process only (train.cpu_fast_paths); everything else is the plain PyTorch path.
 """
 
