@@ -5,6 +5,7 @@ The process is forked from a server that has already imported torch, transformer
 which saves each command the 4-8 s those imports take. A call with its own `env` runs a plain subprocess (the
 server's imports have read the environment it started with), and so does every call with TAILOR_TEST_FORK=0;
 tests about a command's start-up itself (what it prints while importing) call subprocess directly.
+`preamble`: Python code the process runs before the command (a test's fault injection), as `python -c` would.
 """
 
 from __future__ import annotations
@@ -47,10 +48,10 @@ def _socket_path() -> str:
     return _server["path"]
 
 
-def _start(argv: list[str], cwd, stdin: str | None, stdout: str, stderr: str):
+def _start(argv: list[str], cwd, stdin: str | None, stdout: str, stderr: str, preamble: str | None = None):
     """Ask the server for a child running `tailor ARGV`: (connection, its reply lines, the child's pid)."""
     request = {"argv": [str(a) for a in argv], "cwd": str(Path(cwd or os.getcwd()).resolve()),
-               "env": dict(os.environ), "stdin": stdin, "stdout": stdout, "stderr": stderr}
+               "env": dict(os.environ), "stdin": stdin, "stdout": stdout, "stderr": stderr, "preamble": preamble}
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.connect(_socket_path())
     conn.sendall((json.dumps(request) + "\n").encode())
@@ -58,10 +59,14 @@ def _start(argv: list[str], cwd, stdin: str | None, stdout: str, stderr: str):
     return conn, replies, int(replies.readline())
 
 
+# After a preamble, the command as `python -m tailor.cli` runs it.
+RUN_CLI = "\nimport runpy\nrunpy.run_module('tailor.cli', run_name='__main__', alter_sys=True)\n"
+
+
 def tailor_cli(*args, cwd=None, input: str | None = None, timeout: float | None = None,
-               env: dict | None = None) -> subprocess.CompletedProcess:
+               env: dict | None = None, preamble: str | None = None) -> subprocess.CompletedProcess:
     argv = [str(a) for a in args]
-    command = [sys.executable, "-m", "tailor.cli", *argv]
+    command = [sys.executable, *(["-c", preamble + RUN_CLI] if preamble else ["-m", "tailor.cli"]), *argv]
     if env is not None or os.environ.get("TAILOR_TEST_FORK") == "0":
         return subprocess.run(command, capture_output=True, text=True, cwd=cwd, input=input, timeout=timeout,
                               env=env)
@@ -71,7 +76,7 @@ def tailor_cli(*args, cwd=None, input: str | None = None, timeout: float | None 
             stdin = os.path.join(folder, "stdin")
             Path(stdin).write_text(input)
         out, err = os.path.join(folder, "stdout"), os.path.join(folder, "stderr")
-        conn, replies, pid = _start(argv, cwd, stdin, out, err)
+        conn, replies, pid = _start(argv, cwd, stdin, out, err, preamble)
         with conn:
             conn.settimeout(timeout)
             try:

@@ -7,8 +7,8 @@ does anything, and ~2 s more tearing them down at exit; the suite runs the CLI w
 those modules imported and nothing else done: no thread pool started, no model loaded, no setting made, so it is as
 fresh a process as `python -m tailor.cli` (own pid, exit code, stdin/stdout/stderr, cwd and environment).
 
-Protocol, one connection per command: the client sends one JSON line {argv, cwd, env, stdin, stdout, stderr}
-(the last three are file paths); the server answers the child's pid, then its exit code as subprocess reports it
+Protocol, one connection per command: the client sends one JSON line {argv, cwd, env, stdin, stdout, stderr,
+preamble} (stdin, stdout and stderr are file paths; preamble is code the child runs before the command, or null); the server answers the child's pid, then its exit code as subprocess reports it
 (-N for a signal), a line each.
 """
 
@@ -53,6 +53,8 @@ def child(request: dict) -> None:
 
     sys.modules.pop("tailor.cli", None)  # `python -m` runs the module as __main__ without importing it first
     try:
+        if request.get("preamble"):
+            exec(compile(request["preamble"], "<preamble>", "exec"), {"__name__": "__preamble__"})
         runpy.run_module("tailor.cli", run_name="__main__", alter_sys=True)
         code = 0
     except SystemExit as e:

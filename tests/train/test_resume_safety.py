@@ -4,8 +4,6 @@ and a kill in the middle of writing a checkpoint or the model folder."""
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -66,14 +64,14 @@ def test_resume_before_the_first_checkpoint_starts_the_log_again(tiny_config):
     assert validations == [3, 6]
 
 
-# A `tailor train` that SIGKILLs itself inside fsutil.write_dir: while renaming in the Nth folder named like
+# Run before `tailor train`: the command SIGKILLs itself inside fsutil.write_dir, while renaming in the Nth folder named like
 # `target` (the old one already moved aside for model/), i.e. in the middle of a save.
-KILLING_TRAIN = textwrap.dedent("""
-    import os, signal, sys
+KILLING_SAVE = textwrap.dedent("""
+    import os, signal
     from pathlib import Path
     import tailor.fsutil as fsutil
 
-    target, nth = sys.argv[1], int(sys.argv[2])
+    target, nth = {target!r}, {nth}
     seen = [0]
     real = os.replace
 
@@ -85,13 +83,11 @@ KILLING_TRAIN = textwrap.dedent("""
         return real(src, dst)
 
     fsutil.os.replace = replace
-    from tailor.cli import main
-    sys.exit(main(sys.argv[3:]))
 """)
 
 
-def run_cli(*args):
-    return tailor_cli(*args)
+def run_cli(*args, preamble=None):
+    return tailor_cli(*args, preamble=preamble)
 
 
 @pytest.mark.parametrize("target, nth", [("model", 2), ("step-", 3)])
@@ -101,8 +97,7 @@ def test_a_kill_during_a_save_always_resumes_to_the_same_run(tiny_config, tmp_pa
     path = tiny_config(train={"max_steps": 12, "eval_every": 2, "save_every": 2, "log_every": 1, "learning_rate": 1e-2})
     straight = run_cli("train", path, "name=straight")
     assert straight.returncode == 0, straight.stderr
-    killed = subprocess.run([sys.executable, "-c", KILLING_TRAIN, target, str(nth), "train", str(path), "name=killed"],
-                            capture_output=True, text=True)
+    killed = run_cli("train", path, "name=killed", preamble=KILLING_SAVE.format(target=target, nth=nth))
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     run = tmp_path / "runs" / "killed"
     leftovers = [p.name for p in list(run.iterdir()) + list((run / "checkpoints").iterdir()) if ".tailor-" in p.name]
