@@ -3,22 +3,25 @@ kept a layer instead of four."""
 
 import pytest
 import torch
-from transformers import GemmaConfig, GemmaForCausalLM, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import (Gemma2Config, Gemma2ForCausalLM, GemmaConfig, GemmaForCausalLM, LlamaConfig, LlamaForCausalLM,
+                          MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
-from tailor.kernels.mlp import gated_mlps, lean_mlps
+from tailor.kernels.mlp import GATED, gated_mlps, lean_mlps
 from tailor.config.model import LoraConfig
 from tailor.models.lora import wrap
 
 SHAPE = dict(vocab_size=300, hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=64)
 FAMILIES = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM),
-            "gemma": (GemmaConfig, GemmaForCausalLM)}  # Gemma's act is GELU (tanh), the others' SiLU
+            "qwen3": (Qwen3Config, Qwen3ForCausalLM), "mistral": (MistralConfig, MistralForCausalLM),
+            "gemma": (GemmaConfig, GemmaForCausalLM), "gemma2": (Gemma2Config, Gemma2ForCausalLM)}
+# Gemma's act is GELU (tanh), the others' SiLU: every class in kernels/mlp.py's GATED
 
 
 def model_of(family: str):
     config_class, model_class = FAMILIES[family]
     torch.manual_seed(0)
-    extra = {"head_dim": 16} if family == "gemma" else {}
+    extra = {"head_dim": 16} if family.startswith(("gemma", "qwen3")) else {}
     return model_class(config_class(**SHAPE, **extra)).train()
 
 
@@ -29,6 +32,10 @@ def loss_and_grads(model, ids, lean: bool, half: bool):
         loss = model(input_ids=ids, labels=ids).loss
         loss.backward()  # inside the block, as in the training loop (checkpointing reruns forwards in the backward)
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_every_known_gated_mlp_is_tested():
+    assert {type(model_of(family).model.layers[0].mlp).__name__ for family in FAMILIES} == GATED
 
 
 @pytest.mark.parametrize("family", FAMILIES)
