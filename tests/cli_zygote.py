@@ -8,8 +8,8 @@ those modules imported and nothing else done: no thread pool started, no model l
 fresh a process as `python -m tailor.cli` (own pid, exit code, stdin/stdout/stderr, cwd and environment).
 
 Protocol, one connection per command: the client sends one JSON line {argv, cwd, env, stdin, stdout, stderr,
-preamble} (stdin, stdout and stderr are file paths; preamble is code the child runs before the command, or null); the server answers the child's pid, then its exit code as subprocess reports it
-(-N for a signal), a line each.
+preamble} (stdin, stdout and stderr are file paths; preamble is code the child runs before the command, or null);
+the server answers the child's pid, then its exit code as subprocess reports it (-N for a signal), a line each.
 """
 
 from __future__ import annotations
