@@ -17,7 +17,8 @@ def test_real_model_loads_trains_a_few_steps_and_generates(tmp_path):
         f"output_dir: {tmp_path / 'runs'}\n"
         "model: {name: smollm2-135m-instruct, max_length: 192}\n"
         "data: {source: chitchat, max_train_samples: 48, max_val_samples: 16, max_test_samples: 16, overlong: skip}\n"
-        "train: {max_steps: 4, batch_size: 4, learning_rate: 1.0e-4, eval_every: 2, save_every: 2, log_every: 1}\n"
+        # one validation and one save, at the last step: each more costs ~8 s on a 2-core CPU
+        "train: {max_steps: 4, batch_size: 4, learning_rate: 1.0e-4, eval_every: 4, save_every: 4, log_every: 1}\n"
         "eval: {generate_samples: 4, show_samples: 1}\n"
         "decode: {max_new_tokens: 16}\n"
     )
