@@ -13,6 +13,7 @@
     embedding.py    a tied embedding's sparse gradient
     mlp.py          gated MLPs (Llama, Qwen, Mistral, Gemma) that keep gate and up only for the backward
     attention.py    grouped-query attention for teacher-forced forwards (training and scoring)
+    forwards.py     replaced_forwards: the norms' and MLPs' forward swapped within a block, restored after it
     paths.py        patched(model, training=...): every path that applies, on for a block, undone after it
 
 Training (train/) and decoding (generate/) import these from here, never from each other. The bf16

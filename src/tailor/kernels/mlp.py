@@ -16,10 +16,11 @@ own forward); gate and up run as they are, whatever wraps them.
 from __future__ import annotations
 
 import contextlib
-import types
 
 import torch
 import torch.nn.functional as F
+
+from tailor.kernels.forwards import replaced_forwards
 
 # The gated MLPs whose forward is exactly down(act(gate(x)) * up(x)) (transformers 5.x); any other
 # module keeps its own forward.
@@ -68,19 +69,12 @@ def _forward(self, x: torch.Tensor) -> torch.Tensor:
 def gated_mlps(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The model's gated MLPs this path can run: a known class whose down projection is a plain Linear, no bias."""
     return [m for m in model.modules() if type(m).__name__ in GATED
-            and type(getattr(m, "down_proj", None)) is torch.nn.Linear and m.down_proj.bias is None
-            and hasattr(m, "gate_proj") and hasattr(m, "up_proj") and hasattr(m, "act_fn")]
+            and type(m.down_proj) is torch.nn.Linear and m.down_proj.bias is None]
 
 
 @contextlib.contextmanager
 def lean_mlps(model: torch.nn.Module, enabled: bool = True):
     """Within the block, the model's gated MLPs keep two wide activations instead of four (module docstring).
     Yields whether any does."""
-    mlps = gated_mlps(model) if enabled else []
-    for mlp in mlps:
-        mlp.forward = types.MethodType(_forward, mlp)
-    try:
-        yield bool(mlps)
-    finally:
-        for mlp in mlps:
-            del mlp.forward
+    with replaced_forwards(gated_mlps(model) if enabled else [], _forward) as on:
+        yield on

@@ -16,12 +16,12 @@ scoring, generation (bf16) and copies of the model (their own weights) keep the 
 from __future__ import annotations
 
 import contextlib
-import types
 
 import torch
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
 from tailor.kernels.build import LANES, available, avx512_available
+from tailor.kernels.forwards import replaced_forwards
 
 
 def rms_norm(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -70,10 +70,5 @@ def fused_norms(model: torch.nn.Module, enabled: bool = True):
     # Asked only when there is a norm to run (the first call builds the kernels); the fp32 kernel needs AVX-512F alone.
     if norms and not avx512_available():
         norms = []
-    for norm in norms:
-        norm.forward = types.MethodType(_forward, norm)
-    try:
-        yield bool(norms)
-    finally:
-        for norm in norms:
-            del norm.forward
+    with replaced_forwards(norms, _forward) as on:
+        yield on
