@@ -1,6 +1,9 @@
-"""One training step's peak memory at a fixed batch shape, with and without the lean MLP backward.
+"""One training step's peak memory at a fixed batch shape, with one memory lever off and on.
 
-    .venv/bin/python benchmarks/step_memory.py --length 256 --batch 8 --steps 3
+    .venv/bin/python benchmarks/step_memory.py --lever attention --length 256 --batch 8 --steps 3
+
+Levers: `mlp`, the lean MLP backward (kernels/mlp.py); `attention`, the attention probabilities recomputed
+in the backward rather than kept (kernels/attention.py `Recomputed`).
 
 SmolLM2-135M-Instruct, random token ids (the last half of each row supervised), tailor's own step (its CPU
 speed paths, the chunked loss, fused AdamW, the precision train.precision auto picks), each setting in its own process so each peak RSS is its own.
@@ -29,9 +32,9 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * 4096 / 2**20
 
 
-def side(lean: bool, length: int, batch: int, steps: int) -> dict:
+def side(lever: str, on: bool, length: int, batch: int, steps: int) -> dict:
     from tailor import device as devices
-    from tailor.kernels import patched, paths
+    from tailor.kernels import attention, patched, paths
     from tailor.models.load import load
     from tailor.train.loop import make_optimizer
     from tailor.train.loss import token_stats
@@ -44,10 +47,11 @@ def side(lean: bool, length: int, batch: int, steps: int) -> dict:
     rows = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
     optimizer = make_optimizer(model, 1e-4, 0.01, [0.9, 0.999])
     half = devices.half_dtype("auto")  # as the loop: bf16 autocast where the CPU has native bf16, fp32 elsewhere
-    off = mock.patch.object(paths, "lean_mlps", lambda model, enabled=True: contextlib.nullcontext(False))
+    off = (mock.patch.object(paths, "lean_mlps", lambda model, enabled=True: contextlib.nullcontext(False))
+           if lever == "mlp" else mock.patch.object(attention, "RECOMPUTE", False))
     times, held = [], []
     with contextlib.ExitStack() as stack:
-        if not lean:
+        if not on:
             stack.enter_context(off)
         names = stack.enter_context(patched(model, training=True, optimizer=optimizer, half=half))
         for _ in range(steps):
@@ -69,19 +73,20 @@ def main() -> None:
     p.add_argument("--length", type=int, default=256, help="tokens a row")
     p.add_argument("--batch", type=int, default=8, help="rows a step")
     p.add_argument("--steps", type=int, default=3, help="steps per setting")
-    p.add_argument("--order", default="off,on", help="lean MLP settings to run, in this order")
+    p.add_argument("--lever", choices=["mlp", "attention"], default="attention", help="the lever to turn off and on")
+    p.add_argument("--order", default="off,on", help="the lever's settings to run, in this order")
     p.add_argument("--side", choices=["off", "on"], help=argparse.SUPPRESS)  # a child process
     args = p.parse_args()
     if args.side:
-        emit(side(args.side == "on", args.length, args.batch, args.steps))
+        emit(side(args.lever, args.side == "on", args.length, args.batch, args.steps))
         return
     print(machine(), flush=True)
     print(f"SmolLM2-135M, train.precision auto, batch {args.batch} x {args.length} tokens, {args.steps} steps")
     results = {}
     for name in args.order.split(","):
-        results[name] = r = run_child(__file__, ["--side", name, "--length", str(args.length), "--batch",
+        results[name] = r = run_child(__file__, ["--lever", args.lever, "--side", name, "--length", str(args.length), "--batch",
                                                  str(args.batch), "--steps", str(args.steps)], timeout=3600)
-        print(f"lean MLP {name:3}  {r['seconds_per_step']:6.2f} s a step  after forward {r['after_forward_mb']:6.0f} MB"
+        print(f"{args.lever} {name:3}  {r['seconds_per_step']:6.2f} s a step  after forward {r['after_forward_mb']:6.0f} MB"
               f"  peak RSS {r['peak_rss_mb']:6.0f} MB  ({r['precision']}; {', '.join(r['paths']) or 'no speed paths'})", flush=True)
     if {"off", "on"} <= results.keys():
         off, on = results["off"], results["on"]

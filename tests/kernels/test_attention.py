@@ -132,3 +132,96 @@ def test_bf16_training_softmax_matches_the_fp32_one(monkeypatch):
     for g, w in zip(got_grads, want_grads):
         assert torch.isfinite(g).all()
         torch.testing.assert_close(g, w, rtol=3e-2, atol=3e-2)
+
+
+def saved_bytes(run) -> int:
+    """Bytes the forward inside run() keeps for the backward, each storage counted once."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        run()
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("dtype,autocast", [(torch.float32, False), (torch.float32, True), (torch.bfloat16, False)])
+@pytest.mark.parametrize("bf16_softmax", [True, False])
+@pytest.mark.parametrize("prefix", [0, 3])
+def test_recomputed_probabilities_give_the_kept_ones_gradients_bit_for_bit(monkeypatch, dtype, autocast,
+                                                                           bf16_softmax, prefix):
+    """Training recomputes the probabilities in the backward instead of keeping them: output and gradients are
+    those of keeping them, bit for bit, in fp32, under bf16 autocast and on bf16 tensors, with padding rows that
+    attend to nothing and with keys longer than the queries (a shared prefix); and the forward keeps at least
+    the probabilities' bytes fewer."""
+    import tailor.kernels.attention as attention
+
+    class Module:
+        is_causal, training = True, True
+
+    torch.manual_seed(0)
+    batch, heads, kv_heads, length, size = 3, 6, 2, 10, 16
+    keys = length + prefix
+    # As transformers passes them: (B, T, H, D) projections viewed with heads second.
+    q = torch.randn(batch, length, heads, size, dtype=dtype).transpose(1, 2)
+    k, v = (torch.randn(batch, keys, kv_heads, size, dtype=dtype).transpose(1, 2) for _ in range(2))
+    mask = torch.ones(length, keys, dtype=torch.bool).tril(prefix)[None, None].repeat(batch, 1, 1, 1)
+    mask[1, :, 7:] = False  # padding queries: no key at all
+    mask[2, :, :, prefix + 8:] = False  # padding keys
+    grad = torch.randn(batch, length, heads, size)
+    monkeypatch.setattr(attention, "BF16_SOFTMAX", bf16_softmax)
+
+    def run(recompute: bool):
+        monkeypatch.setattr(attention, "RECOMPUTE", recompute)
+        inputs = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+        outs = []
+
+        def forward():
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                outs.append(attention.grouped_attention(Module, *inputs, mask)[0])
+
+        kept = saved_bytes(forward)
+        outs[0].backward(grad.to(outs[0].dtype))
+        return kept, [outs[0].detach()] + [t.grad for t in inputs]
+
+    kept_off, want = run(False)
+    kept_on, got = run(True)
+    for name, g, w in zip(["output", "query", "key", "value"], got, want):
+        assert g.dtype == w.dtype and torch.isfinite(g).all(), name
+        assert torch.equal(g, w), name
+    probabilities = batch * heads * length * keys * (2 if dtype == torch.bfloat16 or (autocast and bf16_softmax) else 4)
+    assert kept_off - kept_on >= probabilities
+
+
+def test_training_attention_with_dropout_keeps_its_probabilities(monkeypatch):
+    """Dropout's random mask cannot be recomputed: such a module trains through the probabilities it kept."""
+    import tailor.kernels.attention as attention
+
+    class Module:
+        is_causal, training = True, True
+
+    calls = []
+    monkeypatch.setattr(attention.Recomputed, "apply", lambda *a: calls.append(a))
+    q, k, v = torch.randn(1, 2, 4, 8, requires_grad=True), torch.randn(1, 1, 4, 8), torch.randn(1, 1, 4, 8)
+    out, _ = attention.grouped_attention(Module, q, k, v, None, dropout=0.5)
+    out.sum().backward()
+    assert not calls and q.grad is not None
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_a_model_trains_the_same_with_recomputed_probabilities(tiny_model, monkeypatch, padded):
+    """Through a whole grouped-query model (rotary keys as transformers lays them out): the loss and every
+    weight's gradient equal, bit for bit, those of keeping the probabilities."""
+    import tailor.kernels.attention as attention
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation="sdpa")
+    batch = batch_of(padded)
+    monkeypatch.setattr(attention, "RECOMPUTE", False)
+    want_loss, want_grads = loss_and_grads(model, batch, use_grouped=True)
+    monkeypatch.setattr(attention, "RECOMPUTE", True)
+    got_loss, got_grads = loss_and_grads(model, batch, use_grouped=True)
+    assert got_loss == want_loss
+    for name, grad in want_grads.items():
+        assert torch.equal(got_grads[name], grad), name
