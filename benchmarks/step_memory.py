@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/step_memory.py --lever attention --length 256 --batch 8 --steps 3
 
 Levers: `mlp`, the lean MLP backward (kernels/mlp.py); `attention`, the attention probabilities recomputed
-in the backward rather than kept (kernels/attention.py `Recomputed`).
+in the backward rather than kept (kernels/attention.py `Recomputed`); `norm`, training's RMSNorm path (the
+kernel, or `LeanNorm` where it cannot run: kernels/norm.py) against the module's own forward.
 
 SmolLM2-135M-Instruct, random token ids (the last half of each row supervised), tailor's own step (its CPU
 speed paths, the chunked loss, fused AdamW, the precision train.precision auto picks), each setting in its own process so each peak RSS is its own.
@@ -47,8 +48,9 @@ def side(lever: str, on: bool, length: int, batch: int, steps: int) -> dict:
     rows = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
     optimizer = make_optimizer(model, 1e-4, 0.01, [0.9, 0.999])
     half = devices.half_dtype("auto")  # as the loop: bf16 autocast where the CPU has native bf16, fp32 elsewhere
-    off = (mock.patch.object(paths, "lean_mlps", lambda model, enabled=True: contextlib.nullcontext(False))
-           if lever == "mlp" else mock.patch.object(attention, "RECOMPUTE", False))
+    off = {"mlp": mock.patch.object(paths, "lean_mlps", lambda model, enabled=True: contextlib.nullcontext(False)),
+           "norm": mock.patch.object(paths, "fused_norms", lambda model, enabled=True: contextlib.nullcontext(None)),
+           "attention": mock.patch.object(attention, "RECOMPUTE", False)}[lever]
     times, held = [], []
     with contextlib.ExitStack() as stack:
         if not on:
@@ -73,7 +75,7 @@ def main() -> None:
     p.add_argument("--length", type=int, default=256, help="tokens a row")
     p.add_argument("--batch", type=int, default=8, help="rows a step")
     p.add_argument("--steps", type=int, default=3, help="steps per setting")
-    p.add_argument("--lever", choices=["mlp", "attention"], default="attention", help="the lever to turn off and on")
+    p.add_argument("--lever", choices=["mlp", "attention", "norm"], default="attention", help="the lever to turn off and on")
     p.add_argument("--order", default="off,on", help="the lever's settings to run, in this order")
     p.add_argument("--side", choices=["off", "on"], help=argparse.SUPPRESS)  # a child process
     args = p.parse_args()

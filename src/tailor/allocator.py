@@ -4,7 +4,15 @@ glibc's malloc serves large blocks (above an adaptive threshold of 128 KiB that 
 fresh mmap'd pages and returns them to the kernel on free, so blocks of 32 MiB and more (the LM head's
 logits chunks and their gradients) are faulted in, zero-filled, every time they are made.
 
-`retain_freed_memory(cap_mb)` serves every allocation from the heap and lets nothing trim it on its own
+Training hands freed memory back (`retain_freed_memory(0)`, `train.retain_memory_mb` 0, the default): every
+block of 1 MiB or more is mmap'd on its own (a fixed M_MMAP_THRESHOLD, which also stops glibc's adaptive one
+from rising) and unmapped when freed, so resident memory follows what the step holds. Under glibc's adaptive
+threshold the blocks of 1-32 MiB a training step makes and frees (activations, their gradients) come from
+the heap, whose free chunks of mixed sizes fragment it: a SmolLM2-135M step of 8 x 256 tokens peaked at
+6.3-6.4 GB resident against 4.2 GB handed back, at the same step time (BENCHMARKS.md); its pages are then
+faulted in afresh, which cost nothing measurable next to the step's products.
+
+`retain_freed_memory(cap_mb)` with a cap serves every allocation from the heap and lets nothing trim it on its own
 (glibc's M_MMAP_MAX=0, M_TRIM_THRESHOLD at its maximum), so a step reuses the pages the last one freed.
 Left at that (as this module did for training and scoring until issue 20), the heap only grew: blocks of
 varying large sizes fragment it, and each new longest batch added to it for the rest of the process
@@ -15,12 +23,12 @@ the last trim left it. A cap below what one step frees trims every step and faul
 own behaviour does (BENCHMARKS.md). `release_freed_memory()` gives the pages back unconditionally,
 between phases (the loop does before training, before each validation and after training).
 
-Training: `train.retain_memory_mb`, by default 0, glibc's own behaviour: on SmolLM2-135M training it
-measured 6.1 GB peak against 6.5 GB retained, at the same wall time (one run each, BENCHMARKS.md).
+Training: `train.retain_memory_mb`, by default 0: handed back, as above (with glibc's own thresholds
+SmolLM2-135M training had measured 6.1 GB peak against 6.5 GB retained, at the same wall time).
 Scoring outside training (`tailor eval`, the evaluations of `tailor run`) retains up to
 `default_cap_mb()`, an eighth of the machine's RAM between 512 MiB and 4 GiB: its logits chunks are
-200-300 MB a batch, and retained it measured 10-20% faster. `TAILOR_RETAIN_MEMORY=0` leaves glibc's
-defaults and `TAILOR_RETAIN_MEMORY=N` sets a cap of N MiB, for every command and over the setting.
+200-300 MB a batch, and retained it measured 10-20% faster. `TAILOR_RETAIN_MEMORY=0` hands freed memory
+back and `TAILOR_RETAIN_MEMORY=N` sets a cap of N MiB, for every command and over the setting.
 mallopt is process-wide. Elsewhere than glibc (musl, macOS) these functions do nothing.
 
 oneDNN, behind torch's CPU matrix products, keeps the products it has compiled in a cache of 1024 by
@@ -42,8 +50,7 @@ M_TRIM_THRESHOLD = -1  # from glibc's malloc.h
 M_MMAP_THRESHOLD = -3
 M_MMAP_MAX = -4
 GLIBC_MMAP_MAX = 65536  # glibc's default M_MMAP_MAX
-GLIBC_MMAP_THRESHOLD = 32 * 2**20  # where glibc's adaptive thresholds end up after the first large blocks
-GLIBC_TRIM_THRESHOLD = 2 * GLIBC_MMAP_THRESHOLD
+HAND_BACK_THRESHOLD = 2**20  # blocks from 1 MiB up are mmap'd alone and unmapped when freed (128 KiB: 1% less)
 AUTO = -1  # scoring's call: a cap already set, else default_cap_mb()
 _state: dict[str, int] = {}  # "cap": the cap in force (MiB, 0 = none); "floor": resident MiB after the last trim
 PRODUCT_CACHE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
@@ -87,7 +94,7 @@ def default_cap_mb() -> int:
 
 
 def _from_environment() -> int | None:
-    """TAILOR_RETAIN_MEMORY: 0 (glibc's defaults), 1 or auto (the default cap), or a cap in MiB."""
+    """TAILOR_RETAIN_MEMORY: 0 (hand freed memory back), 1 or auto (the default cap), or a cap in MiB."""
     value = os.environ.get("TAILOR_RETAIN_MEMORY", "").strip().lower()
     if not value:
         return None
@@ -100,7 +107,7 @@ def _from_environment() -> int | None:
 
 
 def retain_freed_memory(cap_mb: int = AUTO) -> bool:
-    """Keep up to about `cap_mb` MiB of freed memory for reuse; 0 = glibc's behaviour. AUTO keeps what is already
+    """Keep up to about `cap_mb` MiB of freed memory for reuse; 0 = hand it back. AUTO keeps what is already
     set in this process (and checks the cap), else sets `default_cap_mb()`: scoring calls it so, training
     passes train.retain_memory_mb. `TAILOR_RETAIN_MEMORY` overrides the argument. True when a cap is in force."""
     env = _from_environment()
@@ -114,13 +121,13 @@ def retain_freed_memory(cap_mb: int = AUTO) -> bool:
     if _state.get("cap") == cap_mb:
         return cap_mb > 0
     libc = _libc()
-    if libc is None or (cap_mb == 0 and not _state.get("cap")):  # nothing set: glibc's defaults as they are
+    if libc is None:
         _state["cap"] = 0
         return False
-    if cap_mb == 0:  # back to glibc's behaviour: its adaptive thresholds stay off once mallopt set one, so where they end
+    if cap_mb == 0:  # hand back: large blocks mmap'd alone, the heap's top trimmed past twice that
         libc.mallopt(M_MMAP_MAX, GLIBC_MMAP_MAX)
-        libc.mallopt(M_MMAP_THRESHOLD, GLIBC_MMAP_THRESHOLD)
-        libc.mallopt(M_TRIM_THRESHOLD, GLIBC_TRIM_THRESHOLD)
+        libc.mallopt(M_MMAP_THRESHOLD, HAND_BACK_THRESHOLD)
+        libc.mallopt(M_TRIM_THRESHOLD, 2 * HAND_BACK_THRESHOLD)
         release_freed_memory()
         _state["cap"] = 0
         return False
@@ -131,7 +138,7 @@ def retain_freed_memory(cap_mb: int = AUTO) -> bool:
 
 
 def retained_cap_mb() -> int:
-    """The cap in force (0: none set, or glibc's defaults)."""
+    """The cap in force (0: none set, or freed memory handed back)."""
     return _state.get("cap", 0)
 
 

@@ -7,6 +7,8 @@ from transformers import AutoModelForCausalLM
 from tailor.kernels.attention import NAME, grouped
 from tailor.train.loss import token_stats
 
+from saved import saved_bytes
+
 
 def batch_of(padded: bool) -> dict[str, torch.Tensor]:
     torch.manual_seed(1)
@@ -132,19 +134,6 @@ def test_bf16_training_softmax_matches_the_fp32_one(monkeypatch):
     for g, w in zip(got_grads, want_grads):
         assert torch.isfinite(g).all()
         torch.testing.assert_close(g, w, rtol=3e-2, atol=3e-2)
-
-
-def saved_bytes(run) -> int:
-    """Bytes the forward inside run() keeps for the backward, each storage counted once."""
-    storages = {}
-
-    def pack(t):
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        run()
-    return sum(storages.values())
 
 
 @pytest.mark.parametrize("dtype,autocast", [(torch.float32, False), (torch.float32, True), (torch.bfloat16, False)])

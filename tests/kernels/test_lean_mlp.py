@@ -10,6 +10,8 @@ from tailor.kernels.mlp import GATED, gated_mlps, lean_mlps
 from tailor.config.model import LoraConfig
 from tailor.models.lora import wrap
 
+from saved import saved_bytes
+
 SHAPE = dict(vocab_size=300, hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=64)
 FAMILIES = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM),
@@ -72,24 +74,16 @@ def test_frozen_projections_and_lora_elsewhere_train_the_rest_the_same():
     assert gated_mlps(on_down) == []
 
 
-def saved_bytes(model, ids, lean: bool) -> int:
-    """Bytes of the distinct tensors autograd keeps for the backward of one forward."""
-    storages = {}
-
-    def pack(t):
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with lean_mlps(model, enabled=lean), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(input_ids=ids, labels=ids)
-    return sum(storages.values())
+def kept(model, ids, lean: bool) -> int:
+    with lean_mlps(model, enabled=lean):
+        return saved_bytes(lambda: model(input_ids=ids, labels=ids))
 
 
 def test_two_wide_activations_a_layer_fewer():
     model = model_of("llama")
     ids = torch.randint(0, SHAPE["vocab_size"], (4, 32), generator=torch.Generator().manual_seed(3))
     wide = ids.numel() * SHAPE["intermediate_size"] * 4  # one fp32 (batch, tokens, intermediate) tensor
-    saved, lean = saved_bytes(model, ids, lean=False), saved_bytes(model, ids, lean=True)
+    saved, lean = kept(model, ids, lean=False), kept(model, ids, lean=True)
     assert saved - lean == 2 * wide * SHAPE["num_hidden_layers"]
 
 

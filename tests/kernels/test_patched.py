@@ -17,8 +17,10 @@ from tailor.train.loop import make_optimizer
 
 from tiny import make_causal_lm, make_tokenizer
 
-# Built where the CPU can: the fp32 norm needs AVX-512F, the bf16 rotary AVX512-BF16.
-KERNEL_PATHS = (["kernel RMSNorm"] if build.buildable() else []) + (["kernel rotary"] if kernels.supported() else [])
+# Built where the CPU can: the fp32 norm needs AVX-512F (elsewhere the norms run LeanNorm), the bf16 rotary
+# AVX512-BF16.
+NORM = "kernel RMSNorm" if build.buildable() else "lean RMSNorm backward"
+KERNEL_PATHS = [NORM] + (["kernel rotary"] if kernels.supported() else [])
 
 
 def state(model) -> dict:
@@ -39,25 +41,27 @@ def test_training_paths_are_applied_and_undone(tiny_model):
     with kernels.patched(model, training=True, optimizer=optimizer, half=torch.bfloat16) as paths:
         assert paths == KERNEL_PATHS + ["resident bf16 LM head", "sparse embedding gradient", "lean MLP backward"]
         inside = state(model)
-        assert inside["norms"] == (2 * model.config.num_hidden_layers + 1 if build.buildable() else 0)
+        assert inside["norms"] == 2 * model.config.num_hidden_layers + 1
         assert inside["mlps"] == model.config.num_hidden_layers
         assert (inside["rotary"], inside["head"], inside["sparse"]) == (kernels.supported(), True, True)
     assert state(model) == before
 
     with kernels.patched(model, training=True, optimizer=optimizer, half=None) as paths:  # fp32: no bf16 paths
-        assert paths == KERNEL_PATHS[:1 if build.buildable() else 0] + ["sparse embedding gradient", "lean MLP backward"]
+        assert paths == [NORM, "sparse embedding gradient", "lean MLP backward"]
     with pytest.raises(RuntimeError), kernels.patched(model, training=True, optimizer=optimizer, half=torch.bfloat16):
         raise RuntimeError("a failed step")
     assert state(model) == before  # undone on an error too
 
 
 def test_compiled_false_leaves_out_the_kernels_and_enabled_false_everything(tiny_model):
-    """train.kernels false: the other paths stay, nothing runs on (or builds) the kernels; cpu_fast_paths false: none."""
+    """train.kernels false: the other paths stay (the norms through LeanNorm), nothing runs on (or builds) the
+    kernels; cpu_fast_paths false: none."""
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
     optimizer = make_optimizer(model, 1e-3, 0.0, [0.9, 0.999])
     with kernels.patched(model, training=True, compiled=False, optimizer=optimizer, half=torch.bfloat16) as paths:
-        assert paths == ["resident bf16 LM head", "sparse embedding gradient", "lean MLP backward"]
-        assert state(model)["norms"] == 0 and not kernels.available()
+        assert paths == ["lean RMSNorm backward", "resident bf16 LM head", "sparse embedding gradient",
+                         "lean MLP backward"]
+        assert state(model)["norms"] == 2 * model.config.num_hidden_layers + 1 and not kernels.available()
     with kernels.patched(model, training=True, enabled=False, optimizer=optimizer, half=torch.bfloat16) as paths:
         assert paths == [] and not any(state(model).values())
     assert kernels.available() == kernels.supported()

@@ -11,6 +11,12 @@ and backward at 1808 rows of 576, and a SmolLM2 step runs 61 of them. The kernel
 fp32 throughout; the sums run in another order than torch's, so results agree to fp32 rounding, not bit
 for bit (`tests/kernels/test_fused_norm.py`). Only training forwards on fp32 input and weights use it;
 scoring, generation (bf16) and copies of the model (their own weights) keep the module's own forward.
+
+Where the kernel cannot run (no AVX-512F, or `train.kernels` off), `LeanNorm` runs the module's own ops
+in torch and keeps only the input and the reciprocal root for the backward, which recomputes the normalised
+rows: autograd would also keep them, one tensor of the hidden width a norm (4.7 MB at 8 x 256 tokens of
+SmolLM2-135M, 288 MB over its 61 norms). The forward is the module's bit for bit; the backward is the
+gradient's closed form, to fp32 rounding of autograd's (`tests/kernels/test_lean_norm.py`).
 """
 
 from __future__ import annotations
@@ -54,21 +60,43 @@ class Norm(torch.autograd.Function):
         return dx, dw if ctx.needs_input_grad[1] else None, None
 
 
+class LeanNorm(torch.autograd.Function):
+    """LlamaRMSNorm's fp32 forward ops, keeping x and the reciprocal root (module docstring). The backward is the
+    norm's gradient in six elementwise passes where autograd takes eleven through the module's ops:
+    with n = x * rstd and g = grad * weight, dx = rstd * (g - n * mean(g * n)) and dweight = sum(grad * n)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        rstd = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+        ctx.save_for_backward(x, rstd, weight)
+        return weight * (x * rstd)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, rstd, weight = ctx.saved_tensors
+        normalized = x * rstd
+        grad_weight = (grad * normalized).sum_to_size(weight.shape) if ctx.needs_input_grad[1] else None
+        grad_normalized = grad * weight
+        dot = (grad_normalized * normalized).mean(-1, keepdim=True)
+        return torch.addcmul(grad_normalized, normalized, dot, value=-1).mul_(rstd), grad_weight, None
+
+
 def _forward(self: LlamaRMSNorm, x: torch.Tensor) -> torch.Tensor:
     weight = self.weight
     if (torch.is_grad_enabled() and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and x.shape[-1] == weight.shape[0] and x.shape[-1] % LANES == 0):
-        return Norm.apply(x.reshape(-1, x.shape[-1]).contiguous(), weight, self.variance_epsilon).view(x.shape)
+            and x.shape[-1] == weight.shape[0]):
+        if x.shape[-1] % LANES == 0 and avx512_available():
+            return Norm.apply(x.reshape(-1, x.shape[-1]).contiguous(), weight, self.variance_epsilon).view(x.shape)
+        return LeanNorm.apply(x, weight, self.variance_epsilon)
     return LlamaRMSNorm.forward(self, x)
 
 
 @contextlib.contextmanager
 def fused_norms(model: torch.nn.Module, enabled: bool = True):
-    """Within the block, the model's LlamaRMSNorm modules train through the kernel (module docstring).
-    Yields whether any does."""
+    """Within the block, the model's LlamaRMSNorm modules train through the kernel, or through `LeanNorm` where
+    the kernel cannot run (module docstring). Yields the path's name, or None where there is no such norm."""
     norms = [m for m in model.modules() if type(m) is LlamaRMSNorm] if enabled else []
     # Asked only when there is a norm to run (the first call builds the kernels); the fp32 kernel needs AVX-512F alone.
-    if norms and not avx512_available():
-        norms = []
-    with replaced_forwards(norms, _forward) as on:
-        yield on
+    name = None if not norms else "kernel RMSNorm" if avx512_available() else "lean RMSNorm backward"
+    with replaced_forwards(norms, _forward):
+        yield name

@@ -25,8 +25,9 @@ def patched(model: torch.nn.Module, training: bool, enabled: bool = True, compil
     process only; decoding: `decode.kernels`); `compiled` False leaves out the C++ kernels alone
     (`train.kernels`). Where the kernels are off, nothing is built and every op is torch's.
 
-    Training (`optimizer` steps the model's weights, `half` is the autocast dtype or None): RMSNorm and,
-    under bf16, the rotary embedding through the kernels (norm.py, rotary.py); under bf16 the LM head's
+    Training (`optimizer` steps the model's weights, `half` is the autocast dtype or None): RMSNorm (through
+    the kernel, or where it cannot run keeping less for its backward) and, under bf16, the rotary embedding
+    through the kernels (norm.py, rotary.py); under bf16 the LM head's
     resident bf16 weight and fp32 gradient (head.py); a tied embedding's sparse gradient (embedding.py); gated
     MLPs that keep two of their four wide activations for the backward (mlp.py).
     The grouped attention (attention.py) is not among them: `train.loss.token_stats` enters it around each
@@ -51,9 +52,9 @@ def patched(model: torch.nn.Module, training: bool, enabled: bool = True, compil
         head_on = stack.enter_context(resident_head(model, optimizer, enabled=bf16)) if optimizer is not None \
             else False
         sparse_on = stack.enter_context(sparse_tied_gradient(model, enabled=enabled))
-        norms_on = stack.enter_context(fused_norms(model, enabled=enabled))
+        norm = stack.enter_context(fused_norms(model, enabled=enabled))
         rotary_on = stack.enter_context(fused_rotary(model, enabled=bf16))
         mlp_on = stack.enter_context(lean_mlps(model, enabled=enabled))
-        yield [name for name, on in (("kernel RMSNorm", norms_on), ("kernel rotary", rotary_on),
+        yield [name for name, on in ((norm, norm), ("kernel rotary", rotary_on),
                                      ("resident bf16 LM head", head_on), ("sparse embedding gradient", sparse_on),
                                      ("lean MLP backward", mlp_on)) if on]
