@@ -107,17 +107,19 @@ if sys.argv[1] == "tailor":
 # that come from the heap from then on, as the activations of a training step do after its first steps.
 block = torch.ones(30 * 2**20, dtype=torch.uint8)
 del block
-small = [torch.ones(4 * 2**20, dtype=torch.uint8) for _ in range(30)]
+size = 2 * allocator.HAND_BACK_THRESHOLD  # over the hand-back threshold, under glibc's raised one
+count = 120 * 2**20 // size
+small = [torch.ones(size, dtype=torch.uint8) for _ in range(count)]
 pin = torch.ones(2 * 2**20, dtype=torch.uint8)  # made after them: the heap's top is in use, so it cannot be trimmed
 before = resident()
 del small
-print(json.dumps({"back": (before - resident()) / (30 * 4 * 2**20 // 4096)}))
+print(json.dumps({"back": (before - resident()) / (count * size // 4096)}))
 """
 
 
 @pytest.mark.parametrize("allocator", ["tailor", "glibc"])
 def test_a_cap_of_0_hands_back_the_blocks_glibc_would_keep(allocator):
-    """Blocks of a few MiB freed in the middle of the heap: glibc's adaptive threshold keeps them in the process
+    """Blocks of several MiB freed in the middle of the heap: glibc's adaptive threshold keeps them in the process
     (what made training's resident memory grow over what it held); with a cap of 0 they go back when freed."""
     environment = {k: v for k, v in os.environ.items() if k != "TAILOR_RETAIN_MEMORY"}
     out = subprocess.run([sys.executable, "-c", HAND_BACK, allocator], capture_output=True, text=True, check=True,
