@@ -9,7 +9,7 @@ block of 1 MiB or more is mmap'd on its own (a fixed M_MMAP_THRESHOLD, which als
 from rising) and unmapped when freed, so resident memory follows what the step holds. Under glibc's adaptive
 threshold the blocks of 1-32 MiB a training step makes and frees (activations, their gradients) come from
 the heap, whose free chunks of mixed sizes fragment it: a SmolLM2-135M step of 8 x 256 tokens peaked at
-6.3-6.4 GB resident against 4.2 GB handed back (BENCHMARKS.md). The price is that every such block is
+6.2-6.5 GB resident against 4.2 GB handed back (BENCHMARKS.md). The price is that every such block is
 faulted in afresh: `benchmarks/train_throughput.py`'s tailor side ran at 127-154 real tok/s handed back
 (peak 4.06 GB) and 162-177 with `train.retain_memory_mb` 4096 (peak 5.5 GB) on the EPYC AVX2 kind.
 

@@ -64,7 +64,7 @@ class TrainConfig:
         "256 tokens) it trims every step and faults more than 0 does. 0 = hand every freed block of 1 MiB or more "
         "back at once, so resident memory follows what the step holds: a SmolLM2-135M step of 8 x 256 tokens peaked "
         "2.2 GB lower than under the C library's own thresholds; the blocks are then faulted in afresh, which cost "
-        "up to a fifth of training's speed against 4096 (BENCHMARKS.md). "
+        "19-28% of training's speed against 4096 on a CPU without AVX-512 (BENCHMARKS.md). "
         "TAILOR_RETAIN_MEMORY=N (MiB) overrides it."
     )
     cpu_fast_paths: bool = setting(
