@@ -47,8 +47,9 @@ def side_hf(steps: int, warmup: int, threads: int, bf16: bool) -> dict:
     return {**result, "val_loss": val["loss"], "peak_rss_mb": peak_rss_mb()}
 
 
-def side_tailor(steps: int, warmup: int, threads: int, bf16: bool) -> dict:
-    cfg = config(**settings(steps, threads, bf16))
+def side_tailor(steps: int, warmup: int, threads: int, bf16: bool, pass_tokens: int | None = None) -> dict:
+    extra = {} if pass_tokens is None else {"max_pass_tokens": pass_tokens}
+    cfg = config(**settings(steps, threads, bf16), **extra)
     model, tokenizer, splits = model_and_samples(cfg)
     return train_tailor(cfg, model, tokenizer, splits.train, splits.validation, warmup)
 
@@ -59,11 +60,13 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=5, help="first steps left out of tokens/s")
     p.add_argument("--order", default="hf,tailor", help="sides to run, in this order (repeats allowed)")
     p.add_argument("--threads", type=int, default=0, help="torch threads on both sides (0 = torch's default)")
+    p.add_argument("--pass-tokens", type=int, help="tailor's train.max_pass_tokens (default: the setting's default)")
     add_precision(p)
     p.add_argument("--side", choices=["hf", "tailor"], help=argparse.SUPPRESS)  # a child process
     a = p.parse_args()
     if a.side:
-        emit((side_hf if a.side == "hf" else side_tailor)(a.steps, a.warmup, a.threads, half(a.precision)))
+        extra = {} if a.side == "hf" or a.pass_tokens is None else {"pass_tokens": a.pass_tokens}
+        emit((side_hf if a.side == "hf" else side_tailor)(a.steps, a.warmup, a.threads, half(a.precision), **extra))
         return
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -72,7 +75,8 @@ def main() -> None:
     results: dict[str, list[dict]] = {}
     for side in a.order.split(","):
         r = run_child(__file__, ["--side", side, "--steps", str(a.steps), "--warmup", str(a.warmup),
-                                        "--threads", str(a.threads), "--precision", a.precision], timeout=1800)
+                                        "--threads", str(a.threads), "--precision", a.precision]
+                        + ([] if a.pass_tokens is None else ["--pass-tokens", str(a.pass_tokens)]), timeout=1800)
         results.setdefault(side, []).append(r)
         print(f"{side:7s} {r['tokens_per_s']:7.1f} real tok/s  peak RSS {r['peak_rss_mb']:6.0f} MB  "
               f"val loss {r['val_loss']:.4f}  last-5 train loss {r['last_train_loss']:.4f}  ({r['steps']} steps)", flush=True)

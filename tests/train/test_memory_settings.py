@@ -8,7 +8,8 @@ from transformers import AutoModelForCausalLM
 from conftest import read_jsonl
 from tailor.config import load_config
 from tailor.errors import TailorError
-from tailor.train.loop import passes
+from tailor.train import loop
+from tailor.train.loop import CPU_PASS_TOKENS, pass_cap, passes
 from tailor.workflow import train_job
 
 
@@ -44,7 +45,28 @@ def test_a_micro_batch_in_passes_trains_as_in_one(tiny_config):
     assert moved > len(weights) // 2
 
 
-@pytest.mark.parametrize("setting", ["max_pass_tokens=-1", "retain_memory_mb=-1", "retain_memory_mb=99999999"])
+def test_auto_caps_passes_on_the_cpu_speed_paths_only():
+    assert pass_cap("auto", True) == CPU_PASS_TOKENS == 1024
+    assert pass_cap("auto", False) == 0  # a GPU, DDP or the plain path: one pass
+    assert pass_cap(0, True) == 0 and pass_cap(512, False) == 512
+
+
+def test_the_loop_passes_the_auto_cap(tiny_config, monkeypatch):
+    caps = []
+    real = loop.passes
+    monkeypatch.setattr(loop, "passes", lambda idx, lengths, cap: caps.append(cap) or real(idx, lengths, cap))
+    cfg = load_config(tiny_config(name="auto", train={"max_steps": 2, "eval_every": 0, "save_every": 0}))
+    assert cfg.train.max_pass_tokens == "auto"  # the default
+    train_job(cfg)
+    assert caps and set(caps) == {CPU_PASS_TOKENS}
+    cfg = load_config(tiny_config(name="off"), ["train.max_pass_tokens=0", "train.max_steps=1", "train.eval_every=0",
+                                                "train.save_every=0"])
+    caps.clear()
+    train_job(cfg)
+    assert caps and set(caps) == {0}
+
+
+@pytest.mark.parametrize("setting", ["max_pass_tokens=-1", "max_pass_tokens=lots", "retain_memory_mb=-1", "retain_memory_mb=99999999"])
 def test_memory_settings_out_of_range_are_refused(tiny_config, setting):
     with pytest.raises(TailorError, match=setting.split("=")[0]):
         load_config(tiny_config(), [f"train.{setting}"])

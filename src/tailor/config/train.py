@@ -49,12 +49,14 @@ class TrainConfig:
         False, help="Recompute each layer's activations in the backward pass instead of keeping them: less "
         "memory (activations of one layer, not all), about a third more compute per step."
     )
-    max_pass_tokens: int = setting(
-        0, help="Memory for speed: the most padded tokens (rows x longest row) one forward and backward pass takes. "
+    max_pass_tokens: int | Literal["auto"] = setting(
+        "auto", help="Memory for speed: the most padded tokens (rows x longest row) one forward and backward pass takes. "
         "A micro-batch over it runs as several passes of fewer rows whose gradients add up to the same step (the "
         "loss is normalised by the step's supervised tokens). Activation memory grows with the pass (SmolLM2-135M: "
         "about 1 MB a token, 2 GB for 8 rows of 256 tokens); smaller passes cost speed (smaller matrix products, "
-        "and a prefix the rows share runs once per pass). One process only; 0 = no cap."
+        "and a prefix the rows share runs once per pass). 'auto': 1024 with the CPU speed paths, whose products of "
+        "1,024 rows run within a few per cent of 2,048 (BENCHMARKS.md); no cap elsewhere (a GPU wants the larger products). "
+        "One process only; 0 = no cap."
     )
     retain_memory_mb: int = setting(
         0, help="Memory for speed, with the CPU speed paths: freed memory (MiB) the process keeps for the next steps "
@@ -132,7 +134,8 @@ class TrainConfig:
             check_range(name, getattr(self, name), 0, COUNT)
         check_range("log_every", self.log_every, 1, COUNT)
         check_range("threads", self.threads, 0, 4096, note=" (0 = torch's default)")
-        check_range("max_pass_tokens", self.max_pass_tokens, 0, COUNT, note=" (0 = no cap)")
+        if self.max_pass_tokens != "auto":
+            check_range("max_pass_tokens", self.max_pass_tokens, 0, COUNT, note=" (0 = no cap; 'auto')")
         check_range("retain_memory_mb", self.retain_memory_mb, 0, 2**24, note=" (0 = hand freed memory back)")
         check_range("seed", self.seed, 0, SEED)
         if self.optimizer != "adamw" and self.strategy != "ddp":
