@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (Peak, add_precision, config, emit, half, machine, model_and_samples, peak_rss_mb,  # noqa: E402
@@ -47,9 +48,8 @@ def side_hf(steps: int, warmup: int, threads: int, bf16: bool) -> dict:
     return {**result, "val_loss": val["loss"], "peak_rss_mb": peak_rss_mb()}
 
 
-def side_tailor(steps: int, warmup: int, threads: int, bf16: bool, pass_tokens: int | None = None) -> dict:
-    extra = {} if pass_tokens is None else {"max_pass_tokens": pass_tokens}
-    cfg = config(**settings(steps, threads, bf16), **extra)
+def side_tailor(steps: int, warmup: int, threads: int, bf16: bool, extra: dict | None = None) -> dict:
+    cfg = config(**{**settings(steps, threads, bf16), **(extra or {})})
     model, tokenizer, splits = model_and_samples(cfg)
     return train_tailor(cfg, model, tokenizer, splits.train, splits.validation, warmup)
 
@@ -60,12 +60,13 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=5, help="first steps left out of tokens/s")
     p.add_argument("--order", default="hf,tailor", help="sides to run, in this order (repeats allowed)")
     p.add_argument("--threads", type=int, default=0, help="torch threads on both sides (0 = torch's default)")
-    p.add_argument("--pass-tokens", type=int, help="tailor's train.max_pass_tokens (default: the setting's default)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a train setting for tailor's side, e.g. --set optimizer=adamw_bf16 (repeatable)")
     add_precision(p)
     p.add_argument("--side", choices=["hf", "tailor"], help=argparse.SUPPRESS)  # a child process
     a = p.parse_args()
     if a.side:
-        extra = {} if a.side == "hf" or a.pass_tokens is None else {"pass_tokens": a.pass_tokens}
+        extra = {} if a.side == "hf" else {"extra": {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in a.set)}}
         emit((side_hf if a.side == "hf" else side_tailor)(a.steps, a.warmup, a.threads, half(a.precision), **extra))
         return
     if a.threads:
@@ -76,7 +77,7 @@ def main() -> None:
     for side in a.order.split(","):
         r = run_child(__file__, ["--side", side, "--steps", str(a.steps), "--warmup", str(a.warmup),
                                         "--threads", str(a.threads), "--precision", a.precision]
-                        + ([] if a.pass_tokens is None else ["--pass-tokens", str(a.pass_tokens)]), timeout=1800)
+                        + [arg for s in a.set for arg in ("--set", s)], timeout=1800)
         results.setdefault(side, []).append(r)
         print(f"{side:7s} {r['tokens_per_s']:7.1f} real tok/s  peak RSS {r['peak_rss_mb']:6.0f} MB  "
               f"val loss {r['val_loss']:.4f}  last-5 train loss {r['last_train_loss']:.4f}  ({r['steps']} steps)", flush=True)

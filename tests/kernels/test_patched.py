@@ -105,4 +105,4 @@ def test_the_build_folder_changes_with_every_source(tmp_path):
         (tmp_path / name).write_text(original)
     assert len(seen) == 1 + len(build.SOURCES + build.HEADERS)
     assert build.digest(tmp_path) == same
-    assert set(build.SOURCES + build.HEADERS) == {p.name for p in build.HERE.iterdir() if p.suffix in (".cpp", ".h")}
+    assert set(build.SOURCES + build.HEADERS + build.PORTABLE) == {p.name for p in build.HERE.iterdir() if p.suffix in (".cpp", ".h")}

@@ -181,6 +181,7 @@ def measure(cfg, steps: int, force: bool = False) -> dict:
     from tailor.precision import use_half
     from tailor.report import plan
     from tailor.tasks import get_task
+    from tailor.train.loop import optimizer_kind
 
     if devices.launched():
         raise TailorError("`tailor plan` predicts a run in one process; run it without torchrun / accelerate launch.")
@@ -206,7 +207,8 @@ def measure(cfg, steps: int, force: bool = False) -> dict:
               "validation_note": f" ({n_val} samples" + (f", {val_generated} generated" if val_generated else "") + ")"}
 
     # Memory before any step: the process after loading, the weights, a gradient and AdamW state per trainable one.
-    weights_b, state_b = plan.model_bytes(model)
+    kind = optimizer_kind(cfg.train, device, model)  # train.optimizer auto: bf16 moments on the CPU speed paths
+    weights_b, state_b = plan.model_bytes(model, kind)
     weights_mb, state_mb = weights_b / 2**20, state_b / 2**20
     base_mb = plan.current_memory_mb(device) if devices.is_cpu(device) else weights_mb
     half_copy_mb = weights_mb / 2 if bf16 and any(p.dtype == torch.float32 for p in model.parameters()) else 0.0
@@ -227,7 +229,7 @@ def measure(cfg, steps: int, force: bool = False) -> dict:
     if static > available and not force:
         memory.update(peak_mb=round(static, 1), activations_mb=0.0)
         return {**result, "memory": memory,
-                "advice": plan.advice(cfg, memory, layers, longest_width, bf16, half_native),
+                "advice": plan.advice(cfg, memory, layers, longest_width, bf16, half_native, kind),
                 "not_timed": f"the model after loading and its gradient and AdamW state ({plan.mb_text(static)}) "
                              "exceed the available memory; --force times the steps anyway"}
 
@@ -253,7 +255,7 @@ def measure(cfg, steps: int, force: bool = False) -> dict:
     activations = max(0.0, peaks["steps_peak"] - base_mb - state_mb)
     memory.update(train_peak_mb=round(peaks["train_peak"], 1), run_peak_mb=round(run_peak, 1),
                   peak_mb=round(run_peak, 1), activations_mb=round(activations, 1))
-    advice = plan.advice(cfg, {**memory, "peak_mb": peaks["train_peak"]}, layers, longest_width, bf16, half_native)
+    advice = plan.advice(cfg, {**memory, "peak_mb": peaks["train_peak"]}, layers, longest_width, bf16, half_native, kind)
     for a in advice:  # settings that shrink training leave the reload of the kept model as it is
         a["peak_mb"] = round(max(a["peak_mb"], after_phase), 1)
     not_included = ["report.html, the model card and the bootstrap comparison (seconds)",

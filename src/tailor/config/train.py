@@ -28,14 +28,16 @@ class TrainConfig:
     warmup_ratio: float = setting(0.05, help="Warmup as a share of all steps, when warmup_steps is 0.")
     schedule: Literal["cosine", "linear", "constant"] = setting("cosine", help="Decay after warmup.")
     max_grad_norm: float = setting(1.0, help="Gradient clipping norm (0 = off).")
-    optimizer: Literal["adamw", "adamw_8bit", "adamw_4bit"] = setting(
-        "adamw", help="Memory for speed: 'adamw_8bit' / 'adamw_4bit' keep AdamW's two moments quantized in blocks of "
-        "256 values (torchao's AdamW8bit / AdamW4bit, the HF Trainer's adamw_torch_8bit / 4bit): optimizer state "
-        "about 2 or 1 bytes a parameter instead of 8 (SmolLM2-135M: 1.08 GB -> 0.27 / 0.14 GB; 1.7B: 13.6 -> 3.4 / "
-        "1.7 GB). Cost: the first step compiles the update (tens of seconds on a CPU), each step's update is slower "
-        "than the fused 'adamw' (BENCHMARKS.md), and the moments are rounded, so losses are close to, not equal to, "
-        "'adamw''s. One process or DDP (not fsdp or deepspeed). Needs torchao (pip install 'tailor[lowbit]'; make "
-        "install has it)."
+    optimizer: Literal["auto", "adamw", "adamw_bf16", "adamw_8bit", "adamw_4bit"] = setting(
+        "auto", help="'auto': 'adamw_bf16' in one process with the CPU speed paths, 'adamw' (torch's fused AdamW, "
+        "fp32 moments) elsewhere. Memory for precision: 'adamw_bf16' keeps AdamW's two moments in bf16, rounded "
+        "stochastically (tailor's own step, kernels/adamw.cpp): optimizer state 4 bytes a parameter instead of 8 "
+        "(SmolLM2-135M: 1.08 -> 0.54 GB), its update 0.1 s a step like the fused 'adamw''s on a 2-core CPU (BENCHMARKS.md), "
+        "losses close to, not equal to, 'adamw''s. 'adamw_8bit' / 'adamw_4bit' keep them quantized in blocks of 256 values "
+        "(torchao's AdamW8bit / AdamW4bit, the HF Trainer's adamw_torch_8bit / 4bit): about 2 or 1 bytes a parameter "
+        "(1.7B: 13.6 -> 3.4 / 1.7 GB). Cost: the first step compiles the update (tens of seconds on a CPU), each "
+        "step's update is much slower than the fused 'adamw', and the moments are rounded. One process or DDP (not "
+        "fsdp or deepspeed). They need torchao (pip install 'tailor[lowbit]'; make install has it)."
     )
     precision: Literal["auto", "bf16", "fp16", "fp32"] = setting(
         "auto", help="'auto': bf16 autocast on CPUs with native bf16 and on GPUs that have bf16, fp16 with loss "
@@ -138,7 +140,7 @@ class TrainConfig:
             check_range("max_pass_tokens", self.max_pass_tokens, 0, COUNT, note=" (0 = no cap; 'auto')")
         check_range("retain_memory_mb", self.retain_memory_mb, 0, 2**24, note=" (0 = hand freed memory back)")
         check_range("seed", self.seed, 0, SEED)
-        if self.optimizer != "adamw" and self.strategy != "ddp":
+        if self.optimizer not in ("auto", "adamw") and self.strategy != "ddp":
             raise TailorError(f"train.optimizer '{self.optimizer}' runs in one process or under DDP; with train.strategy "
                               f"'{self.strategy}' use train.optimizer adamw.")
         if self.strategy == "deepspeed":

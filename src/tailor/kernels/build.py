@@ -6,6 +6,9 @@ $TAILOR_CACHE/kernels (default ~/.cache/tailor/kernels), in a folder named by to
 digest of the sources and flags: a changed source builds afresh once, and a folder stays valid for the
 sources it was built from.
 
+adamw.cpp is a second library, `torch.ops.tailor_portable.*`, built for any x86-64 or other CPU g++ targets (its
+loop is compiled for AVX-512F, AVX2 and the baseline, the loader picking one): `portable_built()`.
+
 `supported()`: the CPU has the instructions of the bf16 kernels (AVX512-BF16). `available()`: those are
 built, loaded and switched on; every caller falls back to torch's own ops where it is False. On a CPU with
 AVX-512 but without AVX512-BF16 the library still builds, for its fp32 ops alone (AVX-512F: widen.cpp's product
@@ -32,6 +35,10 @@ NAME = "tailor_kernels"
 # -fopenmp: at::parallel_for is OpenMP inside torch's headers; without it every kernel runs on one thread.
 CFLAGS = ("-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mamx-tile", "-mamx-bf16", "-fopenmp")
 LDFLAGS = ("-fopenmp",)
+PORTABLE = ("adamw.cpp",)
+PORTABLE_NAME = "tailor_portable"
+# No FMA contraction: the torch reference of each op (train/adamw_bf16.py) rounds as the C++ does, bit for bit.
+PORTABLE_CFLAGS = ("-O3", "-fopenmp", "-fno-math-errno", "-ffp-contract=off")
 LANES = 16  # fp32 values in an AVX-512 vector: outputs per block of a packed weight, a norm's row in steps of it
 
 _on = True  # switched(...) sets it for a block; one process decodes or trains with one setting at a time
@@ -61,18 +68,37 @@ def buildable() -> bool:
     return "avx512f" in cpu_flags()
 
 
-def digest(folder: Path = HERE) -> str:
+def digest(folder: Path = HERE, sources: tuple[str, ...] = SOURCES + HEADERS, flags: tuple[str, ...] = CFLAGS) -> str:
     """A digest of the sources, the headers, the flags and torch's version: the build folder's name."""
-    h = hashlib.sha256(f"{torch.__version__}|{CFLAGS}|{LDFLAGS}".encode())
-    for name in SOURCES + HEADERS:
+    h = hashlib.sha256(f"{torch.__version__}|{flags}|{LDFLAGS}".encode())
+    for name in sources:
         h.update(name.encode() + b"\0" + (folder / name).read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
 
-def cache_folder() -> Path:
-    """Where the extension is built: one folder per torch version and content of the sources."""
+def cache_folder(name: str = "kernels", key: str | None = None) -> Path:
+    """Where an extension is built: one folder per torch version and content of the sources."""
     root = Path(os.environ.get("TAILOR_CACHE") or Path.home() / ".cache" / "tailor")
-    return root / "kernels" / f"{torch.__version__}-{digest()}"
+    return root / name / f"{torch.__version__}-{key or digest()}"
+
+
+def _load(name: str, sources: tuple[str, ...], folder: Path, cflags: tuple[str, ...], what: str) -> bool:
+    """Build (once per folder) and load an extension; False, with a warning, where it does not build."""
+    from torch.utils.cpp_extension import load
+
+    folder.mkdir(parents=True, exist_ok=True)
+    # torch runs `ninja` from PATH; the one pip installed sits beside this interpreter.
+    here = str(Path(sys.executable).parent)
+    if here not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = here + os.pathsep + os.environ.get("PATH", "")
+    try:
+        load(name=name, sources=[str(HERE / s) for s in sources], extra_include_paths=[str(HERE)],
+             build_directory=str(folder), is_python_module=False, extra_cflags=list(cflags),
+             extra_ldflags=list(LDFLAGS))
+    except Exception as error:  # no compiler, no ninja: everything still runs, on torch's own ops
+        warnings.warn(f"tailor: the C++ {what} did not build ({error}); torch's own ops run instead", stacklevel=3)
+        return False
+    return True
 
 
 @functools.cache
@@ -82,23 +108,17 @@ def built() -> bool:
         return False
     if hasattr(torch.ops.tailor_kernels, "dot_bf16"):  # loaded already: a namespace registers once per process
         return True
-    from torch.utils.cpp_extension import load
+    return _load(NAME, SOURCES, cache_folder(), CFLAGS,
+                 "kernels (train.kernels / decode.kernels: false skips the build)")
 
-    folder = cache_folder()
-    folder.mkdir(parents=True, exist_ok=True)
-    # torch runs `ninja` from PATH; the one pip installed sits beside this interpreter.
-    here = str(Path(sys.executable).parent)
-    if here not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = here + os.pathsep + os.environ.get("PATH", "")
-    try:
-        load(name=NAME, sources=[str(HERE / s) for s in SOURCES], extra_include_paths=[str(HERE)],
-             build_directory=str(folder), is_python_module=False, extra_cflags=list(CFLAGS),
-             extra_ldflags=list(LDFLAGS))
-    except Exception as error:  # no compiler, no ninja: everything still runs, on torch's own ops
-        warnings.warn(f"tailor: the C++ kernels did not build ({error}); torch's own ops run instead "
-                      "(train.kernels / decode.kernels: false skips the build)", stacklevel=2)
-        return False
-    return True
+
+@functools.cache
+def portable_built() -> bool:
+    """True when adamw.cpp's library is built and loaded in this process (the first call builds it)."""
+    if hasattr(torch.ops.tailor_portable, "adamw_bf16_"):
+        return True
+    key = digest(HERE, PORTABLE, PORTABLE_CFLAGS)
+    return _load(PORTABLE_NAME, PORTABLE, cache_folder("portable", key), PORTABLE_CFLAGS, "optimizer step (adamw.cpp)")
 
 
 def available() -> bool:

@@ -60,7 +60,13 @@ def worth_sharing(backbone: torch.nn.Module, batch: dict[str, torch.Tensor]) -> 
 def checkpointing(backbone: torch.nn.Module) -> bool:
     """Training with gradient checkpointing (train.gradient_checkpointing): transformers then turns the cache
     off, so the prefix's keys/values would never be kept for the rows."""
-    return backbone.training and bool(getattr(backbone, "is_gradient_checkpointing", False))
+    if not backbone.training:
+        return False
+    # transformers 5 renamed the property and warns at every read of the old name (each training batch)
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):
+        if hasattr(backbone, name):
+            return bool(getattr(backbone, name))
+    return False
 
 
 def run_prefix(backbone: torch.nn.Module, ids: torch.Tensor, known: dict | None):

@@ -192,16 +192,21 @@ def available_memory_mb(device=None) -> tuple[float, str]:
     return mb, source
 
 
-def model_bytes(model) -> tuple[int, int]:
+MOMENT_BYTES = {"adamw_bf16": 2.0, "adamw_8bit": 1.0, "adamw_4bit": 0.5}  # each moment, a weight; adamw: the weight's
+
+
+def model_bytes(model, optimizer: str = "adamw") -> tuple[int, int]:
     """(bytes of the weights and buffers, bytes AdamW training adds: a gradient and two moments per trainable
-    weight)."""
+    weight, the moments as train.optimizer `optimizer` keeps them)."""
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     weights += sum(b.numel() * b.element_size() for b in model.buffers())
-    state = 3 * sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
-    return weights, state
+    state = sum(p.numel() * (p.element_size() + 2 * MOMENT_BYTES.get(optimizer, p.element_size()))
+                for p in model.parameters() if p.requires_grad)
+    return weights, int(state)
 
 
-def advice(cfg, memory: dict, layers: int, longest_width: int, half: bool, half_native: bool) -> list[dict]:
+def advice(cfg, memory: dict, layers: int, longest_width: int, half: bool, half_native: bool,
+           optimizer: str = "adamw") -> list[dict]:
     """Settings that lower the peak, each with the peak it predicts: activations scale with the micro-batch's
     rows and width, the gradient and AdamW state with the trainable weights."""
     t, m = cfg.train, cfg.model
@@ -219,11 +224,15 @@ def advice(cfg, memory: dict, layers: int, longest_width: int, half: bool, half_
         add("train.gradient_checkpointing=true", peak - act * (1 - kept), "about a third more time per step")
     if not m.lora.rank and state > 0:
         add("model.lora.rank=16", peak - state, "trains small adapters: no gradient or AdamW state for the weights")
-    if not m.lora.rank and state > 0 and t.optimizer == "adamw" and t.strategy == "ddp":
-        moments = state * 2 / 3  # of the gradient and two moments per weight
-        add("train.optimizer=adamw_8bit", peak - moments * 0.75, "AdamW's moments in 8 bits (torchao): slower steps, "
-            "losses close to, not equal to, AdamW's" + ("" if lowbit.available() else
-                                                          "; needs pip install 'tailor[lowbit]'"))
+    if not m.lora.rank and state > 0 and optimizer in ("adamw", "adamw_bf16") and t.strategy == "ddp":
+        # optimizer: as the run takes it. state: a gradient and two moments a weight (fp32 or bf16 moments)
+        moments = state * 2 / 3 if optimizer == "adamw" else state / 2
+        if optimizer == "adamw":
+            add("train.optimizer=adamw_bf16", peak - moments / 2, "AdamW's moments in bf16, rounded stochastically: "
+                "steps as fast, losses close to, not equal to, AdamW's")
+        add("train.optimizer=adamw_8bit", peak - moments * (0.75 if optimizer == "adamw" else 0.5),
+            "AdamW's moments in 8 bits (torchao): slower steps, losses close to, not equal to, AdamW's"
+            + ("" if lowbit.available() else "; needs pip install 'tailor[lowbit]'"))
     if longest_width >= 64 and longest_width > m.max_length // 2 and act > 0:
         width = max(8, m.max_length // 2)
         add(f"model.max_length={width}", peak - act * (1 - width / longest_width),

@@ -33,6 +33,7 @@ from tailor.data.batches import length_grouped
 from tailor.kernels import patched
 from tailor.kernels.embedding import densify
 from tailor.train import deepspeed_engine, distributed, lowbit
+from tailor.train.adamw_bf16 import AdamWBf16
 from tailor.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_model_folder
 from tailor.train.log import JsonlLog
 
@@ -51,19 +52,34 @@ class TrainResult:
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas: list[float],
-                   kind: str = "adamw") -> torch.optim.Optimizer:
-    """AdamW (train.optimizer: 'adamw', or its moments in 8 or 4 bits, train/lowbit.py); biases and norm weights
+                   kind: str = "adamw", seed: int = 0) -> torch.optim.Optimizer:
+    """AdamW (train.optimizer: 'adamw'; its moments in bf16, train/adamw_bf16.py; in 8 or 4 bits, train/lowbit.py:
+    `seed` seeds adamw_bf16's rounding); biases and norm weights
     (1-D tensors) get no weight decay."""
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.ndim >= 2 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if kind == "adamw_bf16":
+        return AdamWBf16(groups, lr=lr, betas=betas, seed=seed)
     if kind != "adamw":
         return lowbit.make(kind, groups, lr, betas)
     # fused: one pass over param, grad and both moments per tensor; foreach makes several, which on CPU
     # measured several times slower on 2 CPU cores (BENCHMARKS.md).
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=True)
+
+
+def optimizer_kind(t, device: torch.device, model: torch.nn.Module | None = None) -> str:
+    """train.optimizer as the run takes it: 'auto' is adamw_bf16 for fp32 weights in one process on the CPU speed
+    paths (half the AdamW state, steps as fast, losses within rounding: BENCHMARKS.md), adamw elsewhere (a GPU
+    has its own fused AdamW and memory; DDP, FSDP and DeepSpeed reduce or shard fp32 state; bf16 weights would
+    take adamw_bf16's slow torch path)."""
+    if t.optimizer != "auto":
+        return t.optimizer
+    alone = t.strategy == "ddp" and distributed.world_size() == 1
+    fp32 = model is None or all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+    return "adamw_bf16" if alone and fp32 and t.cpu_fast_paths and devices.is_cpu(device) else "adamw"
 
 
 def scaled_clip_and_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, max_norm: float, scaler) -> torch.Tensor:
@@ -157,7 +173,7 @@ def train(cfg: Config, task, model, tokenizer, train_set: list[dict], val_set: l
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     accel = distributed.accelerator(device)
     sharded = distributed.shard_model(model, t.strategy)  # FSDP (train.strategy fsdp): before the optimizer
-    optimizer = make_optimizer(model, t.learning_rate, t.weight_decay, t.betas, t.optimizer)
+    optimizer = make_optimizer(model, t.learning_rate, t.weight_decay, t.betas, optimizer_kind(t, device, model), t.seed)
     engine = None  # DeepSpeed's engine (train.strategy deepspeed): it steps the optimizer it returns
     if t.strategy == "deepspeed":
         engine, optimizer = deepspeed_engine.initialize(t, model, task.token_stats, optimizer, run_dir)
