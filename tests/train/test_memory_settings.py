@@ -66,6 +66,11 @@ def test_the_loop_passes_the_auto_cap(tiny_config, monkeypatch):
     assert caps and set(caps) == {0}
 
 
+def test_a_word_for_the_pass_cap_names_auto(tiny_config):
+    with pytest.raises(TailorError, match=r"max_pass_tokens: expected int, got 'lots', or one of 'auto'"):
+        load_config(tiny_config(), ["train.max_pass_tokens=lots"])
+
+
 @pytest.mark.parametrize("setting", ["max_pass_tokens=-1", "max_pass_tokens=lots", "retain_memory_mb=-1", "retain_memory_mb=99999999"])
 def test_memory_settings_out_of_range_are_refused(tiny_config, setting):
     with pytest.raises(TailorError, match=setting.split("=")[0]):

@@ -45,6 +45,9 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
                 # the error of the arm of the value's own shape says most ({column: file} with a bad file)
                 shaped = isinstance(value, (dict, list)) and typing.get_origin(arg) in (dict, list)
                 errors.insert(0, str(e)) if shaped else errors.append(str(e))
+        words = [repr(v) for arg in args if typing.get_origin(arg) is typing.Literal for v in typing.get_args(arg)]
+        if errors and words and not isinstance(value, (dict, list)):  # int | Literal["auto"]: name the words too
+            raise TailorError(f"{errors[0].rstrip('.')}, or one of {', '.join(words)}.")
         raise TailorError(errors[0] if errors else f"{where}: invalid value {value!r}")
     if origin is typing.Literal:
         if value not in args:

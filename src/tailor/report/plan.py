@@ -229,7 +229,7 @@ def advice(cfg, memory: dict, layers: int, longest_width: int, half: bool, half_
         moments = state * 2 / 3 if optimizer == "adamw" else state / 2
         if optimizer == "adamw":
             add("train.optimizer=adamw_bf16", peak - moments / 2, "AdamW's moments in bf16, rounded stochastically: "
-                "steps as fast, losses close to, not equal to, AdamW's")
+                "steps about as fast, losses close to, not equal to, AdamW's")
         add("train.optimizer=adamw_8bit", peak - moments * (0.75 if optimizer == "adamw" else 0.5),
             "AdamW's moments in 8 bits (torchao): slower steps, losses close to, not equal to, AdamW's"
             + ("" if lowbit.available() else "; needs pip install 'tailor[lowbit]'"))

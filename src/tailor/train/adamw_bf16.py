@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import torch
 
+from tailor import device as devices
+from tailor.kernels import build
+
 MASK = 0xFFFFFFFF
 MIX = (0x7FEB352D, 0x2C1B3C6D)  # adamw.cpp's mix(): both below 2**31, so int64 products cannot overflow
 
@@ -77,9 +80,6 @@ class AdamWBf16(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        from tailor import device as devices
-        from tailor.kernels import build
-
         scale = getattr(self, "grad_scale", None)
         scale = 1.0 if scale is None else float(scale)
         index = 0

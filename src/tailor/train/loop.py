@@ -72,7 +72,7 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas
 
 def optimizer_kind(t, device: torch.device, model: torch.nn.Module | None = None) -> str:
     """train.optimizer as the run takes it: 'auto' is adamw_bf16 for fp32 weights in one process on the CPU speed
-    paths (half the AdamW state, steps as fast, losses within rounding: BENCHMARKS.md), adamw elsewhere (a GPU
+    paths (half the AdamW state, steps about as fast, losses within rounding: BENCHMARKS.md), adamw elsewhere (a GPU
     has its own fused AdamW and memory; DDP, FSDP and DeepSpeed reduce or shard fp32 state; bf16 weights would
     take adamw_bf16's slow torch path)."""
     if t.optimizer != "auto":
