@@ -173,7 +173,8 @@ def train(cfg: Config, task, model, tokenizer, train_set: list[dict], val_set: l
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     accel = distributed.accelerator(device)
     sharded = distributed.shard_model(model, t.strategy)  # FSDP (train.strategy fsdp): before the optimizer
-    optimizer = make_optimizer(model, t.learning_rate, t.weight_decay, t.betas, optimizer_kind(t, device, model), t.seed)
+    kind = optimizer_kind(t, device, model)  # train.optimizer auto resolved: said in the start line
+    optimizer = make_optimizer(model, t.learning_rate, t.weight_decay, t.betas, kind, t.seed)
     engine = None  # DeepSpeed's engine (train.strategy deepspeed): it steps the optimizer it returns
     if t.strategy == "deepspeed":
         engine, optimizer = deepspeed_engine.initialize(t, model, task.token_stats, optimizer, run_dir)
@@ -243,7 +244,8 @@ def train(cfg: Config, task, model, tokenizer, train_set: list[dict], val_set: l
             print(f"{devices.describe(half, device)}; "
                   + (f"CPU fast paths: {', '.join(paths)}" if paths else f"plain PyTorch/transformers path ({family})")
                   + (f"; {distributed.world_size()} processes, {t.strategy}" if wrapped is not None else "")
-                  + ("; gradient checkpointing" if t.gradient_checkpointing else ""), flush=True)
+                  + ("; gradient checkpointing" if t.gradient_checkpointing else "")
+                  + f"; optimizer {kind}" + (" (auto)" if t.optimizer == "auto" else ""), flush=True)
         while step < total_steps:
             tick = time.perf_counter()
             parts = [next(data) for _ in range(t.grad_accum)]
