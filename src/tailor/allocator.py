@@ -32,6 +32,11 @@ Scoring outside training (`tailor eval`, the evaluations of `tailor run`) retain
 back and `TAILOR_RETAIN_MEMORY=N` sets a cap of N MiB, for every command and over the setting.
 mallopt is process-wide. Elsewhere than glibc (musl, macOS) these functions do nothing.
 
+The `tailor` command runs on mimalloc instead (preload.py), which neither fragments this way nor faults
+every large block afresh; there the mallopt settings reach a malloc nobody calls, and
+`release_freed_memory()` asks mimalloc to return its free pages (mi_collect). These settings are for
+glibc: `TAILOR_ALLOCATOR=system`, and tailor used as a library.
+
 oneDNN, behind torch's CPU matrix products, keeps the products it has compiled in a cache of 1024 by
 default, one per shape and direction, each with its own buffers (0.3-3 MB for SmolLM2's shapes): with
 batches of varying length every step makes new ones, and a training run's peak grew by ~0.6 GB until the
@@ -152,11 +157,28 @@ def keep_within_cap() -> bool:
     return release_freed_memory()
 
 
+@functools.cache
+def _mimalloc_collect():
+    """mimalloc's mi_collect where the process runs on mimalloc (preload.py), else None."""
+    try:
+        collect = ctypes.CDLL(None).mi_collect
+    except (OSError, AttributeError):
+        return None
+    collect.argtypes, collect.restype = [ctypes.c_bool], None
+    return collect
+
+
 def release_freed_memory() -> bool:
-    """Give the heap's free pages back to the kernel (glibc's malloc_trim), e.g. when a phase ends whose
-    allocations the next one will not reuse. True when glibc released something."""
-    libc = _libc()
-    released = bool(libc is not None and libc.malloc_trim(0))
+    """Give the heap's free pages back to the kernel (glibc's malloc_trim, or mimalloc's mi_collect), e.g. when
+    a phase ends whose allocations the next one will not reuse. True when glibc released something (mimalloc
+    does not say: True)."""
+    collect = _mimalloc_collect()
+    if collect is not None:
+        collect(True)
+        released = True
+    else:
+        libc = _libc()
+        released = bool(libc is not None and libc.malloc_trim(0))
     if "cap" in _state:
         _state["floor"] = resident_mb()
     return released

@@ -81,5 +81,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """The `tailor` console script: on mimalloc where it can be preloaded (tailor/preload.py), then `main`."""
+    from tailor.preload import preload
+
+    preload()
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

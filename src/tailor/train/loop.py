@@ -26,6 +26,7 @@ from tqdm import tqdm
 from transformers import get_scheduler
 
 from tailor import device as devices
+from tailor import preload
 from tailor.allocator import keep_within_cap, release_freed_memory, retain_freed_memory
 from tailor.config import Config, dump_config
 from tailor.errors import TailorError
@@ -245,7 +246,8 @@ def train(cfg: Config, task, model, tokenizer, train_set: list[dict], val_set: l
                   + (f"CPU fast paths: {', '.join(paths)}" if paths else f"plain PyTorch/transformers path ({family})")
                   + (f"; {distributed.world_size()} processes, {t.strategy}" if wrapped is not None else "")
                   + ("; gradient checkpointing" if t.gradient_checkpointing else "")
-                  + f"; optimizer {kind}" + (" (auto)" if t.optimizer == "auto" else ""), flush=True)
+                  + f"; optimizer {kind}" + (" (auto)" if t.optimizer == "auto" else "")
+                  + f"; allocator {preload.name()}", flush=True)
         while step < total_steps:
             tick = time.perf_counter()
             parts = [next(data) for _ in range(t.grad_accum)]
