@@ -246,9 +246,28 @@ def train_tailor(cfg, model, tokenizer, train_set: list[dict], val_set: list[dic
             "last_train_loss": sum(r["loss"] for r in train_log[-5:]) / len(train_log[-5:])}
 
 
-def run_child(script: str, args: list[str], timeout: float) -> dict:
-    """Run one side of a benchmark in its own process, so its peak memory is its own; it prints one JSON line last."""
-    proc = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=timeout)
+ALLOCATORS = ("system", "mimalloc")
+
+
+def allocator_env(allocator: str) -> dict[str, str]:
+    """The environment of a side's process on `allocator`: "system" (glibc's malloc, how a Python script runs
+    unless told otherwise) or "mimalloc" (what the `tailor` command preloads: tailor/preload.py)."""
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    if allocator == "mimalloc":
+        from tailor.preload import library
+
+        path = library()
+        if path is None:
+            raise SystemExit("mimalloc: the cmeel-mimalloc wheel is not installed (make install)")
+        env["LD_PRELOAD"] = path
+    return env
+
+
+def run_child(script: str, args: list[str], timeout: float, allocator: str = "system") -> dict:
+    """Run one side of a benchmark in its own process, so its peak memory is its own, on `allocator`
+    (`allocator_env`); it prints one JSON line last."""
+    proc = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=timeout,
+                          env=allocator_env(allocator))
     if proc.returncode != 0:
         raise RuntimeError(f"{script} {' '.join(args)} failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -4,7 +4,8 @@
 
 Both sides train SmolLM2-135M-Instruct on the same chitchat samples (max length 256, batch 8,
 lr 1e-4, cosine with 3 warmup steps, weight decay 0.01, clipping 1.0, one epoch), each in its own
-process so each peak RSS is its own. Printed per side: real (non-padding) tokens/s over the
+process so each peak RSS is its own: HF's on glibc's malloc, as a script runs, tailor's on mimalloc, as the
+`tailor` command runs (tailor/preload.py; `--hf-allocator` and `--tailor-allocator` change either). Printed per side: real (non-padding) tokens/s over the
 steps after --warmup, peak RSS, the validation loss of the trained model (scored by the same
 function for both), and model FLOPs utilisation against the matmul peak in the run's precision (common.Peak: the best
 of several shapes and repeats, probed before and after the run; a warning when the two probes differ
@@ -24,8 +25,8 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (Peak, add_precision, config, emit, half, machine, model_and_samples, peak_rss_mb,  # noqa: E402
-                    run_child, train_hf, train_tailor)
+from common import (ALLOCATORS, Peak, add_precision, config, emit, half, machine, model_and_samples,  # noqa: E402
+                    peak_rss_mb, run_child, train_hf, train_tailor)
 
 BATCH, LR, WARMUP_STEPS, WEIGHT_DECAY, VAL = 8, 1e-4, 3, 0.01, 100
 
@@ -62,12 +63,19 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads on both sides (0 = torch's default)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a train setting for tailor's side, e.g. --set optimizer=adamw_bf16 (repeatable)")
+    p.add_argument("--hf-allocator", choices=ALLOCATORS, default="system",
+                   help="HF's side: glibc's malloc (the default, as a script runs) or mimalloc preloaded")
+    p.add_argument("--tailor-allocator", choices=ALLOCATORS, default="mimalloc",
+                   help="tailor's side: mimalloc (the default, as the `tailor` command runs) or glibc's malloc")
     add_precision(p)
     p.add_argument("--side", choices=["hf", "tailor"], help=argparse.SUPPRESS)  # a child process
     a = p.parse_args()
     if a.side:
         extra = {} if a.side == "hf" else {"extra": {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in a.set)}}
-        emit((side_hf if a.side == "hf" else side_tailor)(a.steps, a.warmup, a.threads, half(a.precision), **extra))
+        from tailor.preload import name
+
+        result = (side_hf if a.side == "hf" else side_tailor)(a.steps, a.warmup, a.threads, half(a.precision), **extra)
+        emit({**result, "allocator": name()})
         return
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -77,10 +85,12 @@ def main() -> None:
     for side in a.order.split(","):
         r = run_child(__file__, ["--side", side, "--steps", str(a.steps), "--warmup", str(a.warmup),
                                         "--threads", str(a.threads), "--precision", a.precision]
-                        + [arg for s in a.set for arg in ("--set", s)], timeout=1800)
+                        + [arg for s in a.set for arg in ("--set", s)], timeout=1800,
+                        allocator=a.hf_allocator if side == "hf" else a.tailor_allocator)
         results.setdefault(side, []).append(r)
         print(f"{side:7s} {r['tokens_per_s']:7.1f} real tok/s  peak RSS {r['peak_rss_mb']:6.0f} MB  "
-              f"val loss {r['val_loss']:.4f}  last-5 train loss {r['last_train_loss']:.4f}  ({r['steps']} steps)", flush=True)
+              f"val loss {r['val_loss']:.4f}  last-5 train loss {r['last_train_loss']:.4f}  ({r['steps']} steps, "
+              f"{r['allocator']})", flush=True)
     peak.after()
     print(peak.describe())
     for side, runs in results.items():
