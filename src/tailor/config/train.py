@@ -61,7 +61,9 @@ class TrainConfig:
         "One process only; 0 = no cap."
     )
     retain_memory_mb: int = setting(
-        0, help="Memory for speed, with the CPU speed paths: freed memory (MiB) the process keeps for the next steps "
+        0, help="Memory for speed, with the CPU speed paths on glibc's malloc (TAILOR_ALLOCATOR=system, or tailor as a "
+        "library; the `tailor` command runs on mimalloc, which reuses freed pages itself, and this does nothing there): "
+        "freed memory (MiB) the process keeps for the next steps "
         "instead of handing it back and page-faulting it in again. The heap then serves every allocation and is "
         "trimmed after a step once it holds more than this above where the last trim left it, so the process may "
         "stay up to this much above what it uses; below what one step frees (2-3 GB for SmolLM2-135M at batch 8 x "
