@@ -10,9 +10,10 @@ by size class and returns idle ones to the kernel on its own: the same 16 steps 
 
 How: an allocator is chosen before the process starts (memory glibc handed out must go back to glibc),
 so `entry()`, the console script, re-executes the interpreter once, before anything heavy is imported,
-with the library first in LD_PRELOAD. The new process puts LD_PRELOAD back as it was, so the programs
-tailor starts (llama.cpp, a browser) inherit the user's environment. `TAILOR_ALLOCATOR=system` keeps glibc's malloc (allocator.py's settings then apply);
-so does a Python API caller, whose process tailor did not start. Linux only; elsewhere, or where the
+with the library first in LD_PRELOAD (`python -m tailor.cli` does the same). The new process puts
+LD_PRELOAD back as it was, so the programs tailor starts (llama.cpp, a browser) inherit the user's
+environment. `TAILOR_ALLOCATOR=system` keeps glibc's malloc (allocator.py's settings then apply); so does
+a Python API caller, whose process tailor did not start. Linux only; elsewhere, or where the
 library is missing or cannot be preloaded, tailor runs on the system allocator as before.
 """
 
