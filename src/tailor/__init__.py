@@ -36,7 +36,7 @@ LAYERS = [
     ["kernels"],
     ["models"],
     ["data", "config"],
-    ["device", "precision", "allocator", "fsutil", "errors", "quiet"],
+    ["device", "precision", "allocator", "preload", "fsutil", "errors", "quiet"],
 ]
 # Units of one layer that import neither one the other (tests/test_layers.py): what both need lives below.
 APART = [("train", "generate")]
