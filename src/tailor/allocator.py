@@ -52,6 +52,8 @@ import ctypes.util
 import functools
 import os
 
+from tailor import preload
+
 M_TRIM_THRESHOLD = -1  # from glibc's malloc.h
 M_MMAP_THRESHOLD = -3
 M_MMAP_MAX = -4
@@ -157,24 +159,13 @@ def keep_within_cap() -> bool:
     return release_freed_memory()
 
 
-@functools.cache
-def _mimalloc_collect():
-    """mimalloc's mi_collect where the process runs on mimalloc (preload.py), else None."""
-    try:
-        collect = ctypes.CDLL(None).mi_collect
-    except (OSError, AttributeError):
-        return None
-    collect.argtypes, collect.restype = [ctypes.c_bool], None
-    return collect
-
-
 def release_freed_memory() -> bool:
     """Give the heap's free pages back to the kernel (glibc's malloc_trim, or mimalloc's mi_collect), e.g. when
     a phase ends whose allocations the next one will not reuse. True when glibc released something (mimalloc
     does not say: True)."""
-    collect = _mimalloc_collect()
-    if collect is not None:
-        collect(True)
+    mimalloc = preload.mimalloc()
+    if mimalloc is not None:
+        mimalloc.mi_collect(ctypes.c_bool(True))
         released = True
     else:
         libc = _libc()

@@ -19,6 +19,7 @@ library is missing or cannot be preloaded, tailor runs on the system allocator a
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -71,22 +72,27 @@ def preload() -> None:
         return
 
 
-def in_use() -> bool:
-    """Whether this process allocates with mimalloc (its functions are in the global symbol table)."""
+@functools.cache
+def mimalloc():
+    """The process's own symbols (ctypes) where it allocates with mimalloc (mi_version is among them), else None."""
     import ctypes
 
     try:
-        return hasattr(ctypes.CDLL(None), "mi_version")
+        symbols = ctypes.CDLL(None)
     except OSError:
-        return False
+        return None
+    return symbols if hasattr(symbols, "mi_version") else None
+
+
+def in_use() -> bool:
+    """Whether this process allocates with mimalloc."""
+    return mimalloc() is not None
 
 
 def name() -> str:
-    """The allocator this process runs on, in the words the training line and the report print."""
+    """The allocator this process runs on, in the words the training line prints."""
     if not in_use():
         return "system malloc"
-    import ctypes
-
-    v = ctypes.CDLL(None).mi_version()  # 30403 for 3.4.3 (212 for 2.1.2 in the 2.x series)
+    v = mimalloc().mi_version()  # 30403 for 3.4.3 (212 for 2.1.2 in the 2.x series)
     major, minor, patch = (v // 10000, v // 100 % 100, v % 100) if v >= 10000 else (v // 100, v // 10 % 10, v % 10)
     return f"mimalloc {major}.{minor}.{patch}"
