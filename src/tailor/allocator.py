@@ -4,7 +4,7 @@ glibc's malloc serves large blocks (above an adaptive threshold of 128 KiB that 
 fresh mmap'd pages and returns them to the kernel on free, so blocks of 32 MiB and more (the LM head's
 logits chunks and their gradients) are faulted in, zero-filled, every time they are made.
 
-Training hands freed memory back (`retain_freed_memory(0)`, `train.retain_memory_mb` 0, the default): every
+On glibc, training hands freed memory back (`retain_freed_memory(0)`, what `train.retain_memory_mb` auto is there): every
 block of 1 MiB or more is mmap'd on its own (a fixed M_MMAP_THRESHOLD, which also stops glibc's adaptive one
 from rising) and unmapped when freed, so resident memory follows what the step holds. Under glibc's adaptive
 threshold the blocks of 1-32 MiB a training step makes and frees (activations, their gradients) come from
@@ -24,18 +24,23 @@ the last trim left it. A cap below what one step frees trims every step and faul
 own behaviour does (BENCHMARKS.md). `release_freed_memory()` gives the pages back unconditionally,
 between phases (the loop does before training, before each validation and after training).
 
-Training: `train.retain_memory_mb`, by default 0: handed back, as above (with glibc's own thresholds
-SmolLM2-135M training had measured 6.1 GB peak against 6.5 GB retained, at the same wall time).
+Training: `train.retain_memory_mb` (`training_cap_mb`), auto: 0 on glibc, handed back as above (with glibc's own
+thresholds SmolLM2-135M training had measured 6.1 GB peak against 6.5 GB retained, at the same wall time).
 Scoring outside training (`tailor eval`, the evaluations of `tailor run`) retains up to
 `default_cap_mb()`, an eighth of the machine's RAM between 512 MiB and 4 GiB: its logits chunks are
 200-300 MB a batch, and retained it measured 10-20% faster. `TAILOR_RETAIN_MEMORY=0` hands freed memory
 back and `TAILOR_RETAIN_MEMORY=N` sets a cap of N MiB, for every command and over the setting.
 mallopt is process-wide. Elsewhere than glibc (musl, macOS) these functions do nothing.
 
-The `tailor` command runs on mimalloc instead (preload.py), which neither fragments this way nor faults
-every large block afresh; there the mallopt settings reach a malloc nobody calls, and
-`release_freed_memory()` asks mimalloc to return its free pages (mi_collect). These settings are for
-glibc: `TAILOR_ALLOCATOR=system`, and tailor used as a library.
+The `tailor` command runs on mimalloc instead (preload.py), which reuses freed pages by size and does not
+fragment this way. By itself mimalloc gives pages back to the kernel a second after they are freed (its
+purge delay), and a training step that makes and frees gigabytes then faults them in again: on a Xeon with
+AMX, SmolLM2-135M trained at 535-557 real tok/s so and at 653-677 with nothing given back, peaks 3.41 vs
+3.50 GB (`benchmarks/train_throughput.py --order tailor`). So on mimalloc a cap sets a purge delay that
+never expires (mi_option_set at run time) and `keep_within_cap()`'s mi_collect alone gives pages back, as
+malloc_trim does on glibc; a cap of 0 puts mimalloc's own delay back; training's auto cap there is
+`default_cap_mb()`. The mallopt settings are for glibc: `TAILOR_ALLOCATOR=system`, and tailor used as a
+library.
 
 oneDNN, behind torch's CPU matrix products, keeps the products it has compiled in a cache of 1024 by
 default, one per shape and direction, each with its own buffers (0.3-3 MB for SmolLM2's shapes): with
@@ -59,6 +64,8 @@ M_MMAP_THRESHOLD = -3
 M_MMAP_MAX = -4
 GLIBC_MMAP_MAX = 65536  # glibc's default M_MMAP_MAX
 HAND_BACK_THRESHOLD = 2**20  # blocks from 1 MiB up are mmap'd alone and unmapped when freed (128 KiB: 1% less)
+MI_PURGE_DELAY = 15  # mi_option_purge_delay in mimalloc.h's mi_option_t (3.x)
+KEPT_DELAY_MS = 2**30  # a purge delay (ms) that never expires: only mi_collect(force) gives freed pages back
 AUTO = -1  # scoring's call: a cap already set, else default_cap_mb()
 _state: dict[str, int] = {}  # "cap": the cap in force (MiB, 0 = none); "floor": resident MiB after the last trim
 PRODUCT_CACHE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
@@ -101,6 +108,14 @@ def default_cap_mb() -> int:
     return min(4096, max(512, total_memory_mb() // 8))
 
 
+def training_cap_mb(setting: int | str) -> int:
+    """train.retain_memory_mb as a cap: 'auto' is `default_cap_mb()` on mimalloc, whose kept pages are reused
+    by size and do not fragment, and 0 on glibc's malloc, whose heap does (module docstring)."""
+    if setting != "auto":
+        return int(setting)
+    return default_cap_mb() if preload.mimalloc() is not None else 0
+
+
 def _from_environment() -> int | None:
     """TAILOR_RETAIN_MEMORY: 0 (hand freed memory back), 1 or auto (the default cap), or a cap in MiB."""
     value = os.environ.get("TAILOR_RETAIN_MEMORY", "").strip().lower()
@@ -128,6 +143,8 @@ def retain_freed_memory(cap_mb: int = AUTO) -> bool:
         cap_mb = default_cap_mb()
     if _state.get("cap") == cap_mb:
         return cap_mb > 0
+    if preload.mimalloc() is not None:
+        return _mimalloc_cap(cap_mb)
     libc = _libc()
     if libc is None:
         _state["cap"] = 0
@@ -143,6 +160,23 @@ def retain_freed_memory(cap_mb: int = AUTO) -> bool:
     _state["cap"] = cap_mb if took else 0
     _state["floor"] = resident_mb()
     return took
+
+
+def _mimalloc_cap(cap_mb: int) -> bool:
+    """mimalloc: a cap keeps freed pages (a purge delay too long to expire), so `keep_within_cap()`'s mi_collect
+    alone gives them back; 0 puts mimalloc's own delay back (its default, or MIMALLOC_PURGE_DELAY)."""
+    mimalloc = preload.mimalloc()
+    mimalloc.mi_option_get.argtypes, mimalloc.mi_option_get.restype = [ctypes.c_int], ctypes.c_long
+    mimalloc.mi_option_set.argtypes, mimalloc.mi_option_set.restype = [ctypes.c_int, ctypes.c_long], None
+    _state.setdefault("delay", mimalloc.mi_option_get(MI_PURGE_DELAY))
+    if cap_mb == 0:
+        mimalloc.mi_option_set(MI_PURGE_DELAY, _state["delay"])
+        release_freed_memory()
+    else:
+        mimalloc.mi_option_set(MI_PURGE_DELAY, KEPT_DELAY_MS)
+    _state["cap"] = cap_mb
+    _state["floor"] = resident_mb()
+    return cap_mb > 0
 
 
 def retained_cap_mb() -> int:

@@ -60,18 +60,17 @@ class TrainConfig:
         "1,024 rows run within a few per cent of 2,048 (BENCHMARKS.md); no cap elsewhere (a GPU wants the larger products). "
         "One process only; 0 = no cap."
     )
-    retain_memory_mb: int = setting(
-        0, help="Memory for speed, with the CPU speed paths on glibc's malloc (TAILOR_ALLOCATOR=system, or tailor as a "
-        "library; the `tailor` command runs on mimalloc, which reuses freed pages itself, and this does nothing there): "
-        "freed memory (MiB) the process keeps for the next steps "
-        "instead of handing it back and page-faulting it in again. The heap then serves every allocation and is "
-        "trimmed after a step once it holds more than this above where the last trim left it, so the process may "
-        "stay up to this much above what it uses; below what one step frees (2-3 GB for SmolLM2-135M at batch 8 x "
-        "256 tokens) it trims every step and faults more than 0 does. 0 = hand every freed block of 1 MiB or more "
-        "back at once, so resident memory follows what the step holds: a SmolLM2-135M step of 8 x 256 tokens peaked "
-        "2.2 GB lower than under the C library's own thresholds; the blocks are then faulted in afresh, which cost "
-        "19-28% of training's speed against 4096 on a CPU without AVX-512 (BENCHMARKS.md). "
-        "TAILOR_RETAIN_MEMORY=N (MiB) overrides it."
+    retain_memory_mb: int | Literal["auto"] = setting(
+        "auto", help="Memory for speed, with the CPU speed paths: freed memory (MiB) the process keeps for the next "
+        "steps instead of giving it back to the system and page-faulting it in again. Once the process holds more "
+        "than this above where the last give-back left it, after a step, the freed pages go back; so it may stay up "
+        "to this much above what it uses, and a cap below what one step frees (1.5-3 GB for SmolLM2-135M) gives "
+        "back every step. 'auto': on mimalloc (how the `tailor` command runs) an eighth of the machine's RAM, "
+        "0.5-4 GiB: on a Xeon with AMX training ran 1.2x as fast as at 0, at +0.1 GB peak (BENCHMARKS.md); on "
+        "glibc's malloc (TAILOR_ALLOCATOR=system, or tailor as a library) 0, since its heap fragments when it keeps "
+        "blocks (6.5 GB peak against 4.5). 0 = give freed memory back at once (mimalloc: after its own delay of a "
+        "second; glibc: every block of 1 MiB or more as it is freed, which cost 19-28% of the speed on a CPU "
+        "without AVX-512). TAILOR_RETAIN_MEMORY=N (MiB) overrides it."
     )
     cpu_fast_paths: bool = setting(
         True, help="On the CPU, one process: tailor's speed paths (C++ kernels for RMSNorm and the rotary "
@@ -140,7 +139,8 @@ class TrainConfig:
         check_range("threads", self.threads, 0, 4096, note=" (0 = torch's default)")
         if self.max_pass_tokens != "auto":
             check_range("max_pass_tokens", self.max_pass_tokens, 0, COUNT, note=" (0 = no cap; 'auto')")
-        check_range("retain_memory_mb", self.retain_memory_mb, 0, 2**24, note=" (0 = hand freed memory back)")
+        if self.retain_memory_mb != "auto":
+            check_range("retain_memory_mb", self.retain_memory_mb, 0, 2**24, note=" (0 = give freed memory back; 'auto')")
         check_range("seed", self.seed, 0, SEED)
         if self.optimizer not in ("auto", "adamw") and self.strategy != "ddp":
             raise TailorError(f"train.optimizer '{self.optimizer}' runs in one process or under DDP; with train.strategy "
