@@ -27,6 +27,7 @@ def state(model) -> dict:
     """What the speed paths change: patched norms, the rotary function, the head's buffers, the sparse flag."""
     return {"norms": sum("forward" in vars(m) for m in model.modules() if type(m) is modeling_llama.LlamaRMSNorm),
             "mlps": sum("forward" in vars(m) for m in model.modules() if type(m) is modeling_llama.LlamaMLP),
+            "projections": sum("forward" in vars(m) for m in model.modules() if type(m) is torch.nn.Linear),
             "rotary": modeling_llama.apply_rotary_pos_emb is not ORIGINAL,
             "head": hasattr(output_head(model), "_tailor_resident"),
             "sparse": model.get_input_embeddings().sparse,
@@ -37,12 +38,14 @@ def test_training_paths_are_applied_and_undone(tiny_model):
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
     optimizer = make_optimizer(model, 1e-3, 0.0, [0.9, 0.999])
     before = state(model)
-    assert before == {"norms": 0, "mlps": 0, "rotary": False, "head": False, "sparse": False, "kernels": kernels.supported()}
+    assert before == {"norms": 0, "mlps": 0, "projections": 0, "rotary": False, "head": False, "sparse": False, "kernels": kernels.supported()}
     with kernels.patched(model, training=True, optimizer=optimizer, half=torch.bfloat16) as paths:
-        assert paths == KERNEL_PATHS + ["resident bf16 LM head", "sparse embedding gradient", "lean MLP backward"]
+        assert paths == KERNEL_PATHS + ["resident bf16 LM head", "sparse embedding gradient", "lean MLP backward",
+                                        "lean bf16 projections"]
         inside = state(model)
         assert inside["norms"] == 2 * model.config.num_hidden_layers + 1
         assert inside["mlps"] == model.config.num_hidden_layers
+        assert inside["projections"] == 7 * model.config.num_hidden_layers  # q, k, v, o, gate, up, down
         assert (inside["rotary"], inside["head"], inside["sparse"]) == (kernels.supported(), True, True)
     assert state(model) == before
 
@@ -60,7 +63,7 @@ def test_compiled_false_leaves_out_the_kernels_and_enabled_false_everything(tiny
     optimizer = make_optimizer(model, 1e-3, 0.0, [0.9, 0.999])
     with kernels.patched(model, training=True, compiled=False, optimizer=optimizer, half=torch.bfloat16) as paths:
         assert paths == ["lean RMSNorm backward", "resident bf16 LM head", "sparse embedding gradient",
-                         "lean MLP backward"]
+                         "lean MLP backward", "lean bf16 projections"]
         assert state(model)["norms"] == 2 * model.config.num_hidden_layers + 1 and not kernels.available()
     with kernels.patched(model, training=True, enabled=False, optimizer=optimizer, half=torch.bfloat16) as paths:
         assert paths == [] and not any(state(model).values())

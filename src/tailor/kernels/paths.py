@@ -10,6 +10,7 @@ import torch
 from tailor.kernels.build import available, avx512_available, switched
 from tailor.kernels.embedding import sparse_tied_gradient
 from tailor.kernels.head import resident_head
+from tailor.kernels.linear import lean_projections
 from tailor.kernels.mlp import lean_mlps
 from tailor.kernels.norm import fused_norms
 from tailor.kernels.rotary import fused_rotary
@@ -29,7 +30,8 @@ def patched(model: torch.nn.Module, training: bool, enabled: bool = True, compil
     the kernel, or where it cannot run keeping less for its backward) and, under bf16, the rotary embedding
     through the kernels (norm.py, rotary.py); under bf16 the LM head's
     resident bf16 weight and fp32 gradient (head.py); a tied embedding's sparse gradient (embedding.py); gated
-    MLPs that keep two of their four wide activations for the backward (mlp.py).
+    MLPs that keep two of their four wide activations for the backward (mlp.py); under bf16, projections that
+    keep one bf16 copy of a shared input and no weight cast (linear.py).
     The grouped attention (attention.py) is not among them: `train.loss.token_stats` enters it around each
     teacher-forced forward, as scoring outside training does.
 
@@ -55,6 +57,7 @@ def patched(model: torch.nn.Module, training: bool, enabled: bool = True, compil
         norm = stack.enter_context(fused_norms(model, enabled=enabled))
         rotary_on = stack.enter_context(fused_rotary(model, enabled=bf16))
         mlp_on = stack.enter_context(lean_mlps(model, enabled=enabled))
+        projections_on = stack.enter_context(lean_projections(model, enabled=bf16))
         yield [name for name, on in ((norm, norm), ("kernel rotary", rotary_on),
                                      ("resident bf16 LM head", head_on), ("sparse embedding gradient", sparse_on),
-                                     ("lean MLP backward", mlp_on)) if on]
+                                     ("lean MLP backward", mlp_on), ("lean bf16 projections", projections_on)) if on]
