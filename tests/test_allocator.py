@@ -15,14 +15,18 @@ import pytest
 from tailor.allocator import default_cap_mb, total_memory_mb, training_cap_mb
 from tailor.preload import library
 
-PROBE = """
-import json, resource, sys, torch
-from tailor import allocator
+# Both probes' start: three freed blocks of BLOCK are what they watch come and go.
+PRELUDE = """
+import json, resource, sys, time, torch
+from tailor import allocator, preload
 
 BLOCK = 40 * 2**20  # above glibc's largest mmap threshold (32 MiB): by default each is mmap'd afresh
 
 def resident():
     return int(open("/proc/self/statm").read().split()[1])
+"""
+
+PROBE = PRELUDE + """
 
 def freed_blocks():
     blocks = [torch.ones(BLOCK, dtype=torch.uint8) for _ in range(3)]
@@ -146,15 +150,7 @@ def test_scorings_default_cap_follows_the_machine():
     assert r["took"] and r["cap"] == default_cap_mb()
 
 
-MIMALLOC_PROBE = """
-import json, sys, time, torch
-from tailor import allocator, preload
-
-BLOCK = 40 * 2**20
-
-def resident():
-    return int(open("/proc/self/statm").read().split()[1])
-
+MIMALLOC_PROBE = PRELUDE + """
 def freed_after_delay():
     # Pages given back within 2.5 s of freeing three blocks, allocating meanwhile (mimalloc purges the ranges
     # whose delay has expired when it allocates or collects): over mimalloc's own purge delay of 1 s.
@@ -179,7 +175,7 @@ within_cap = before - resident()
 allocator.retain_freed_memory(0)
 restored = freed_after_delay()
 print(json.dumps({"default": default, "took": took, "training": training, "kept": kept, "trimmed": trimmed,
-                  "within_cap": within_cap, "restored": restored, "pages": 3 * BLOCK // 4096}))
+                  "within_cap": within_cap, "restored": restored, "pages": 3 * BLOCK // resource.getpagesize()}))
 """
 
 

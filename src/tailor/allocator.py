@@ -35,8 +35,9 @@ mallopt is process-wide. Elsewhere than glibc (musl, macOS) these functions do n
 The `tailor` command runs on mimalloc instead (preload.py), which reuses freed pages by size and does not
 fragment this way. By itself mimalloc gives pages back to the kernel a second after they are freed (its
 purge delay), and a training step that makes and frees gigabytes then faults them in again: on a Xeon with
-AMX, SmolLM2-135M trained at 535-557 real tok/s so and at 653-677 with nothing given back, peaks 3.41 vs
-3.50 GB (`benchmarks/train_throughput.py --order tailor`). So on mimalloc a cap sets a purge delay that
+AMX, SmolLM2-135M trained at 535-557 real tok/s so (peaks 3359-3409 MB), at 634-677 with mimalloc never
+purging (MIMALLOC_PURGE_DELAY=-1, 3640 MB) and at 662 under training's auto cap (3495 MB)
+(`benchmarks/train_throughput.py --order tailor`). So on mimalloc a cap sets a purge delay that
 never expires (mi_option_set at run time) and `keep_within_cap()`'s mi_collect alone gives pages back, as
 malloc_trim does on glibc; a cap of 0 puts mimalloc's own delay back; training's auto cap there is
 `default_cap_mb()`. The mallopt settings are for glibc: `TAILOR_ALLOCATOR=system`, and tailor used as a
@@ -166,8 +167,6 @@ def _mimalloc_cap(cap_mb: int) -> bool:
     """mimalloc: a cap keeps freed pages (a purge delay too long to expire), so `keep_within_cap()`'s mi_collect
     alone gives them back; 0 puts mimalloc's own delay back (its default, or MIMALLOC_PURGE_DELAY)."""
     mimalloc = preload.mimalloc()
-    mimalloc.mi_option_get.argtypes, mimalloc.mi_option_get.restype = [ctypes.c_int], ctypes.c_long
-    mimalloc.mi_option_set.argtypes, mimalloc.mi_option_set.restype = [ctypes.c_int, ctypes.c_long], None
     _state.setdefault("delay", mimalloc.mi_option_get(MI_PURGE_DELAY))
     if cap_mb == 0:
         mimalloc.mi_option_set(MI_PURGE_DELAY, _state["delay"])
@@ -199,7 +198,7 @@ def release_freed_memory() -> bool:
     does not say: True)."""
     mimalloc = preload.mimalloc()
     if mimalloc is not None:
-        mimalloc.mi_collect(ctypes.c_bool(True))
+        mimalloc.mi_collect(True)
         released = True
     else:
         libc = _libc()

@@ -74,14 +74,20 @@ def preload() -> None:
 
 @functools.cache
 def mimalloc():
-    """The process's own symbols (ctypes) where it allocates with mimalloc (mi_version is among them), else None."""
+    """The process's own symbols (ctypes) where it allocates with mimalloc (mi_version is among them), else None;
+    the functions tailor calls have their C signatures set here, once."""
     import ctypes
 
     try:
         symbols = ctypes.CDLL(None)
     except OSError:
         return None
-    return symbols if hasattr(symbols, "mi_version") else None
+    if not hasattr(symbols, "mi_version"):
+        return None
+    symbols.mi_collect.argtypes, symbols.mi_collect.restype = [ctypes.c_bool], None
+    symbols.mi_option_get.argtypes, symbols.mi_option_get.restype = [ctypes.c_int], ctypes.c_long
+    symbols.mi_option_set.argtypes, symbols.mi_option_set.restype = [ctypes.c_int, ctypes.c_long], None
+    return symbols
 
 
 def in_use() -> bool:
