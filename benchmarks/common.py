@@ -21,7 +21,7 @@ from tailor.data.tokenize import IGNORE
 from tailor.models.load import context_length, load
 from tailor.tasks.dialogue import prepare
 
-MODEL = "smollm2-135m-instruct"
+MODEL = os.environ.get("TAILOR_BENCH_MODEL") or "smollm2-135m-instruct"  # another model folder, where set
 
 
 def machine() -> str:
@@ -32,6 +32,8 @@ def machine() -> str:
     except OSError:
         cpu = platform.processor()
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    if torch.cuda.is_available():
+        cpu += f"; GPU {torch.cuda.get_device_name(0)}"
     return f"{cpu}; torch {torch.__version__}, {torch.get_num_threads()} threads; load average {load}"
 
 
@@ -57,16 +59,29 @@ def add_precision(parser) -> None:
                              "fp32 where bf16 would be emulated)")
 
 
-def half(precision: str) -> bool:
-    """True when the benchmark runs both sides in bf16 (`--precision`)."""
-    from tailor import device
+def half(precision: str, device: str = "cpu") -> bool:
+    """True when the benchmark runs both sides in bf16 (`--precision`) on `device` (auto: tailor's own choice there)."""
+    from tailor import device as devices
 
-    return precision == "bf16" or (precision == "auto" and device.cpu_has_bf16())
+    if precision != "auto":
+        return precision == "bf16"
+    return devices.half_dtype("auto", devices.resolve(device)) == torch.bfloat16
+
+
+def add_device(parser) -> None:
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="where both sides train: the CPU (the default) or the first CUDA GPU; on a GPU the "
+                             "peak memory is CUDA's largest allocation instead of the process's peak RSS")
 
 
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (ru_maxrss is in KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_memory_mb(device: str = "cpu") -> float:
+    """The side's peak memory: the process's peak RSS on the CPU, CUDA's largest allocation on a GPU."""
+    return torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else peak_rss_mb()
 
 
 # (M, K, N) of the probe's products: a square one and the shapes of SmolLM2-sized training (rows of a batch
@@ -75,23 +90,28 @@ PEAK_SHAPES = ((2048, 2048, 2048), (1024, 4096, 1024), (2048, 576, 1536), (2048,
 MOVED = 0.10  # probes before and after a run further apart than this: the machine was busy
 
 
-def matmul_peak(dtype=torch.bfloat16, shapes=PEAK_SHAPES, repeats: int = 5, seconds: float = 3.0) -> float:
+def matmul_peak(dtype=torch.bfloat16, shapes=PEAK_SHAPES, repeats: int = 5, seconds: float = 3.0,
+                device: str = "cpu") -> float:
     """Best matmul GFLOP/s in `dtype` over several shapes, each timed in `repeats` rounds of short bursts
     (about `seconds` in all): the ceiling a model FLOPs utilisation is measured against."""
     best = 0.0
     per_burst = seconds / (len(shapes) * repeats)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)  # a GPU's products are queued
     for m, k, n in shapes:
-        a = torch.randn(m, k, dtype=dtype)
-        b = torch.randn(k, n, dtype=dtype)
+        a = torch.randn(m, k, dtype=dtype, device=device)
+        b = torch.randn(k, n, dtype=dtype, device=device)
         for _ in range(3):
-            a @ b  # warm up oneDNN for this shape
+            a @ b  # warm up oneDNN / cuBLAS for this shape
+        sync()
         tick = time.perf_counter()
         a @ b
+        sync()
         count = max(1, int(per_burst / max(time.perf_counter() - tick, 1e-6)))  # products per burst
         for _ in range(repeats):
             tick = time.perf_counter()
             for _ in range(count):
                 a @ b
+            sync()
             best = max(best, count * 2 * m * k * n / (time.perf_counter() - tick) / 1e9)
     return best
 
@@ -100,13 +120,13 @@ class Peak:
     """The matmul peak in the run's dtype probed before a run (on construction) and after it (`after()`): the
     best of both is the peak, and a gap over 10% between them means something else ran on the machine meanwhile."""
 
-    def __init__(self, bf16: bool = True) -> None:
-        self.dtype = torch.bfloat16 if bf16 else torch.float32
-        self.before = matmul_peak(self.dtype)
+    def __init__(self, bf16: bool = True, device: str = "cpu") -> None:
+        self.dtype, self.device = (torch.bfloat16 if bf16 else torch.float32), device
+        self.before = matmul_peak(self.dtype, device=device)
         self.after_run: float | None = None
 
     def after(self) -> float:
-        self.after_run = matmul_peak(self.dtype)
+        self.after_run = matmul_peak(self.dtype, device=self.device)
         return self.value
 
     @property
@@ -122,7 +142,7 @@ class Peak:
                f"{self.before:.0f}" + (f", after {self.after_run:.0f})" if self.after_run is not None else ")")
         if self.moved() > MOVED:
             line += (f"\nWARNING: the peak probed before and after the run differs by {self.moved():.1%} (> {MOVED:.0%}): "
-                     "something else used the CPU; speed and MFU figures of this run are not trustworthy")
+                     f"something else used the {self.device.upper()}; speed and MFU figures of this run are not trustworthy")
         return line
 
 
@@ -163,10 +183,11 @@ def prefix_flops_saved(model_config, batches: list[list[dict]], passes: int = 3)
 
 def train_hf(model, tokenizer, train_set: list[dict], steps: int, warmup: int, batch: int, lr: float,
              weight_decay: float, warmup_steps: int, gradient_checkpointing: bool = False, passes: int = 3,
-             bf16: bool = True, optimizer: str = "adamw") -> dict:
-    """The Hugging Face Trainer configured for CPU speed (bf16 autocast unless `bf16` is False, length-grouped batches) on
-    `train_set`, one epoch; tokens/s and FLOP/s over the steps after `warmup`. The model is trained in place.
-    `optimizer` is tailor's train.optimizer name; the Trainer gets its own name for the same optimizer."""
+             bf16: bool = True, optimizer: str = "adamw", device: str = "cpu") -> dict:
+    """The Hugging Face Trainer configured for speed on `device` (bf16 autocast unless `bf16` is False, length-grouped
+    batches) on `train_set`, one epoch; tokens/s and FLOP/s over the steps after `warmup`. The model is trained in
+    place (and moved to the GPU on `cuda`). `optimizer` is tailor's train.optimizer name; the Trainer gets its own
+    name for the same optimizer."""
     import tempfile
 
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
@@ -195,7 +216,7 @@ def train_hf(model, tokenizer, train_set: list[dict], steps: int, warmup: int, b
         args = TrainingArguments(
             output_dir=tmp, per_device_train_batch_size=batch, learning_rate=lr, weight_decay=weight_decay,
             lr_scheduler_type="cosine", warmup_steps=warmup_steps, max_grad_norm=1.0, num_train_epochs=1,
-            bf16=bf16, use_cpu=True, train_sampling_strategy="group_by_length", logging_steps=1,
+            bf16=bf16, use_cpu=device == "cpu", train_sampling_strategy="group_by_length", logging_steps=1,
             save_strategy="no", report_to="none", seed=0, disable_tqdm=True,
             gradient_checkpointing=gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
@@ -207,7 +228,7 @@ def train_hf(model, tokenizer, train_set: list[dict], steps: int, warmup: int, b
     seconds = ends[-1] - ends[warmup]
     steady = [s for rows in per_step[warmup:steps] for s in rows]
     return {"steps": len(ends) - 1, "tokens_per_s": sum(len(s["input_ids"]) for s in steady) / seconds,
-            "flops_per_s": train_flops(model.config, steady, passes) / seconds, "peak_rss_mb": peak_rss_mb(),
+            "flops_per_s": train_flops(model.config, steady, passes) / seconds, "peak_rss_mb": peak_memory_mb(device),
             "last_train_loss": sum(losses[-5:]) / len(losses[-5:])}
 
 
@@ -240,7 +261,7 @@ def train_tailor(cfg, model, tokenizer, train_set: list[dict], val_set: list[dic
     steady = [s for b in batches[warmup:] for s in b]
     flops = train_flops(model.config, steady, passes)
     return {"steps": result.steps, "tokens_per_s": sum(tokens[warmup:]) / seconds,
-            "flops_per_s": flops / seconds, "peak_rss_mb": peak_rss_mb(),
+            "flops_per_s": flops / seconds, "peak_rss_mb": peak_memory_mb(cfg.train.device),
             "done_flops_per_s": (flops - prefix_flops_saved(model.config, batches[warmup:], passes)) / seconds,
             "val_loss": [r for r in log if r["split"] == "validation"][-1]["loss"],
             "last_train_loss": sum(r["loss"] for r in train_log[-5:]) / len(train_log[-5:])}

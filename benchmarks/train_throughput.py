@@ -9,7 +9,9 @@ process so each peak RSS is its own: HF's on glibc's malloc, as a script runs, t
 steps after --warmup, peak RSS, the validation loss of the trained model (scored by the same
 function for both), and model FLOPs utilisation against the matmul peak in the run's precision (common.Peak: the best
 of several shapes and repeats, probed before and after the run; a warning when the two probes differ
-by more than 10%, i.e. the machine was busy). `--precision` (default auto: tailor's own choice on this CPU,
+by more than 10%, i.e. the machine was busy). `--device cuda` runs both sides on the first CUDA GPU (the
+Trainer without `use_cpu`, tailor with train.device cuda), with CUDA's largest allocation as the peak memory and
+the GPU's bf16 matmul peak for MFU. `--precision` (default auto: tailor's own choice on this CPU,
 bf16 where it is native, fp32 where it would be emulated) sets both sides.
 Model FLOPs count every real token; tailor runs a prefix all rows of a batch share once (the chat
 template's system prompt), so for tailor the FLOPs actually done are also given.
@@ -25,32 +27,38 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (ALLOCATORS, Peak, add_precision, config, emit, half, machine, model_and_samples,  # noqa: E402
-                    peak_rss_mb, run_child, train_hf, train_tailor)
+from common import (ALLOCATORS, Peak, add_device, add_precision, config, emit, half, machine,  # noqa: E402
+                    model_and_samples, peak_memory_mb, run_child, train_hf, train_tailor)
 
 BATCH, LR, WARMUP_STEPS, WEIGHT_DECAY, VAL = 8, 1e-4, 3, 0.01, 100
 
 
-def settings(steps: int, threads: int, bf16: bool) -> dict:
-    return dict(threads=threads, max_length=256, train=steps * BATCH, val=VAL, batch_size=BATCH, learning_rate=LR,
+def settings(steps: int, threads: int, bf16: bool, device: str = "cpu") -> dict:
+    return dict(device=device, threads=threads, max_length=256, train=steps * BATCH, val=VAL, batch_size=BATCH, learning_rate=LR,
                 weight_decay=WEIGHT_DECAY, schedule="cosine", warmup_steps=WARMUP_STEPS, max_grad_norm=1.0,
                 precision="bf16" if bf16 else "fp32", eval_every=0, save_every=0, log_every=1)
 
 
-def side_hf(steps: int, warmup: int, threads: int, bf16: bool) -> dict:
+def side_hf(steps: int, warmup: int, threads: int, bf16: bool, device: str = "cpu") -> dict:
+    from tailor import device as devices
     from tailor.eval.score import score
 
     if threads:
         torch.set_num_threads(threads)  # tailor's side gets the same through train.threads
-    cfg = config(**settings(steps, threads, bf16))
+    devices.choose(device)  # where score() puts the validation batches
+    cfg = config(**settings(steps, threads, bf16, device))
     model, tokenizer, splits = model_and_samples(cfg)
-    result = train_hf(model, tokenizer, splits.train, steps, warmup, BATCH, LR, WEIGHT_DECAY, WARMUP_STEPS, bf16=bf16)
+    result = train_hf(model, tokenizer, splits.train, steps, warmup, BATCH, LR, WEIGHT_DECAY, WARMUP_STEPS, bf16=bf16,
+                      device=device)
     val = score(model, splits.validation, tokenizer.pad_token_id, 16, bf16=bf16)
-    return {**result, "val_loss": val["loss"], "peak_rss_mb": peak_rss_mb()}
+    return {**result, "val_loss": val["loss"], "peak_rss_mb": peak_memory_mb(device)}
 
 
-def side_tailor(steps: int, warmup: int, threads: int, bf16: bool, extra: dict | None = None) -> dict:
-    cfg = config(**{**settings(steps, threads, bf16), **(extra or {})})
+def side_tailor(steps: int, warmup: int, threads: int, bf16: bool, device: str = "cpu", extra: dict | None = None) -> dict:
+    from tailor import device as devices
+
+    devices.choose(device)  # as the workflow does from train.device
+    cfg = config(**{**settings(steps, threads, bf16, device), **(extra or {})})
     model, tokenizer, splits = model_and_samples(cfg)
     return train_tailor(cfg, model, tokenizer, splits.train, splits.validation, warmup)
 
@@ -68,27 +76,31 @@ def main() -> None:
     p.add_argument("--tailor-allocator", choices=ALLOCATORS, default="mimalloc",
                    help="tailor's side: mimalloc (the default, as the `tailor` command runs) or glibc's malloc")
     add_precision(p)
+    add_device(p)
     p.add_argument("--side", choices=["hf", "tailor"], help=argparse.SUPPRESS)  # a child process
     a = p.parse_args()
     if a.side:
         extra = {} if a.side == "hf" else {"extra": {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in a.set)}}
         from tailor.preload import name
 
-        result = (side_hf if a.side == "hf" else side_tailor)(a.steps, a.warmup, a.threads, half(a.precision), **extra)
+        result = (side_hf if a.side == "hf" else side_tailor)(a.steps, a.warmup, a.threads, half(a.precision, a.device),
+                                                              a.device, **extra)
         emit({**result, "allocator": name()})
         return
     if a.threads:
         torch.set_num_threads(a.threads)
-    print(machine() + f"; {'bf16' if half(a.precision) else 'fp32'} on both sides")
-    peak = Peak(half(a.precision))  # probed before the run and again after it
+    bf16 = half(a.precision, a.device)
+    memory = "peak GPU memory" if a.device == "cuda" else "peak RSS"
+    print(machine() + f"; {'bf16' if bf16 else 'fp32'} on both sides, on the {a.device.upper()}")
+    peak = Peak(bf16, a.device)  # probed before the run and again after it
     results: dict[str, list[dict]] = {}
     for side in a.order.split(","):
         r = run_child(__file__, ["--side", side, "--steps", str(a.steps), "--warmup", str(a.warmup),
-                                        "--threads", str(a.threads), "--precision", a.precision]
+                                        "--threads", str(a.threads), "--precision", a.precision, "--device", a.device]
                         + [arg for s in a.set for arg in ("--set", s)], timeout=1800,
                         allocator=a.hf_allocator if side == "hf" else a.tailor_allocator)
         results.setdefault(side, []).append(r)
-        print(f"{side:7s} {r['tokens_per_s']:7.1f} real tok/s  peak RSS {r['peak_rss_mb']:6.0f} MB  "
+        print(f"{side:7s} {r['tokens_per_s']:7.1f} real tok/s  {memory} {r['peak_rss_mb']:6.0f} MB  "
               f"val loss {r['val_loss']:.4f}  last-5 train loss {r['last_train_loss']:.4f}  ({r['steps']} steps, "
               f"{r['allocator']})", flush=True)
     peak.after()
@@ -98,7 +110,7 @@ def main() -> None:
     if "hf" in results and "tailor" in results:
         hf, tl = results["hf"][-1], results["tailor"][-1]
         print(f"tailor / HF: speed {tl['tokens_per_s'] / hf['tokens_per_s']:.2f}x, "
-              f"peak RSS {tl['peak_rss_mb'] / hf['peak_rss_mb']:.2f}x, "
+              f"{memory} {tl['peak_rss_mb'] / hf['peak_rss_mb']:.2f}x, "
               f"val loss {tl['val_loss'] / hf['val_loss'] - 1:+.2%}, "
               f"tailor MFU {tl['flops_per_s'] / 1e9 / peak.value:.1%} of the measured {'bf16' if peak.dtype == torch.bfloat16 else 'fp32'} peak "
               f"({tl['done_flops_per_s'] / 1e9 / peak.value:.1%} counting only the FLOPs done: the shared prefix runs once)")
