@@ -168,7 +168,7 @@ def train_flops(model_config, samples: list[dict], passes: int = 3) -> float:
 
 def prefix_flops_saved(model_config, batches: list[list[dict]], passes: int = 3) -> float:
     """The part of `train_flops` tailor does not compute: a prefix every row of a batch shares runs
-    once (`tailor.models.prefix`), not once per row. Subtracted, it gives the FLOPs actually done."""
+    once on the CPU (`tailor.models.prefix`), not once per row. Subtracted, it gives the FLOPs actually done."""
     from tailor.models.prefix import MIN_SHARED
 
     saved = 0.0
@@ -241,6 +241,7 @@ def train_tailor(cfg, model, tokenizer, train_set: list[dict], val_set: list[dic
     import tempfile
     from unittest import mock
 
+    from tailor import device as devices
     from tailor.tasks import get_task
     from tailor.train import loop
 
@@ -262,7 +263,8 @@ def train_tailor(cfg, model, tokenizer, train_set: list[dict], val_set: list[dic
     flops = train_flops(model.config, steady, passes)
     return {"steps": result.steps, "tokens_per_s": sum(tokens[warmup:]) / seconds,
             "flops_per_s": flops / seconds, "peak_rss_mb": peak_memory_mb(cfg.train.device),
-            "done_flops_per_s": (flops - prefix_flops_saved(model.config, batches[warmup:], passes)) / seconds,
+            "done_flops_per_s": (flops - (prefix_flops_saved(model.config, batches[warmup:], passes)
+                                          if devices.is_cpu() else 0.0)) / seconds,  # the pass is CPU-only
             "val_loss": [r for r in log if r["split"] == "validation"][-1]["loss"],
             "last_train_loss": sum(r["loss"] for r in train_log[-5:]) / len(train_log[-5:])}
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tailor on a CUDA machine: the gpu-marked tests, the demo config, tailor's training loop against the HF
-# Trainer on the GPU, a DDP run, batched generation and one served request, each printing tokens/s and
+# Trainer on the GPU (and where a step's time goes), a DDP run, batched generation and one served request, each printing tokens/s and
 # the GPU's peak memory. Run from the repository root with tailor installed (make install, or
 # pip install -e . beside the machine's own torch):
 #
@@ -8,15 +8,15 @@
 #
 # Exits non-zero at the first step that fails. Settings, from the environment:
 #   MODEL=PATH        another model folder than the embedded SmolLM2-135M-Instruct (model.name)
-#   STEPS=N           optimizer steps of the HF-vs-tailor training comparison (default 200, batch 8)
+#   STEPS=N           optimizer steps of the HF-vs-tailor training comparison (default 60 after 10 warm-up steps, batch 8)
 #   DEVICE=cpu        the same steps on the CPU (to try the script on a machine without a GPU)
 #   SETTINGS="k=v .." more config overrides for the demo and DDP runs (e.g. smaller data caps)
 set -euo pipefail
 PY=${PY:-$(test -x .venv/bin/python && echo .venv/bin/python || echo python3)}
 OUT=${1:-${OUT:-/tmp/tailor-gpu-check}}
 DEVICE=${DEVICE:-cuda}
-STEPS=${STEPS:-200}
-WARMUP=${WARMUP:-20}
+STEPS=${STEPS:-60}
+WARMUP=${WARMUP:-10}
 read -r -a OVERRIDES <<< "${MODEL:+model.name=$MODEL} ${SETTINGS:-}"
 mkdir -p "$OUT"
 if [ "$DEVICE" = cuda ]; then
@@ -47,6 +47,9 @@ $PY -m tailor.cli run configs/dialogue/smollm2-chitchat.yaml --device "$DEVICE" 
 echo "tailor run: $(( $(date +%s) - START )) s in all"
 summary "$OUT/gpu-demo" "demo, $DEVICE"
 grep -E "perplexity|bleu|BLEU|chrF" "$OUT/demo.log" | tail -6 || true
+
+echo "== where a plain training step's time goes (launch latency, GPU time against wall time)"
+$PY benchmarks/gpu_step.py --device "$DEVICE" ${MODEL:+--model "$MODEL"} 2>&1 | grep -v "Loading weights" | head -12
 
 echo "== training: the HF Trainer vs tailor's loop, $STEPS steps of 8 samples"
 TAILOR_BENCH_MODEL=${MODEL:-} $PY benchmarks/train_throughput.py --device "$DEVICE" --steps "$STEPS" --warmup "$WARMUP" \

@@ -113,7 +113,8 @@ def main() -> None:
               f"{memory} {tl['peak_rss_mb'] / hf['peak_rss_mb']:.2f}x, "
               f"val loss {tl['val_loss'] / hf['val_loss'] - 1:+.2%}, "
               f"tailor MFU {tl['flops_per_s'] / 1e9 / peak.value:.1%} of the measured {'bf16' if peak.dtype == torch.bfloat16 else 'fp32'} peak "
-              f"({tl['done_flops_per_s'] / 1e9 / peak.value:.1%} counting only the FLOPs done: the shared prefix runs once)")
+              f"({tl['done_flops_per_s'] / 1e9 / peak.value:.1%} counting only the FLOPs done"
+              + (": the shared prefix runs once)" if a.device == "cpu" else ")"))
     print(machine())
 
 if __name__ == "__main__":

@@ -79,6 +79,9 @@ def test_no_sharing_under_dropout_for_short_prefixes_or_single_rows(tiny_model):
     assert prefix.worth_sharing(backbone, batch) == 0
     model.eval()  # no dropout at inference
     assert prefix.worth_sharing(backbone, batch) == 20
+    # Off the CPU the batch runs whole (a GPU waits on the host's launches: a second pass doubles them). The
+    # meta device stands in for a GPU; its tensors have no values, so the answer must come before any is read.
+    assert prefix.worth_sharing(backbone, {k: v.to("meta") for k, v in batch.items()}) == 0
 
 
 def test_gradient_checkpointing_runs_the_batch_whole_with_the_same_loss_and_gradients(tiny_model):
