@@ -8,7 +8,8 @@ Each size is a transformers LlamaConfig with SmolLM2's published shapes (no down
 tied embeddings, head dim 64), initialised from seed 0, trained on the same chitchat samples (tokenized with
 SmolLM2's tokenizer) as `train_throughput.py` trains: batch 8, max length 256, lr 1e-4, cosine, bf16
 autocast (--precision), fp32 weights and AdamW state, clipping 1.0. Each side of each size runs in its own process, so
-each peak RSS is its own. Printed per size and side: real tokens/s after --warmup, MFU (model FLOPs over
+each peak RSS is its own: HF's on glibc's malloc, tailor's on mimalloc, as the `tailor` command runs
+(`--hf-allocator` / `--tailor-allocator` change either, as in train_throughput.py). Printed per size and side: real tokens/s after --warmup, MFU (model FLOPs over
 the bf16 matmul peak probed before and after the whole run, common.Peak), peak RSS, and beside it
 parameters x 16 bytes (fp32 weights, gradients and AdamW's two moments): the floor of full fine-tuning.
 
@@ -33,7 +34,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import MODEL, Peak, add_precision, config, emit, half, machine, run_child, train_hf, train_tailor  # noqa: E402
+from common import (ALLOCATORS, MODEL, Peak, add_precision, config, emit, half, machine, run_child,  # noqa: E402
+                    train_hf, train_tailor)
 
 BATCH, LR, WARMUP_STEPS, WEIGHT_DECAY, VAL = 8, 1e-4, 1, 0.01, 8
 VOCAB = 49152
@@ -128,6 +130,10 @@ def main() -> None:
     p.add_argument("--layers", default="", help="N or N,M decoder layers instead of the size's own (memory projection)")
     p.add_argument("--threads", type=int, default=0, help="torch threads on both sides (0 = torch's default)")
     p.add_argument("--force", action="store_true", help="run sides whose state alone exceeds available memory")
+    p.add_argument("--hf-allocator", choices=ALLOCATORS, default="system",
+                   help="HF's side: glibc's malloc (the default, as a script runs) or mimalloc preloaded")
+    p.add_argument("--tailor-allocator", choices=ALLOCATORS, default="mimalloc",
+                   help="tailor's side: mimalloc (the default, as the `tailor` command runs) or glibc's malloc")
     p.add_argument("--side", choices=["hf", "tailor"], help=argparse.SUPPRESS)  # a child process
     p.add_argument("--size", help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -166,7 +172,8 @@ def main() -> None:
                         "--threads", str(a.threads), "--max-length", str(a.max_length), "--lora", str(a.lora),
                         "--layers", str(layers), "--optimizer", a.optimizer, "--precision", a.precision
                         ] + (["--gradient-checkpointing"] if a.gradient_checkpointing else [])
-                r = run_child(__file__, args, timeout=6 * 3600)
+                r = run_child(__file__, args, timeout=6 * 3600,
+                              allocator=a.hf_allocator if s == "hf" else a.tailor_allocator)
                 rows.append((size, layers, s, r, ""))
                 print(f"{label:16s} {s:7s} {r['tokens_per_s']:8.1f} real tok/s  peak RSS {r['peak_rss_mb']:7.0f} MB  "
                       f"(params x 16 B: {16 * n / 2**20:7.0f} MB)  last train loss {r['last_train_loss']:.3f}", flush=True)
