@@ -86,6 +86,13 @@ def settings(a) -> dict:
                 optimizer=a.optimizer)
 
 
+def tailor_settings(a) -> dict:
+    """--set KEY=VALUE: train settings for tailor's side only."""
+    import yaml
+
+    return {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in a.set)}
+
+
 def side(a) -> dict:
     """One side of one size, in this (child) process."""
     from tailor.models.adapt import adapt
@@ -95,7 +102,7 @@ def side(a) -> dict:
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    cfg = config(**settings(a))
+    cfg = config(**{**settings(a), **(tailor_settings(a) if a.side == "tailor" else {})})
     cfg.model.lora.rank = a.lora
     tokenizer = load_tokenizer(resolve(MODEL))  # SmolLM2's tokenizer (the embedded model's, converted once)
     splits = prepare(cfg, tokenizer, 8192)
@@ -130,6 +137,8 @@ def main() -> None:
     p.add_argument("--layers", default="", help="N or N,M decoder layers instead of the size's own (memory projection)")
     p.add_argument("--threads", type=int, default=0, help="torch threads on both sides (0 = torch's default)")
     p.add_argument("--force", action="store_true", help="run sides whose state alone exceeds available memory")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a train setting for tailor's side, e.g. --set retain_memory_mb=8192 (repeatable)")
     p.add_argument("--hf-allocator", choices=ALLOCATORS, default="system",
                    help="HF's side: glibc's malloc (the default, as a script runs) or mimalloc preloaded")
     p.add_argument("--tailor-allocator", choices=ALLOCATORS, default="mimalloc",
@@ -171,7 +180,8 @@ def main() -> None:
                 args = ["--side", s, "--size", size, "--steps", str(a.steps), "--warmup", str(a.warmup),
                         "--threads", str(a.threads), "--max-length", str(a.max_length), "--lora", str(a.lora),
                         "--layers", str(layers), "--optimizer", a.optimizer, "--precision", a.precision
-                        ] + (["--gradient-checkpointing"] if a.gradient_checkpointing else [])
+                        ] + (["--gradient-checkpointing"] if a.gradient_checkpointing else []) + [
+                        arg for kv in a.set for arg in ("--set", kv)]
                 r = run_child(__file__, args, timeout=6 * 3600,
                               allocator=a.hf_allocator if s == "hf" else a.tailor_allocator)
                 rows.append((size, layers, s, r, ""))

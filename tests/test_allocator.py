@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from tailor import allocator
 from tailor.allocator import default_cap_mb, total_memory_mb, training_cap_mb
 from tailor.preload import library
 
@@ -164,7 +165,7 @@ def freed_after_delay():
     return before - resident()
 
 default = freed_after_delay()
-took = allocator.retain_freed_memory(int(sys.argv[1]))
+took = allocator.retain_freed_memory(int(sys.argv[1]), grow=sys.argv[2] == "grow")
 training = allocator.training_cap_mb("auto")
 kept = freed_after_delay()
 blocks = [torch.ones(BLOCK, dtype=torch.uint8) for _ in range(3)]
@@ -179,21 +180,23 @@ print(json.dumps({"default": default, "took": took, "training": training, "kept"
 """
 
 
-@pytest.mark.parametrize("cap", [4096, 64])
-def test_on_mimalloc_the_cap_keeps_freed_pages_past_its_purge_delay(cap):
+@pytest.mark.parametrize("cap, grow", [(4096, "fixed"), (64, "fixed"), (64, "grow")])
+def test_on_mimalloc_the_cap_keeps_freed_pages_past_its_purge_delay(cap, grow):
     """The `tailor` command's allocator: by itself mimalloc gives freed pages back a second after they are freed
     (and training faulted them in again: 1.2x slower on a Xeon with AMX); under a cap they stay until
-    keep_within_cap finds the cap exceeded or a cap of 0 puts mimalloc's delay back."""
+    keep_within_cap finds the cap exceeded (unless it may grow and the machine has room, as train.retain_memory_mb
+    auto asks) or a cap of 0 puts mimalloc's delay back."""
     path = library()
     assert path is not None, "cmeel-mimalloc is a dependency"
     environment = {k: v for k, v in os.environ.items() if k != "TAILOR_RETAIN_MEMORY"}
-    out = subprocess.run([sys.executable, "-c", MIMALLOC_PROBE, str(cap)], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", MIMALLOC_PROBE, str(cap), grow], capture_output=True, text=True,
                          check=True, env={**environment, "LD_PRELOAD": path}).stdout
     r = json.loads(out.strip().splitlines()[-1])
     assert r["default"] > r["pages"] * 0.9, r  # mimalloc's own delay: back within the wait
     assert r["took"] and r["training"] == default_cap_mb(), r  # training's auto cap on mimalloc
     assert r["kept"] < r["pages"] * 0.1, r  # kept past mimalloc's delay
-    if cap == 4096:
+    if cap == 4096 or grow == "grow":  # under the cap, or past it with the machine's RAM mostly available
+        assert allocator.room_to_keep(), "this test needs over a quarter of the RAM available"
         assert not r["trimmed"] and r["within_cap"] < r["pages"] * 0.1, r
     else:  # 120 MiB over a cap of 64: given back at once
         assert r["trimmed"] and r["within_cap"] > r["pages"] * 0.9, r
@@ -203,3 +206,21 @@ def test_on_mimalloc_the_cap_keeps_freed_pages_past_its_purge_delay(cap):
 def test_training_keeps_nothing_on_glibc_by_default():
     assert training_cap_mb("auto") == 0  # this process runs on glibc's malloc: its heap would fragment
     assert training_cap_mb(512) == 512
+
+
+def test_auto_keeps_pages_past_the_cap_only_while_the_machine_has_room(monkeypatch):
+    released = []
+    monkeypatch.setattr(allocator, "resident_mb", lambda: 5000)  # 5000 MiB over the floor, the cap 64
+    monkeypatch.setattr(allocator, "release_freed_memory", lambda: released.append(1) or True)
+    ram = total_memory_mb()
+    for grow, free, gives_back in [(1, ram // 2, False), (1, ram // 8, True), (1, None, True), (0, ram // 2, True)]:
+        monkeypatch.setattr(allocator, "_state", {"cap": 64, "floor": 0, "grow": grow})
+        monkeypatch.setattr(allocator, "available_mb", lambda free=free: (free, "MemAvailable"))
+        assert allocator.keep_within_cap() == gives_back and bool(released) == gives_back, (grow, free)
+        released.clear()
+
+
+def test_available_memory_is_read_from_the_kernel():
+    free, source = allocator.available_mb()
+    assert free is not None and 0 < free <= total_memory_mb(), (free, source)
+    assert source in ("MemAvailable", "the cgroup's memory.max")

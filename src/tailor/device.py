@@ -98,7 +98,8 @@ def place(model: torch.nn.Module, device: torch.device | None = None) -> torch.n
 
 def put(batch, device: torch.device | None = None):
     """A batch's tensors on the device (dicts, lists and tuples walked; other values as they are).
-    Pinned, non-blocking copies on CUDA; on the CPU the same tensors come back."""
+    Non-blocking copies on CUDA (from pageable memory: a batch is small beside a step); on the CPU the same
+    tensors come back."""
     device = device or current()
     if isinstance(batch, torch.Tensor):
         return batch if batch.device == device else batch.to(device, non_blocking=device.type == CUDA)

@@ -172,24 +172,12 @@ def available_memory_mb(device=None) -> tuple[float, str]:
     gpu = devices.gpu_memory_mb(device)
     if gpu is not None:
         return gpu[1], f"free on {device}"
-    own = current_memory_mb(device)
-    try:
-        available = _kib(Path("/proc/meminfo").read_text(), "MemAvailable")
-    except OSError:
-        available = None
-    if available is None:
-        from tailor.allocator import total_memory_mb
+    from tailor.allocator import available_mb, total_memory_mb
 
+    free, source = available_mb()
+    if free is None:
         return float(total_memory_mb()), "total RAM (MemAvailable unknown)"
-    mb, source = available / 1024 + own, "MemAvailable"
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        used = float(Path("/sys/fs/cgroup/memory.current").read_text())
-        if limit != "max" and (float(limit) - used) / 2**20 + own < mb:
-            mb, source = (float(limit) - used) / 2**20 + own, "the cgroup's memory.max"
-    except (OSError, ValueError):
-        pass
-    return mb, source
+    return free + current_memory_mb(device), source
 
 
 MOMENT_BYTES = {"adamw_bf16": 2.0, "adamw_8bit": 1.0, "adamw_4bit": 0.5}  # each moment, a weight; adamw: the weight's

@@ -200,7 +200,7 @@ def train(cfg: Config, task, model, tokenizer, train_set: list[dict], val_set: l
     fast = t.cpu_fast_paths and devices.is_cpu(device) and wrapped is None  # tailor's CPU speed paths
     cap = pass_cap(t.max_pass_tokens, fast)  # train.max_pass_tokens
     if fast:
-        retain_freed_memory(training_cap_mb(t.retain_memory_mb))
+        retain_freed_memory(training_cap_mb(t.retain_memory_mb), grow=t.retain_memory_mb == "auto")
         release_freed_memory()  # what an evaluation before training left
     # fp16 autocast needs loss scaling (bf16 has fp32's range and does not); DeepSpeed scales by its own config.
     scaler = torch.amp.GradScaler(device.type) if half == torch.float16 and engine is None else None
