@@ -40,7 +40,9 @@ purging (MIMALLOC_PURGE_DELAY=-1, 3640 MB) and at 662 under training's auto cap 
 (`benchmarks/train_throughput.py --order tailor`). So on mimalloc a cap sets a purge delay that
 never expires (mi_option_set at run time) and `keep_within_cap()`'s mi_collect alone gives pages back, as
 malloc_trim does on glibc; a cap of 0 puts mimalloc's own delay back; training's auto cap there is
-`default_cap_mb()`. The mallopt settings are for glibc: `TAILOR_ALLOCATOR=system`, and tailor used as a
+`default_cap_mb()`, kept past while over a quarter of the RAM is still available (`room_to_keep`): a model
+whose steps free more than the eighth (SmolLM2-1.7B's shapes at 4 layers) otherwise faulted them in again
+every step, 98.5 against 128.3 tok/s (`benchmarks/scale.py`). The mallopt settings are for glibc: `TAILOR_ALLOCATOR=system`, and tailor used as a
 library.
 
 oneDNN, behind torch's CPU matrix products, keeps the products it has compiled in a cache of 1024 by
