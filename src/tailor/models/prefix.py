@@ -14,7 +14,7 @@ to pay for a second pass, or off the CPU. A GPU running a model of this size wai
 launches its kernels one by one: on an H200, a SmolLM2-135M training step of 8 x 128 tokens took 108 ms
 of wall time for 17 ms of GPU work (4,682 kernels). The second pass saves FLOPs the GPU has to spare
 and doubles the operations the host dispatches (18,406 against 8,766 for a forward and backward of 8
-chitchat samples), so there the batch runs whole, as the Hugging Face model runs it.
+chitchat samples: benchmarks/dispatch_count.py), so there the batch runs whole, as the Hugging Face model runs it.
 """
 
 from __future__ import annotations
