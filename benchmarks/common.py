@@ -79,9 +79,33 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def peak_memory_mb(device: str = "cpu") -> float:
-    """The side's peak memory: the process's peak RSS on the CPU, CUDA's largest allocation on a GPU."""
-    return torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else peak_rss_mb()
+def peak_memory_mb(device: str | None = None) -> float:
+    """The side's peak memory on `device` (a train.device name; None: the process's device): the process's peak
+    RSS on the CPU, CUDA's largest allocation on a GPU."""
+    from tailor import device as devices
+
+    return devices.peak_memory_mb(None if device is None else devices.resolve(device))
+
+
+ALLOCATORS = ("system", "mimalloc")
+
+
+def add_side_options(parser, example: str) -> None:
+    """The options both training benchmarks take for their sides: tailor's extra train settings and each side's
+    allocator (HF's on glibc's malloc as a script runs, tailor's on mimalloc as the `tailor` command runs)."""
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"a train setting for tailor's side, e.g. --set {example} (repeatable)")
+    parser.add_argument("--hf-allocator", choices=ALLOCATORS, default="system",
+                        help="HF's side: glibc's malloc (the default, as a script runs) or mimalloc preloaded")
+    parser.add_argument("--tailor-allocator", choices=ALLOCATORS, default="mimalloc",
+                        help="tailor's side: mimalloc (the default, as the `tailor` command runs) or glibc's malloc")
+
+
+def tailor_settings(pairs: list[str]) -> dict:
+    """--set KEY=VALUE pairs as train settings (values read as YAML: numbers, booleans, auto)."""
+    import yaml
+
+    return {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in pairs)}
 
 
 # (M, K, N) of the probe's products: a square one and the shapes of SmolLM2-sized training (rows of a batch
@@ -96,7 +120,11 @@ def matmul_peak(dtype=torch.bfloat16, shapes=PEAK_SHAPES, repeats: int = 5, seco
     (about `seconds` in all): the ceiling a model FLOPs utilisation is measured against."""
     best = 0.0
     per_burst = seconds / (len(shapes) * repeats)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)  # a GPU's products are queued
+    from tailor import device as devices
+
+    def sync():  # a GPU's products are queued
+        devices.synchronize(torch.device(device))
+
     for m, k, n in shapes:
         a = torch.randn(m, k, dtype=dtype, device=device)
         b = torch.randn(k, n, dtype=dtype, device=device)
@@ -262,14 +290,12 @@ def train_tailor(cfg, model, tokenizer, train_set: list[dict], val_set: list[dic
     steady = [s for b in batches[warmup:] for s in b]
     flops = train_flops(model.config, steady, passes)
     return {"steps": result.steps, "tokens_per_s": sum(tokens[warmup:]) / seconds,
-            "flops_per_s": flops / seconds, "peak_rss_mb": peak_memory_mb(cfg.train.device),
+            "flops_per_s": flops / seconds, "peak_rss_mb": peak_memory_mb(),
             "done_flops_per_s": (flops - (prefix_flops_saved(model.config, batches[warmup:], passes)
                                           if devices.is_cpu() else 0.0)) / seconds,  # the pass is CPU-only
             "val_loss": [r for r in log if r["split"] == "validation"][-1]["loss"],
             "last_train_loss": sum(r["loss"] for r in train_log[-5:]) / len(train_log[-5:])}
 
-
-ALLOCATORS = ("system", "mimalloc")
 
 
 def allocator_env(allocator: str) -> dict[str, str]:

@@ -37,7 +37,10 @@ def main() -> None:
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     a = p.parse_args()
     dev = a.device
-    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+    from tailor import device as devices
+
+    def sync():
+        devices.synchronize(torch.device(dev))
 
     tick, total = time.perf_counter(), 0
     for i in range(3_000_000):

@@ -34,8 +34,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (ALLOCATORS, MODEL, Peak, add_precision, config, emit, half, machine, run_child,  # noqa: E402
-                    train_hf, train_tailor)
+from common import (MODEL, Peak, add_precision, add_side_options, config, emit, half, machine,  # noqa: E402
+                    run_child, tailor_settings, train_hf, train_tailor)
 
 BATCH, LR, WARMUP_STEPS, WEIGHT_DECAY, VAL = 8, 1e-4, 1, 0.01, 8
 VOCAB = 49152
@@ -86,13 +86,6 @@ def settings(a) -> dict:
                 optimizer=a.optimizer)
 
 
-def tailor_settings(a) -> dict:
-    """--set KEY=VALUE: train settings for tailor's side only."""
-    import yaml
-
-    return {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in a.set)}
-
-
 def side(a) -> dict:
     """One side of one size, in this (child) process."""
     from tailor.models.adapt import adapt
@@ -102,7 +95,7 @@ def side(a) -> dict:
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    cfg = config(**{**settings(a), **(tailor_settings(a) if a.side == "tailor" else {})})
+    cfg = config(**{**settings(a), **(tailor_settings(a.set) if a.side == "tailor" else {})})
     cfg.model.lora.rank = a.lora
     tokenizer = load_tokenizer(resolve(MODEL))  # SmolLM2's tokenizer (the embedded model's, converted once)
     splits = prepare(cfg, tokenizer, 8192)
@@ -137,12 +130,7 @@ def main() -> None:
     p.add_argument("--layers", default="", help="N or N,M decoder layers instead of the size's own (memory projection)")
     p.add_argument("--threads", type=int, default=0, help="torch threads on both sides (0 = torch's default)")
     p.add_argument("--force", action="store_true", help="run sides whose state alone exceeds available memory")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a train setting for tailor's side, e.g. --set retain_memory_mb=8192 (repeatable)")
-    p.add_argument("--hf-allocator", choices=ALLOCATORS, default="system",
-                   help="HF's side: glibc's malloc (the default, as a script runs) or mimalloc preloaded")
-    p.add_argument("--tailor-allocator", choices=ALLOCATORS, default="mimalloc",
-                   help="tailor's side: mimalloc (the default, as the `tailor` command runs) or glibc's malloc")
+    add_side_options(p, "retain_memory_mb=8192")
     p.add_argument("--side", choices=["hf", "tailor"], help=argparse.SUPPRESS)  # a child process
     p.add_argument("--size", help=argparse.SUPPRESS)
     a = p.parse_args()

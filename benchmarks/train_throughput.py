@@ -24,11 +24,10 @@ import sys
 from pathlib import Path
 
 import torch
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (ALLOCATORS, Peak, add_device, add_precision, config, emit, half, machine,  # noqa: E402
-                    model_and_samples, peak_memory_mb, run_child, train_hf, train_tailor)
+from common import (Peak, add_device, add_precision, add_side_options, config, emit, half, machine,  # noqa: E402
+                    model_and_samples, peak_memory_mb, run_child, tailor_settings, train_hf, train_tailor)
 
 BATCH, LR, WARMUP_STEPS, WEIGHT_DECAY, VAL = 8, 1e-4, 3, 0.01, 100
 
@@ -69,18 +68,13 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=5, help="first steps left out of tokens/s")
     p.add_argument("--order", default="hf,tailor", help="sides to run, in this order (repeats allowed)")
     p.add_argument("--threads", type=int, default=0, help="torch threads on both sides (0 = torch's default)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a train setting for tailor's side, e.g. --set optimizer=adamw_bf16 (repeatable)")
-    p.add_argument("--hf-allocator", choices=ALLOCATORS, default="system",
-                   help="HF's side: glibc's malloc (the default, as a script runs) or mimalloc preloaded")
-    p.add_argument("--tailor-allocator", choices=ALLOCATORS, default="mimalloc",
-                   help="tailor's side: mimalloc (the default, as the `tailor` command runs) or glibc's malloc")
+    add_side_options(p, "optimizer=adamw_bf16")
     add_precision(p)
     add_device(p)
     p.add_argument("--side", choices=["hf", "tailor"], help=argparse.SUPPRESS)  # a child process
     a = p.parse_args()
     if a.side:
-        extra = {} if a.side == "hf" else {"extra": {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in a.set)}}
+        extra = {} if a.side == "hf" else {"extra": tailor_settings(a.set)}
         from tailor.preload import name
 
         result = (side_hf if a.side == "hf" else side_tailor)(a.steps, a.warmup, a.threads, half(a.precision, a.device),

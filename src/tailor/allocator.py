@@ -174,7 +174,7 @@ def retain_freed_memory(cap_mb: int = AUTO, grow: bool | None = None) -> bool:
     if env is not None:
         cap_mb, grow = env, False
     if grow is not None:
-        _state["grow"] = int(grow and preload.mimalloc() is not None)
+        _state["grow"] = int(grow)
     if cap_mb < 0:
         if "cap" in _state:  # a phase starts (scoring calls it so): the cap is checked as after a step
             keep_within_cap()
