@@ -109,3 +109,14 @@ def test_the_build_folder_changes_with_every_source(tmp_path):
     assert len(seen) == 1 + len(build.SOURCES + build.HEADERS)
     assert build.digest(tmp_path) == same
     assert set(build.SOURCES + build.HEADERS + build.PORTABLE) == {p.name for p in build.HERE.iterdir() if p.suffix in (".cpp", ".h")}
+
+
+def test_training_drops_the_decoding_probes(tiny_model):
+    """Decoding's probe weights (a copy of each product's shape, the LM head's the largest) do not stay into training."""
+    from tailor.kernels import matmul
+
+    matmul.probe_weight(64, 32)
+    assert matmul.probe_weight.cache_info().currsize >= 1
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    with kernels.patched(model, training=True, optimizer=make_optimizer(model, 1e-3, 0.0, [0.9, 0.999])):
+        assert matmul.probe_weight.cache_info().currsize == 0

@@ -48,13 +48,21 @@ def pack_widen(weight: torch.Tensor) -> torch.Tensor:
 
 @functools.cache
 def probe_weight(n: int, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A weight (N, K) whose second half of K repeats the first in the order `order`, and its packing."""
+    """A weight (N, K) whose second half of K repeats the first in the order `order`, and its packing; kept
+    for the row counts decoding meets next, until `forget_probes()`."""
     gen = torch.Generator().manual_seed(n * 31 + k)
     half = k // 2
     weight = torch.randn(n, k, generator=gen).to(torch.bfloat16)
     order = torch.randperm(half, generator=gen)
     weight[:, half:2 * half] = weight[:, :half][:, order]
     return weight, pack(weight), order
+
+
+def forget_probes() -> None:
+    """Drop the probes' weights (the LM head's and its packing alone are 108 MB at SmolLM2's shapes): training
+    calls it, as it holds the most memory; the ways found stay known, and a later decoding meeting a new row
+    count makes its probe again."""
+    probe_weight.cache_clear()
 
 
 def probe(n: int, k: int, rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -11,6 +11,7 @@ from tailor.kernels.build import available, avx512_available, switched
 from tailor.kernels.embedding import sparse_tied_gradient
 from tailor.kernels.head import resident_head
 from tailor.kernels.linear import lean_projections
+from tailor.kernels.matmul import forget_probes
 from tailor.kernels.mlp import lean_mlps
 from tailor.kernels.norm import fused_norms
 from tailor.kernels.rotary import fused_rotary
@@ -50,6 +51,7 @@ def patched(model: torch.nn.Module, training: bool, enabled: bool = True, compil
             else:
                 yield []
             return
+        forget_probes()  # decoding's probe weights: not needed while training, which sets the run's peak
         bf16 = enabled and half == torch.bfloat16
         head_on = stack.enter_context(resident_head(model, optimizer, enabled=bf16)) if optimizer is not None \
             else False

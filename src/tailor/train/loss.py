@@ -11,7 +11,6 @@ unpacked ones.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from tailor.data.packing import block_causal
@@ -21,6 +20,7 @@ from tailor.kernels import argmax
 from tailor.kernels.attention import grouped
 from tailor.kernels.head import head_logits
 from tailor.models.prefix import hidden_states
+from tailor.train.cross_entropy import summed_cross_entropy
 
 CHUNK = 1024  # supervised positions per head+softmax chunk: bounds logits memory to CHUNK x vocab
 
@@ -73,9 +73,7 @@ def token_stats(model: PreTrainedModel, batch: dict[str, torch.Tensor],
         logits = head_logits(head, h[start : start + CHUNK])  # (n, V), bf16 under autocast
         if cap:
             logits = torch.tanh(logits / cap) * cap
-        # The log-softmax reads bf16 logits and computes in fp32, as a cast first would, without the fp32 copy;
-        # its backward hands the head a bf16 gradient, as the cast's backward did.
-        logprobs = F.log_softmax(logits, -1, dtype=torch.float32)
-        total = total + F.nll_loss(logprobs, y[start : start + CHUNK], reduction="sum")
+        # In fp32 from bf16 logits, without fp32 copies of the whole chunk; the head gets a bf16 gradient.
+        total = total + summed_cross_entropy(logits, y[start : start + CHUNK])
         correct += int((argmax(logits.detach()) == y[start : start + CHUNK]).sum())
     return total, int(y.numel()), correct
