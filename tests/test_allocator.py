@@ -224,3 +224,14 @@ def test_available_memory_is_read_from_the_kernel():
     free, source = allocator.available_mb()
     assert free is not None and 0 < free <= total_memory_mb(), (free, source)
     assert source in ("MemAvailable", "the cgroup's memory.max")
+
+
+def test_product_cache_is_capped_unless_the_environment_sets_it():
+    """oneDNN reads its cache's capacity once, at its first product: tailor sets it on import, before any."""
+    code = "import os, tailor.allocator; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip() == "128"
+    env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = "1024"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip() == "1024"

@@ -48,9 +48,13 @@ library.
 oneDNN, behind torch's CPU matrix products, keeps the products it has compiled in a cache of 1024 by
 default, one per shape and direction, each with its own buffers (0.3-3 MB for SmolLM2's shapes): with
 batches of varying length every step makes new ones, and a training run's peak grew by ~0.6 GB until the
-cache was full. Importing this module caps that cache at 256 (`ONEDNN_PRIMITIVE_CACHE_CAPACITY`, read by
+cache was full. Importing this module caps that cache at 128 (`ONEDNN_PRIMITIVE_CACHE_CAPACITY`, read by
 oneDNN when it makes its first product; a value already in the environment is left as it is): a shape
-older than the last 256 products made is compiled again if it comes back (about a millisecond).
+older than the last 128 products made is compiled again if it comes back. A pass of SmolLM2 makes about 25
+(four projection shapes and the head, three directions each, the attention's), so 128 keeps the last few
+passes' shapes: `train_throughput.py --order tailor` ran as fast with 128 as with 256 (390-413 vs 391-401
+real tok/s) at 56-88 MB less (Xeon AMX); with 48 it ran 12% slower in one pair of runs (shapes seen a few passes back are
+made again, which with AMX's generated kernels costs more than a millisecond each).
 """
 
 from __future__ import annotations
@@ -75,7 +79,7 @@ ROOM_FRACTION = 4  # train.retain_memory_mb auto on mimalloc keeps past its cap 
 _state: dict[str, int] = {}  # "cap": the cap in force (MiB, 0 = none); "floor": resident MiB after the last trim;
 # "grow": 1 where pages are kept past the cap while the machine has room
 PRODUCT_CACHE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
-os.environ.setdefault(PRODUCT_CACHE, "256")  # before torch's first product; see the module's docstring
+os.environ.setdefault(PRODUCT_CACHE, "128")  # before torch's first product; see the module's docstring
 
 
 @functools.cache
