@@ -55,3 +55,15 @@ def test_no_fp32_copy_of_the_logits_is_kept_for_the_backward():
         summed_cross_entropy(logits, torch.zeros(64, dtype=torch.long))
     assert any(t is logits for t in kept)
     assert sum(t.numel() * t.element_size() for t in kept) <= logits.numel() * 2 + 64 * (4 + 8)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_backward_leaves_the_saved_logits_as_they_were(dtype):
+    """A second backward through the same graph (retain_graph) gives the same gradient: nothing saved was changed."""
+    logits = (torch.randn(5, 40) * 3).to(dtype).requires_grad_()
+    kept = logits.detach().clone()
+    loss = summed_cross_entropy(logits * 1, torch.arange(5))
+    first, = torch.autograd.grad(loss, logits, retain_graph=True)
+    second, = torch.autograd.grad(loss, logits)
+    assert torch.equal(first, second)
+    assert torch.equal(logits.detach(), kept)

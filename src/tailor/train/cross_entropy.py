@@ -39,7 +39,9 @@ class SummedCrossEntropy(torch.autograd.Function):
         rows = block_rows(logits.shape[-1])
         out = torch.empty_like(logits)
         for start in range(0, logits.shape[0], rows):
-            block = logits[start:start + rows].float().sub_(lse[start:start + rows, None]).exp_()  # softmax
+            # a copy even of fp32 logits (.float() would return them): the saved logits stay as they were
+            block = logits[start:start + rows].to(torch.float32, copy=True)
+            block.sub_(lse[start:start + rows, None]).exp_()  # softmax
             block[torch.arange(block.shape[0], device=block.device), targets[start:start + rows]] -= 1
             out[start:start + rows] = block.mul_(grad)
         return out, None
