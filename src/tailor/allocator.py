@@ -42,8 +42,8 @@ never expires (mi_option_set at run time) and `keep_within_cap()`'s mi_collect a
 malloc_trim does on glibc; a cap of 0 puts mimalloc's own delay back; training's auto cap there is
 `default_cap_mb()`, kept past while over a quarter of the RAM is still available (`room_to_keep`): a model
 whose steps free more than the eighth (SmolLM2-1.7B's shapes at 4 layers) otherwise faulted them in again
-every step, 98.5 against 128.3 tok/s (`benchmarks/scale.py`). The mallopt settings are for glibc: `TAILOR_ALLOCATOR=system`, and tailor used as a
-library.
+every step, 98.5 against 128.3 tok/s (`benchmarks/scale.py`). The mallopt settings are for glibc:
+`TAILOR_ALLOCATOR=system`, and tailor used as a library.
 
 oneDNN, behind torch's CPU matrix products, keeps the products it has compiled in a cache of 1024 by
 default, one per shape and direction, each with its own buffers (0.3-3 MB for SmolLM2's shapes): with
@@ -53,8 +53,8 @@ oneDNN when it makes its first product; a value already in the environment is le
 older than the last 128 products made is compiled again if it comes back. A pass of SmolLM2 makes about 25
 (four projection shapes and the head, three directions each, the attention's), so 128 keeps the last few
 passes' shapes: `train_throughput.py --order tailor` ran as fast with 128 as with 256 (390-413 vs 391-401
-real tok/s) at 56-88 MB less (Xeon AMX); with 48 it ran 12% slower in one pair of runs (shapes seen a few passes back are
-made again, which with AMX's generated kernels costs more than a millisecond each).
+real tok/s) at 56-88 MB less (Xeon AMX); with 48 it ran 12% slower in one pair of runs (the shapes of a few
+passes back are compiled again).
 """
 
 from __future__ import annotations
