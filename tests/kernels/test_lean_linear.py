@@ -104,3 +104,45 @@ def test_lora_adapters_run_lean_their_frozen_bases_and_biased_projections_do_not
     assert torch.equal(loss, lean_loss)
     for name in grads:
         torch.testing.assert_close(lean_grads[name], grads[name], rtol=2e-5, atol=1e-6, msg=name)
+
+
+def passes_grads(model, batches, half_grads: bool, leave: bool = True):
+    """The gradients of `batches` backpropagated one after another, as the passes of one step; read inside the
+    block (`leave` False) or after it."""
+    model.zero_grad(set_to_none=True)
+    with lean_projections(model, half_grads=half_grads), lean_mlps(model):
+        for ids in batches:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = model(input_ids=ids, labels=ids).loss
+            loss.backward()
+        if not leave:
+            return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+SECOND = torch.randint(0, SHAPE["vocab_size"], (2, 11), generator=torch.Generator().manual_seed(2))
+
+
+def test_half_gradients_are_the_bf16_products_and_later_passes_sum_in_fp32():
+    model = llama()
+    lean = {n + ".weight" for n, m in model.named_modules() if any(m is x for x in lean_projections_of(model))}
+    fp32 = passes_grads(model, [IDS], half_grads=False)
+    held = passes_grads(model, [IDS], half_grads=True, leave=False)
+    assert lean and held.keys() == fp32.keys()
+    for name, grad in held.items():  # the same values, in half the bytes where they are products
+        assert grad.dtype == (torch.bfloat16 if name in lean else torch.float32), name
+        assert torch.equal(grad.float(), fp32[name]), name
+    two = passes_grads(model, [IDS, SECOND], half_grads=False)
+    held_two = passes_grads(model, [IDS, SECOND], half_grads=True, leave=False)
+    for name, grad in held_two.items():  # the second pass widened the first's and added in fp32: autograd's sum
+        assert grad.dtype == torch.float32 and torch.equal(grad, two[name]), name
+
+
+def test_half_gradients_are_widened_on_leaving():
+    model = llama()
+    fp32 = passes_grads(model, [IDS], half_grads=False)
+    left = passes_grads(model, [IDS], half_grads=True)
+    for p in model.parameters():
+        assert p.grad_dtype == torch.float32  # as before the block: a later bf16 gradient would be refused
+    for name, grad in left.items():
+        assert grad.dtype == torch.float32 and torch.equal(grad, fp32[name]), name

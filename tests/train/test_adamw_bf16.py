@@ -114,3 +114,20 @@ def test_training_follows_adamw_and_resumes_exactly(tiny_config):
     train_job(interrupted)
     train_job(load_config(path, ["name=resumed"]), resume=True)
     assert losses(interrupted.run_dir) == half  # bit for bit: the rounding noise is keyed by step and tensor
+
+
+def test_a_bf16_gradient_is_read_exactly():
+    """The lean projections leave bf16 gradients (kernels/linear.py): the step is the one on the same values in fp32."""
+    n = 2 * 65536 + 5
+    group = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.1}
+    args, noise = adamw_bf16.constants(group, 4, 1.5), adamw_bf16.stream(2, 4, 1)
+    p, g, m, v = tensors(n, 3)
+    g16 = g.bfloat16()
+    wide = (p.clone(), g16.float(), m.clone(), v.clone())
+    ref = (p.clone(), g16.float(), m.clone(), v.clone())
+    torch.ops.tailor_portable.adamw_bf16_(p, g16, m, v, *args, noise)
+    torch.ops.tailor_portable.adamw_bf16_(*wide, *args, noise)
+    adamw_bf16.reference_step(*ref, args, noise)
+    for a, b, c in zip((p, m, v), (wide[0], wide[2], wide[3]), (ref[0], ref[2], ref[3])):
+        assert torch.equal(a, b) and torch.equal(a, c)
+    assert not torch.equal(p, tensors(n, 3)[0])

@@ -43,13 +43,14 @@ struct Hyper {
   uint32_t stream;
 };
 
-// On x86-64 compiled for AVX-512F, AVX2 and the baseline; the loader picks the best this CPU runs.
-#if defined(__x86_64__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
-void update(float* p, const float* g, uint16_t* m, uint16_t* v, int64_t begin, int64_t end, const Hyper& h) {
+inline float gradient(const float* g, int64_t i) { return g[i]; }
+inline float gradient(const uint16_t* g, int64_t i) { return widen(g[i]); }  // a bf16 gradient, exactly
+
+// Inlined into each `update` below, so it is compiled for each of their targets.
+template <typename G>
+__attribute__((always_inline)) inline void update_range(float* p, const G* g, uint16_t* m, uint16_t* v, int64_t begin, int64_t end, const Hyper& h) {
   for (int64_t i = begin; i < end; ++i) {
-    float gi = g[i] * h.inv_scale;
+    float gi = gradient(g, i) * h.inv_scale;
     float mi = h.b1 * widen(m[i]) + h.one_minus_b1 * gi;
     float vi = h.b2 * widen(v[i]) + h.one_minus_b2 * (gi * gi);
     float denom = std::sqrt(vi) * h.inv_bc2_sqrt + h.eps;
@@ -60,10 +61,26 @@ void update(float* p, const float* g, uint16_t* m, uint16_t* v, int64_t begin, i
   }
 }
 
+// On x86-64 compiled for AVX-512F, AVX2 and the baseline; the loader picks the best this CPU runs.
+#if defined(__x86_64__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void update(float* p, const float* g, uint16_t* m, uint16_t* v, int64_t begin, int64_t end, const Hyper& h) {
+  update_range(p, g, m, v, begin, end, h);
+}
+
+#if defined(__x86_64__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void update(float* p, const uint16_t* g, uint16_t* m, uint16_t* v, int64_t begin, int64_t end, const Hyper& h) {
+  update_range(p, g, m, v, begin, end, h);
+}
+
 void adamw_bf16_(at::Tensor param, const at::Tensor& grad, at::Tensor exp_avg, at::Tensor exp_avg_sq, double b1,
                  double one_minus_b1, double b2, double one_minus_b2, double decay, double neg_step,
                  double inv_bc2_sqrt, double eps, double inv_scale, int64_t stream) {
-  TORCH_CHECK(param.scalar_type() == at::kFloat && grad.scalar_type() == at::kFloat, "adamw_bf16: fp32 weights and gradients");
+  TORCH_CHECK(param.scalar_type() == at::kFloat, "adamw_bf16: fp32 weights");
+  TORCH_CHECK(grad.scalar_type() == at::kFloat || grad.scalar_type() == at::kBFloat16, "adamw_bf16: fp32 or bf16 gradients");
   TORCH_CHECK(exp_avg.scalar_type() == at::kBFloat16 && exp_avg_sq.scalar_type() == at::kBFloat16, "adamw_bf16: bf16 moments");
   TORCH_CHECK(param.is_contiguous() && grad.is_contiguous() && exp_avg.is_contiguous() && exp_avg_sq.is_contiguous(),
               "adamw_bf16: contiguous tensors");
@@ -72,10 +89,15 @@ void adamw_bf16_(at::Tensor param, const at::Tensor& grad, at::Tensor exp_avg, a
   Hyper h{float(b1), float(one_minus_b1), float(b2), float(one_minus_b2), float(decay), float(neg_step),
           float(inv_bc2_sqrt), float(eps), float(inv_scale), uint32_t(stream)};
   float* p = param.data_ptr<float>();
-  const float* g = grad.data_ptr<float>();
   auto* m = reinterpret_cast<uint16_t*>(exp_avg.data_ptr<at::BFloat16>());
   auto* v = reinterpret_cast<uint16_t*>(exp_avg_sq.data_ptr<at::BFloat16>());
-  at::parallel_for(0, n, 1 << 16, [&](int64_t begin, int64_t end) { update(p, g, m, v, begin, end, h); });
+  if (grad.scalar_type() == at::kFloat) {
+    const float* g = grad.data_ptr<float>();
+    at::parallel_for(0, n, 1 << 16, [&](int64_t begin, int64_t end) { update(p, g, m, v, begin, end, h); });
+  } else {
+    const auto* g = reinterpret_cast<const uint16_t*>(grad.data_ptr<at::BFloat16>());
+    at::parallel_for(0, n, 1 << 16, [&](int64_t begin, int64_t end) { update(p, g, m, v, begin, end, h); });
+  }
 }
 
 }  // namespace

@@ -16,6 +16,14 @@ casts' gradients did (`tests/kernels/test_lean_linear.py`).
 
 Only plain nn.Linear modules without bias whose fp32 weight trains, but the LM head (its own path, head.py);
 anything else keeps its own forward.
+
+bf16 gradients (`half_grads`, for an optimizer that reads them: train/adamw_bf16.py). A weight's gradient
+is a bf16 product, which autograd casts to fp32 and keeps as the fp32 `.grad`: twice the bytes for the
+same values (SmolLM2-135M's projections: 405 MiB). With `half_grads` the backward puts the product itself
+in `.grad` (the weight's `grad_dtype` set to None, which lets a gradient differ from its weight's dtype).
+A second pass of the same step adds its product to it in fp32, as autograd's fp32 `.grad` would, one
+weight at a time as the backward reaches it: the values are fp32 autocast's either way, and a step of two
+passes holds 202 MiB of the first pass's gradients beside the second's activations instead of 405.
 """
 
 from __future__ import annotations
@@ -26,6 +34,26 @@ import torch
 import torch.nn.functional as F
 
 from tailor.kernels.forwards import replaced_forwards
+
+
+_HALF = "_tailor_half_grads"  # set on a weight while `half_gradients` holds it
+
+
+def weight_gradient(weight: torch.Tensor, product: torch.Tensor) -> torch.Tensor | None:
+    """What a backward returns for `weight`, given its gradient `product` as the bf16 product computed it: the
+    fp32 cast autograd keeps, or, for a weight under `half_gradients`, None after adding it into `.grad` by hand
+    (the module's docstring; GatedDown's down projection goes through here too)."""
+    if product.dtype != torch.bfloat16 or not getattr(weight, _HALF, False):
+        return product.to(weight.dtype)
+    held = weight.grad
+    if held is None:
+        weight.grad = product
+    elif held.dtype == weight.dtype:
+        held.add_(product)
+    else:
+        weight.grad = None  # the bf16 one goes as its fp32 sum comes
+        weight.grad = held.to(weight.dtype).add_(product)
+    return None
 
 
 class CastLinear(torch.autograd.Function):
@@ -47,7 +75,7 @@ class CastLinear(torch.autograd.Function):
         if need_x:
             grad_x = flat.mm(weight.to(grad.dtype)).view(*grad.shape[:-1], weight.shape[1]).to(ctx.x_dtype)
         if need_weight:
-            grad_weight = flat.t().mm(cast.reshape(-1, cast.shape[-1])).to(weight.dtype)
+            grad_weight = weight_gradient(weight, flat.t().mm(cast.reshape(-1, cast.shape[-1])))
         return grad_x, None, grad_weight
 
 
@@ -85,12 +113,40 @@ def lean_projections_of(model: torch.nn.Module) -> list[torch.nn.Linear]:
 
 
 @contextlib.contextmanager
-def lean_projections(model: torch.nn.Module, enabled: bool = True):
-    """Within the block, the model's projections keep one bf16 copy of a shared input and no weight cast
-    (module docstring) when they run under autocast. Yields whether any does."""
-    shared = _Shared()
+def half_gradients(weights: list[torch.Tensor]):
+    """Within the block the weights may hold a gradient of another dtype (their `grad_dtype` None); on leaving
+    it, a bf16 gradient left is widened and each `grad_dtype` is what it was."""
+    before = [w.grad_dtype for w in weights]
+    for w in weights:
+        w.grad_dtype = None
+        setattr(w, _HALF, True)
     try:
-        with replaced_forwards(lean_projections_of(model) if enabled else [], _forward_with(shared)) as on:
+        yield
+    finally:
+        for w, dtype in zip(weights, before):
+            delattr(w, _HALF)
+            if w.grad is not None and w.grad.dtype != w.dtype:
+                w.grad = w.grad.to(w.dtype)
+            w.grad_dtype = dtype
+
+
+def takes_half_grads() -> bool:
+    """Whether this torch lets a gradient's dtype differ from its weight's (Tensor.grad_dtype, torch 2.10 on)."""
+    return hasattr(torch.Tensor, "grad_dtype")
+
+
+@contextlib.contextmanager
+def lean_projections(model: torch.nn.Module, enabled: bool = True, half_grads: bool = False):
+    """Within the block, the model's projections keep one bf16 copy of a shared input and no weight cast
+    (module docstring) when they run under autocast; with `half_grads` (for an optimizer that reads bf16
+    gradients) their weights' gradients stay the bf16 products they are (down projections under lean_mlps
+too). Yields whether any projection is lean."""
+    shared = _Shared()
+    modules = lean_projections_of(model) if enabled else []
+    half_grads = half_grads and bool(modules) and takes_half_grads()
+    try:
+        with half_gradients([m.weight for m in modules] if half_grads else []), \
+                replaced_forwards(modules, _forward_with(shared)) as on:
             yield on
     finally:
         shared.source = shared.cast = None

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from tailor.kernels.forwards import replaced_forwards
+from tailor.kernels.linear import weight_gradient
 
 # The gated MLPs whose forward is exactly down(act(gate(x)) * up(x)) (transformers 5.x); any other
 # module keeps its own forward.
@@ -48,7 +49,7 @@ class GatedDown(torch.autograd.Function):
         # grad is in the dtype down's product ran in (bf16 under autocast); the weight is cast as autocast cast it.
         grad_weight = None
         if need_weight:
-            grad_weight = flat.t().mm(hidden.detach().reshape(-1, hidden.shape[-1]).to(grad.dtype)).to(weight.dtype)
+            grad_weight = weight_gradient(weight, flat.t().mm(hidden.detach().reshape(-1, hidden.shape[-1]).to(grad.dtype)))
         grad_gate = grad_up = None
         if need_gate or need_up:
             grad_hidden = flat.mm(weight.to(grad.dtype)).view(hidden.shape).to(hidden.dtype)

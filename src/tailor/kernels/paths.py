@@ -32,7 +32,8 @@ def patched(model: torch.nn.Module, training: bool, enabled: bool = True, compil
     through the kernels (norm.py, rotary.py); under bf16 the LM head's
     resident bf16 weight and fp32 gradient (head.py); a tied embedding's sparse gradient (embedding.py); gated
     MLPs that keep two of their four wide activations for the backward (mlp.py); under bf16, projections that
-    keep one bf16 copy of a shared input and no weight cast (linear.py).
+    keep one bf16 copy of a shared input and no weight cast, and bf16 weight gradients where `optimizer` has
+    `reads_bf16_grads` (linear.py).
     The grouped attention (attention.py) is not among them: `train.loss.token_stats` enters it around each
     teacher-forced forward, as scoring outside training does.
 
@@ -59,7 +60,9 @@ def patched(model: torch.nn.Module, training: bool, enabled: bool = True, compil
         norm = stack.enter_context(fused_norms(model, enabled=enabled))
         rotary_on = stack.enter_context(fused_rotary(model, enabled=bf16))
         mlp_on = stack.enter_context(lean_mlps(model, enabled=enabled))
-        projections_on = stack.enter_context(lean_projections(model, enabled=bf16))
+        # an optimizer that reads bf16 gradients says so (train/adamw_bf16.py): the projections' stay bf16
+        half_grads = bool(getattr(optimizer, "reads_bf16_grads", False))
+        projections_on = stack.enter_context(lean_projections(model, enabled=bf16, half_grads=half_grads))
         yield [name for name, on in ((norm, norm), ("kernel rotary", rotary_on),
                                      ("resident bf16 LM head", head_on), ("sparse embedding gradient", sparse_on),
                                      ("lean MLP backward", mlp_on), ("lean bf16 projections", projections_on)) if on]

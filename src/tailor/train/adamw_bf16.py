@@ -2,8 +2,9 @@
 
 Each step widens a tensor's moments to fp32, updates them as torch's AdamW does, updates the weight from
 the fp32 values, and stores the moments rounded stochastically to bf16 (kernels/adamw.cpp, one pass per
-tensor; why stochastic: see there). The weights and gradients stay fp32. SmolLM2-135M: AdamW state 1.08 ->
-0.54 GB. Where the C++ does not build, or the tensors are not on the CPU, `reference_step` does the same in
+tensor; why stochastic: see there). The weights stay fp32; a gradient may be fp32 or bf16 (read exactly:
+`reads_bf16_grads`, which lets the lean projections keep theirs bf16, kernels/linear.py). SmolLM2-135M: AdamW
+state 1.08 -> 0.54 GB. Where the C++ does not build, or the tensors are not on the CPU, `reference_step` does the same in
 torch ops (several passes, so slower), with the same bits. Like torch's fused AdamW, the step reads
 `grad_scale` (set by the loop's clip_and_step) and divides each gradient by it as it reads it.
 """
@@ -67,6 +68,8 @@ def reference_step(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.T
 
 class AdamWBf16(torch.optim.Optimizer):
     """AdamW (decoupled weight decay, bias-corrected moments) with bf16 moments; see the module's docstring."""
+
+    reads_bf16_grads = True  # kernels.patched: the lean projections may leave their gradients bf16
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
                  seed: int = 0):

@@ -92,6 +92,15 @@ def scaled_clip_and_step(model: torch.nn.Module, optimizer: torch.optim.Optimize
     return norm
 
 
+def total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """The 2-norm of all the gradients in fp32, as get_total_norm gives it for fp32 ones; bf16 gradients (the lean
+    projections' under adamw_bf16, kernels/linear.py) are widened as they are read, not rounded to a bf16 norm."""
+    if not grads:
+        return torch.tensor(0.0)
+    norms = torch._foreach_norm(grads, 2, dtype=torch.float32)
+    return torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms]))
+
+
 def clip_and_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, max_norm: float) -> torch.Tensor:
     """clip_grad_norm_ then optimizer.step(), with the clipping factor applied inside the fused AdamW step.
 
@@ -99,7 +108,7 @@ def clip_and_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, max_
     through), so the clipped gradients are never written: one pass over the gradients fewer a step.
     Returns the norm before clipping, as clip_grad_norm_ does."""
     grads = [p.grad for p in model.parameters() if p.grad is not None]
-    norm = torch.nn.utils.get_total_norm(grads)
+    norm = total_norm(grads)
     fused = all(g.get("fused") for g in optimizer.param_groups) and not hasattr(optimizer, "grad_scale")
     if not fused:
         torch.nn.utils.clip_grads_with_norm_(model.parameters(), max_norm, norm)
