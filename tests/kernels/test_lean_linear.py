@@ -6,7 +6,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from tailor.config.model import LoraConfig
-from tailor.kernels.linear import lean_projections, lean_projections_of
+from tailor.kernels.linear import end_pass, lean_projections, lean_projections_of
 from tailor.kernels.mlp import lean_mlps
 from tailor.models.lora import wrap
 
@@ -106,15 +106,17 @@ def test_lora_adapters_run_lean_their_frozen_bases_and_biased_projections_do_not
         torch.testing.assert_close(lean_grads[name], grads[name], rtol=2e-5, atol=1e-6, msg=name)
 
 
-def passes_grads(model, batches, half_grads: bool, leave: bool = True):
-    """The gradients of `batches` backpropagated one after another, as the passes of one step; read inside the
-    block (`leave` False) or after it."""
+def passes_grads(model, batches, half_grads: bool, leave: bool = True, one_pass: bool = False):
+    """The gradients of `batches` backpropagated one after another, as the passes of one step (or, `one_pass`,
+    as a shared prefix's run and the batch's in one pass); read inside the block (`leave` False) or after it."""
     model.zero_grad(set_to_none=True)
     with lean_projections(model, half_grads=half_grads), lean_mlps(model):
         for ids in batches:
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 loss = model(input_ids=ids, labels=ids).loss
             loss.backward()
+            if not one_pass:
+                end_pass()
         if not leave:
             return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -136,6 +138,18 @@ def test_half_gradients_are_the_bf16_products_and_later_passes_sum_in_fp32():
     held_two = passes_grads(model, [IDS, SECOND], half_grads=True, leave=False)
     for name, grad in held_two.items():  # the second pass widened the first's and added in fp32: autograd's sum
         assert grad.dtype == torch.float32 and torch.equal(grad, two[name]), name
+    # Within one pass the second product adds into the bf16 gradient: the fp32 sum rounded to bf16, give or take
+    # each product's own rounding (half a bf16 step of each).
+    second = passes_grads(model, [SECOND], half_grads=False)
+    joined = passes_grads(model, [IDS, SECOND], half_grads=True, leave=False, one_pass=True)
+    for name, grad in joined.items():
+        if name in lean:
+            assert grad.dtype == torch.bfloat16, name
+            bound = (fp32[name].abs() + second[name].abs() + two[name].abs()) * 2.0**-8
+            assert bool(((grad.float() - two[name]).abs() <= bound).all()), name
+            assert not torch.equal(grad.float(), two[name]), name  # rounded: not secretly fp32
+        else:
+            assert torch.equal(grad, two[name]), name
 
 
 def test_half_gradients_are_widened_on_leaving():

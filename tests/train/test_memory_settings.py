@@ -77,26 +77,34 @@ def test_memory_settings_out_of_range_are_refused(tiny_config, setting):
         load_config(tiny_config(), [f"train.{setting}"])
 
 
-def test_bf16_gradients_train_as_fp32_ones(tiny_config, monkeypatch):
+@pytest.mark.parametrize("cap", [0, 1], ids=["one-pass", "row-a-pass"])
+def test_bf16_gradients_train_as_fp32_ones(tiny_config, monkeypatch, cap):
     """adamw_bf16 reads the lean projections' gradients as the bf16 products they are (kernels/linear.py), summed in
-    fp32 from a micro-batch's second pass on: the same steps as with fp32 gradients, to the order of the norm's sums."""
+    fp32 from a micro-batch's second pass on: the same steps as with fp32 gradients, to the order of the norm's sums.
+    In one pass the optimizer reads them bf16; a row a pass leaves them fp32."""
     from tailor.kernels import linear
     from tailor.train.adamw_bf16 import AdamWBf16
 
-    runs, kept = {}, []
+    runs, kept, read = {}, [], set()
     real = linear.weight_gradient
-    monkeypatch.setattr(linear, "weight_gradient", lambda w, g: _spy(real, w, g, kept))
+    monkeypatch.setattr(linear, "weight_gradient", lambda *args: _spy(real, args, kept))
+    step = loop.clip_and_step
+    monkeypatch.setattr(loop, "clip_and_step", lambda model, *args: read.update(
+        p.grad.dtype for p in model.parameters() if p.grad is not None) or step(model, *args))
     for name, half in (("fp32-grads", False), ("bf16-grads", True)):
         monkeypatch.setattr(AdamWBf16, "reads_bf16_grads", half)
         kept.clear()
         cfg = load_config(tiny_config(name=name, train={
-            "max_steps": 3, "max_pass_tokens": 1, "eval_every": 0, "save_every": 0, "warmup_steps": 0,
+            "max_steps": 3, "max_pass_tokens": cap, "eval_every": 0, "save_every": 0, "warmup_steps": 0,
             "precision": "bf16", "optimizer": "adamw_bf16", "max_grad_norm": 0.5}))
         train_job(cfg)
         log = [r for r in read_jsonl(cfg.run_dir / "log.jsonl") if r["split"] == "train"]
         runs[name] = ([r["loss"] for r in log], [r["grad_norm"] for r in log],
                       AutoModelForCausalLM.from_pretrained(cfg.run_dir / "model").state_dict())
         assert any(kept) == half  # the bf16 gradients were held by hand, and only when the optimizer reads them
+        if cap == 0:  # the optimizer read them bf16 (with a row a pass, most are widened by a later pass)
+            assert (torch.bfloat16 in read) == half
+        read.clear()
     (losses, norms, weights), (half_losses, half_norms, half_weights) = runs["fp32-grads"], runs["bf16-grads"]
     assert len(losses) == 3 and max(norms) > 0.5  # clipped: the norm's value matters
     assert half_losses == pytest.approx(losses, rel=1e-6) and half_norms == pytest.approx(norms, rel=1e-5)
@@ -104,7 +112,7 @@ def test_bf16_gradients_train_as_fp32_ones(tiny_config, monkeypatch):
         torch.testing.assert_close(half_weights[key], value, rtol=1e-5, atol=1e-6)
 
 
-def _spy(real, weight, product, kept):
-    out = real(weight, product)
+def _spy(real, args, kept):
+    out = real(*args)
     kept.append(out is None)
     return out

@@ -13,6 +13,8 @@
     embedding.py    a tied embedding's sparse gradient
     mlp.py          gated MLPs (Llama, Qwen, Mistral, Gemma) that keep gate and up only for the backward
     attention.py    grouped-query attention for teacher-forced forwards (training and scoring)
+    linear.py       projections under autocast that keep one bf16 input copy and no weight cast; their
+                    weights' gradients bf16 for an optimizer that reads them (`end_pass` between passes)
     forwards.py     replaced_forwards: the norms' and MLPs' forward swapped within a block, restored after it
     paths.py        patched(model, training=...): every path that applies, on for a block, undone after it
 
@@ -23,8 +25,9 @@ argmax_f32, the fp32 norm) where it has AVX-512F; everywhere else, or with `trai
 
 from tailor.kernels.argmax import argmax
 from tailor.kernels.build import available, supported, avx512_available
+from tailor.kernels.linear import end_pass
 from tailor.kernels.matmul import Product
 from tailor.kernels.norm import rms_norm
 from tailor.kernels.paths import patched
 
-__all__ = ["Product", "argmax", "available", "patched", "rms_norm", "supported", "avx512_available"]
+__all__ = ["Product", "argmax", "available", "end_pass", "patched", "rms_norm", "supported", "avx512_available"]

@@ -21,9 +21,11 @@ bf16 gradients (`half_grads`, for an optimizer that reads them: train/adamw_bf16
 is a bf16 product, which autograd casts to fp32 and keeps as the fp32 `.grad`: twice the bytes for the
 same values (SmolLM2-135M's projections: 405 MiB). With `half_grads` the backward puts the product itself
 in `.grad` (the weight's `grad_dtype` set to None, which lets a gradient differ from its weight's dtype).
-A second pass of the same step adds its product to it in fp32, as autograd's fp32 `.grad` would, one
-weight at a time as the backward reaches it: the values are fp32 autocast's either way, and a step of two
-passes holds 202 MiB of the first pass's gradients beside the second's activations instead of 405.
+A pass's products add into it in bf16 (a shared prefix's run and the batch's: rounded once, as one product of
+the pass's rows would be). A later pass (`end_pass()`, which the loop calls after each backward) adds its
+product to it in fp32, as autograd's fp32 `.grad` would, one weight at a time as the backward reaches it:
+passes and micro-batches sum in fp32 as before, and a step of two passes holds 202 MiB of the first pass's
+gradients beside the second's activations instead of 405.
 """
 
 from __future__ import annotations
@@ -37,22 +39,36 @@ from tailor.kernels.forwards import replaced_forwards
 
 
 _HALF = "_tailor_half_grads"  # set on a weight while `half_gradients` holds it
+_PASS = "_tailor_grad_pass"  # the pass whose backward made a held weight's bf16 gradient
+_passes = [0]  # passes ended (`end_pass`)
 
 
-def weight_gradient(weight: torch.Tensor, product: torch.Tensor) -> torch.Tensor | None:
-    """What a backward returns for `weight`, given its gradient `product` as the bf16 product computed it: the
-    fp32 cast autograd keeps, or, for a weight under `half_gradients`, None after adding it into `.grad` by hand
-    (the module's docstring; GatedDown's down projection goes through here too)."""
-    if product.dtype != torch.bfloat16 or not getattr(weight, _HALF, False):
-        return product.to(weight.dtype)
+def end_pass() -> None:
+    """The training loop calls it after each pass's backward: a later pass's gradient then adds to the bf16
+    ones held so far in fp32, not into them."""
+    _passes[0] += 1
+
+
+def weight_gradient(weight: torch.Tensor, grad: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor | None:
+    """What a backward returns for `weight` from the 2-D `grad` of its output and its `inputs`: their product
+    cast to the weight's dtype, as autograd keeps it; or, for a weight under `half_gradients` and bf16
+    operands, None after adding the bf16 product into `.grad` by hand (the module's docstring). Within one
+    pass (a shared prefix's backbone run and the batch's feed the same weights) the products add into the
+    bf16 gradient, rounded once as one product of all the pass's rows would be; a later pass widens it and
+    adds in fp32."""
+    if grad.dtype != torch.bfloat16 or inputs.dtype != torch.bfloat16 or not getattr(weight, _HALF, False):
+        return grad.t().mm(inputs).to(weight.dtype)
     held = weight.grad
     if held is None:
-        weight.grad = product
+        weight.grad = grad.t().mm(inputs)
+        setattr(weight, _PASS, _passes[0])
     elif held.dtype == weight.dtype:
-        held.add_(product)
+        held.add_(grad.t().mm(inputs))
+    elif getattr(weight, _PASS, None) == _passes[0]:
+        held.addmm_(grad.t(), inputs)
     else:
         weight.grad = None  # the bf16 one goes as its fp32 sum comes
-        weight.grad = held.to(weight.dtype).add_(product)
+        weight.grad = held.to(weight.dtype).add_(grad.t().mm(inputs))
     return None
 
 
@@ -75,7 +91,7 @@ class CastLinear(torch.autograd.Function):
         if need_x:
             grad_x = flat.mm(weight.to(grad.dtype)).view(*grad.shape[:-1], weight.shape[1]).to(ctx.x_dtype)
         if need_weight:
-            grad_weight = weight_gradient(weight, flat.t().mm(cast.reshape(-1, cast.shape[-1])))
+            grad_weight = weight_gradient(weight, flat, cast.reshape(-1, cast.shape[-1]))
         return grad_x, None, grad_weight
 
 
@@ -125,6 +141,8 @@ def half_gradients(weights: list[torch.Tensor]):
     finally:
         for w, dtype in zip(weights, before):
             delattr(w, _HALF)
+            if hasattr(w, _PASS):
+                delattr(w, _PASS)
             if w.grad is not None and w.grad.dtype != w.dtype:
                 w.grad = w.grad.to(w.dtype)
             w.grad_dtype = dtype

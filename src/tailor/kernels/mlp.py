@@ -49,7 +49,7 @@ class GatedDown(torch.autograd.Function):
         # grad is in the dtype down's product ran in (bf16 under autocast); the weight is cast as autocast cast it.
         grad_weight = None
         if need_weight:
-            grad_weight = weight_gradient(weight, flat.t().mm(hidden.detach().reshape(-1, hidden.shape[-1]).to(grad.dtype)))
+            grad_weight = weight_gradient(weight, flat, hidden.detach().reshape(-1, hidden.shape[-1]).to(grad.dtype))
         grad_gate = grad_up = None
         if need_gate or need_up:
             grad_hidden = flat.mm(weight.to(grad.dtype)).view(hidden.shape).to(hidden.dtype)

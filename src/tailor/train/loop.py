@@ -31,7 +31,7 @@ from tailor.allocator import keep_within_cap, release_freed_memory, retain_freed
 from tailor.config import Config, dump_config
 from tailor.errors import TailorError
 from tailor.data.batches import length_grouped
-from tailor.kernels import patched
+from tailor.kernels import end_pass, patched
 from tailor.kernels.embedding import densify
 from tailor.train import deepspeed_engine, distributed, lowbit
 from tailor.train.adamw_bf16 import AdamWBf16
@@ -280,6 +280,7 @@ def train(cfg: Config, task, model, tokenizer, train_set: list[dict], val_set: l
                     (scaler.scale(scaled) if scaler is not None else scaled).backward()
                 else:
                     deepspeed_engine.backward(engine, scaled)  # on the last micro-batch this also steps the optimizer
+                end_pass()  # the next pass's bf16 weight gradients add in fp32 (kernels/linear.py)
                 loss_sum += float(nll.detach()) * weight
                 real = int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
                 step_tokens += int(real * weight)
