@@ -178,7 +178,7 @@ def finish_run(run_dir: Path, status: str, **extra) -> None:
 
 def setup(cfg: Config, task: Task):
     model, tokenizer = task.load(cfg)
-    splits = task.prepare(cfg, tokenizer, context_length(model))
+    splits = task.prepare(cfg, tokenizer, context_length(model)).compacted()  # the parsed source freed whole
     return model, tokenizer, splits
 
 

@@ -9,6 +9,7 @@ equal) are dropped first, the first of each kept.
 
 from __future__ import annotations
 
+import pickle
 import random
 from dataclasses import dataclass, field
 
@@ -29,6 +30,17 @@ class Splits:
 
     def __getitem__(self, name: str) -> list[dict]:
         return getattr(self, name)
+
+    def compacted(self) -> Splits:
+        """The same splits in new objects, so that what they were cut from can be freed whole.
+
+        CPython gives an arena of small objects (strings, dicts, lists of token ids) back to the system only
+        when every object in it is gone. The kept samples are made while a whole source is parsed, so their
+        objects lie among the source's in most of its arenas, and hold them after the rest is freed: the
+        demo's 1,500 samples (1 MiB pickled) kept 149 MiB of the chitchat corpus's 257 for the whole run
+        (/proc/self/smaps_rollup's anonymous memory, 491 -> 342 MiB once recreated). A pickle round trip
+        makes every object afresh, strings included, where copy.deepcopy would share them."""
+        return pickle.loads(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def cap(samples: list[dict], limit: int, salt: str) -> list[dict]:
