@@ -149,7 +149,7 @@ def half_gradients(weights: list[torch.Tensor]):
 
 
 def takes_half_grads() -> bool:
-    """Whether this torch lets a gradient's dtype differ from its weight's (Tensor.grad_dtype, torch 2.10 on)."""
+    """Whether this torch lets a gradient's dtype differ from its weight's (Tensor.grad_dtype; the pinned 2.13 does)."""
     return hasattr(torch.Tensor, "grad_dtype")
 
 
@@ -158,7 +158,7 @@ def lean_projections(model: torch.nn.Module, enabled: bool = True, half_grads: b
     """Within the block, the model's projections keep one bf16 copy of a shared input and no weight cast
     (module docstring) when they run under autocast; with `half_grads` (for an optimizer that reads bf16
     gradients) their weights' gradients stay the bf16 products they are (down projections under lean_mlps
-too). Yields whether any projection is lean."""
+    too). Yields whether any projection is lean."""
     shared = _Shared()
     modules = lean_projections_of(model) if enabled else []
     half_grads = half_grads and bool(modules) and takes_half_grads()
