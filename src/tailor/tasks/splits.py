@@ -36,10 +36,10 @@ class Splits:
 
         CPython gives an arena of small objects (strings, dicts, lists of token ids) back to the system only
         when every object in it is gone. The kept samples are made while a whole source is parsed, so their
-        objects lie among the source's in most of its arenas, and hold them after the rest is freed: the
-        demo's 1,500 samples (1 MiB pickled) kept 149 MiB of the chitchat corpus's 257 for the whole run
-        (/proc/self/smaps_rollup's anonymous memory, 491 -> 342 MiB once recreated). A pickle round trip
-        makes every object afresh, strings included, where copy.deepcopy would share them."""
+        objects lie among the source's in most of its arenas, and hold them after the rest is freed. For the
+        demo's 1,495 samples the copy frees 97 MiB of the parsed chitchat corpus for the rest of the run:
+        anonymous memory 493 -> 396 MiB (`benchmarks/data_memory.py`). A pickle round trip makes every object
+        afresh, strings included, where copy.deepcopy would share them."""
         return pickle.loads(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL))
 
 
