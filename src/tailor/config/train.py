@@ -28,7 +28,7 @@ class TrainConfig:
     warmup_ratio: float = setting(0.05, help="Warmup as a share of all steps, when warmup_steps is 0.")
     schedule: Literal["cosine", "linear", "constant"] = setting("cosine", help="Decay after warmup.")
     max_grad_norm: float = setting(1.0, help="Gradient clipping norm (0 = off).")
-    optimizer: Literal["auto", "adamw", "adamw_bf16", "adamw_8bit", "adamw_4bit"] = setting(
+    optimizer: Literal["auto", "adamw", "adamw_bf16", "adamw_fp8", "adamw_8bit", "adamw_4bit"] = setting(
         "auto", help="'auto': 'adamw_bf16' in one process with the CPU speed paths, 'adamw' (torch's fused AdamW, "
         "fp32 moments) elsewhere. Memory for precision: 'adamw_bf16' keeps AdamW's two moments in bf16, rounded "
         "stochastically (tailor's own step, kernels/adamw.cpp): optimizer state 4 bytes a parameter instead of 8 "

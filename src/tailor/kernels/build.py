@@ -6,8 +6,8 @@ $TAILOR_CACHE/kernels (default ~/.cache/tailor/kernels), in a folder named by to
 digest of the sources and flags: a changed source builds afresh once, and a folder stays valid for the
 sources it was built from.
 
-adamw.cpp is a second library, `torch.ops.tailor_portable.*`, built for any x86-64 or other CPU g++ targets (its
-loop is compiled for AVX-512F, AVX2 and the baseline, the loader picking one): `portable_built()`.
+adamw.cpp and adamw_fp8.cpp are a second library, `torch.ops.tailor_portable.*`, built for any x86-64 or other
+CPU g++ targets (their loops are compiled for AVX-512F, AVX2 and the baseline, the loader picking one): `portable_built()`.
 
 `supported()`: the CPU has the instructions of the bf16 kernels (AVX512-BF16). `available()`: those are
 built, loaded and switched on; every caller falls back to torch's own ops where it is False. On a CPU with
@@ -35,9 +35,9 @@ NAME = "tailor_kernels"
 # -fopenmp: at::parallel_for is OpenMP inside torch's headers; without it every kernel runs on one thread.
 CFLAGS = ("-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mamx-tile", "-mamx-bf16", "-fopenmp")
 LDFLAGS = ("-fopenmp",)
-PORTABLE = ("adamw.cpp",)
+PORTABLE = ("adamw.cpp", "adamw_fp8.cpp")
 PORTABLE_NAME = "tailor_portable"
-# No FMA contraction: the torch reference of each op (train/adamw_bf16.py) rounds as the C++ does, bit for bit.
+# No FMA contraction: the torch reference of each op (train/adamw_bf16.py, train/adamw_fp8.py) rounds as the C++ does, bit for bit.
 PORTABLE_CFLAGS = ("-O3", "-fopenmp", "-fno-math-errno", "-ffp-contract=off")
 LANES = 16  # fp32 values in an AVX-512 vector: outputs per block of a packed weight, a norm's row in steps of it
 
@@ -114,11 +114,12 @@ def built() -> bool:
 
 @functools.cache
 def portable_built() -> bool:
-    """True when adamw.cpp's library is built and loaded in this process (the first call builds it)."""
-    if hasattr(torch.ops.tailor_portable, "adamw_bf16_"):
+    """True when the optimizer steps' library (adamw.cpp, adamw_fp8.cpp) is built and loaded in this process (the
+    first call builds it)."""
+    if hasattr(torch.ops.tailor_portable, "adamw_fp8_"):
         return True
     key = digest(HERE, PORTABLE, PORTABLE_CFLAGS)
-    return _load(PORTABLE_NAME, PORTABLE, cache_folder("portable", key), PORTABLE_CFLAGS, "optimizer step (adamw.cpp)")
+    return _load(PORTABLE_NAME, PORTABLE, cache_folder("portable", key), PORTABLE_CFLAGS, "optimizer steps (adamw.cpp, adamw_fp8.cpp)")
 
 
 def available() -> bool:

@@ -66,9 +66,15 @@ def reference_step(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.T
     v.copy_(round_stochastic(vi, r >> 16))
 
 
+def fast(p: torch.Tensor) -> bool:
+    """Whether the C++ step (kernels/adamw.cpp, adamw_fp8.cpp) takes this weight."""
+    return devices.is_cpu(p.device) and p.dtype == torch.float32 and p.is_contiguous() and build.portable_built()
+
+
 class AdamWBf16(torch.optim.Optimizer):
     """AdamW (decoupled weight decay, bias-corrected moments) with bf16 moments; see the module's docstring."""
 
+    kind = "adamw_bf16"  # train.optimizer's name for it
     reads_bf16_grads = True  # kernels.patched: the lean projections may leave their gradients bf16
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
@@ -92,29 +98,37 @@ class AdamWBf16(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 if p.grad.is_sparse:
-                    raise RuntimeError("train.optimizer adamw_bf16 takes dense gradients")
+                    raise RuntimeError(f"train.optimizer {self.kind} takes dense gradients")
                 state = self.state[p]
                 if not state:
                     state["step"] = torch.tensor(0.0)
-                    state["exp_avg"] = torch.zeros_like(p, dtype=torch.bfloat16, memory_format=torch.contiguous_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, dtype=torch.bfloat16, memory_format=torch.contiguous_format)
+                    state.update(self.new_moments(p))
                 state["step"] += 1
                 step = int(state["step"].item())
-                args = constants(group, step, scale)
-                noise = stream(self.seed, step, index)
-                m, v = state["exp_avg"], state["exp_avg_sq"]
-                g = p.grad.contiguous()
-                if devices.is_cpu(p.device) and p.dtype == torch.float32 and p.is_contiguous() and build.portable_built():
-                    torch.ops.tailor_portable.adamw_bf16_(p, g, m, v, *args, noise)
-                else:
-                    reference_step(p, g.float(), m, v, args, noise)
+                self.update(p, p.grad.contiguous(), state, constants(group, step, scale), stream(self.seed, step, index))
         return loss
 
+    def new_moments(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
+        """A weight's moments before its first step: zeros."""
+        return {key: torch.zeros_like(p, dtype=torch.bfloat16, memory_format=torch.contiguous_format)
+                for key in ("exp_avg", "exp_avg_sq")}
+
+    def update(self, p: torch.Tensor, g: torch.Tensor, state: dict, args: tuple, noise: int) -> None:
+        """One weight's step: `args` from `constants`, `noise` the rounding's stream (`stream`)."""
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        if fast(p):
+            torch.ops.tailor_portable.adamw_bf16_(p, g, m, v, *args, noise)
+        else:
+            reference_step(p, g.float(), m, v, args, noise)
+
+    def moment_dtype(self, state: dict) -> torch.dtype:
+        return torch.bfloat16
+
     def load_state_dict(self, state_dict: dict) -> None:
-        """torch casts a loaded state's tensors to the weight's dtype (fp32): the moments go back to bf16
-        (exactly: they were bf16 values)."""
+        """torch casts a loaded state's tensors to the weight's dtype (fp32): the moments go back to their own
+        dtype (exactly: they were bf16 values, or uint8 codes)."""
         super().load_state_dict(state_dict)
         for state in self.state.values():
             for key in ("exp_avg", "exp_avg_sq"):
                 if key in state:
-                    state[key] = state[key].to(torch.bfloat16)
+                    state[key] = state[key].to(self.moment_dtype(state))

@@ -35,6 +35,7 @@ from tailor.kernels import end_pass, patched
 from tailor.kernels.embedding import densify
 from tailor.train import deepspeed_engine, distributed, lowbit
 from tailor.train.adamw_bf16 import AdamWBf16
+from tailor.train.adamw_fp8 import AdamWFp8
 from tailor.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_model_folder
 from tailor.train.log import JsonlLog
 
@@ -64,6 +65,8 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if kind == "adamw_bf16":
         return AdamWBf16(groups, lr=lr, betas=betas, seed=seed)
+    if kind == "adamw_fp8":
+        return AdamWFp8(groups, lr=lr, betas=betas, seed=seed)
     if kind != "adamw":
         return lowbit.make(kind, groups, lr, betas)
     # fused: one pass over param, grad and both moments per tensor; foreach makes several, which on CPU
