@@ -80,7 +80,7 @@ def test_memory_warning_names_the_settings_that_fit(tiny_config, monkeypatch, ca
     text = capsys.readouterr().out
     assert "WARNING" in text
     for setting in ("train.batch_size=2 train.grad_accum=2", "train.gradient_checkpointing=true", "model.lora.rank=16",
-                    "train.optimizer=adamw_8bit"):
+                    "train.optimizer=adamw_fp8"):
         assert setting in text, text
     figures = json.loads(out.read_text())
     assert figures["timed"] and {a["setting"] for a in figures["advice"]} >= {"model.lora.rank=16"}

@@ -21,6 +21,9 @@ import contextlib
 import torch
 
 _ATTRIBUTE = "_tailor_resident"
+# Vocabulary rows of the head's weight gradient made at once: products of (ROWS, H), not one bf16 (V, H) beside
+# the fp32 gradient (SmolLM2: 9 MiB instead of 54, at the backward's start, where a step's memory peaks).
+ROWS = 8192
 
 
 class Resident:
@@ -40,13 +43,17 @@ class Resident:
             self.fresh = True
         return self.copy
 
-    def accumulate(self, grad: torch.Tensor) -> None:
-        """Add a bf16 gradient (V, H) into the weight's fp32 `.grad`."""
+    def accumulate(self, grad: torch.Tensor, h: torch.Tensor) -> None:
+        """Add the bf16 product grad.t() @ h ((N, V) and (N, H)) into the weight's fp32 `.grad`, ROWS rows of
+        the vocabulary at a time."""
         weight = self.weight
-        if weight.grad is None:
-            weight.grad = self.grad.copy_(grad)
-        else:
-            weight.grad.add_(grad)
+        first = weight.grad is None
+        if first:
+            weight.grad = self.grad
+        for start in range(0, weight.shape[0], ROWS):
+            part = grad[:, start:start + ROWS].t() @ h
+            target = weight.grad[start:start + ROWS]
+            target.copy_(part) if first else target.add_(part)
 
 
 class HeadProduct(torch.autograd.Function):
@@ -61,7 +68,7 @@ class HeadProduct(torch.autograd.Function):
         (h,) = ctx.saved_tensors
         resident = ctx.resident
         grad = grad.to(torch.bfloat16)
-        resident.accumulate(grad.t() @ h)
+        resident.accumulate(grad, h)
         return grad @ resident.copy, None
 
 

@@ -180,7 +180,7 @@ def available_memory_mb(device=None) -> tuple[float, str]:
     return free + current_memory_mb(device), source
 
 
-MOMENT_BYTES = {"adamw_bf16": 2.0, "adamw_8bit": 1.0, "adamw_4bit": 0.5}  # each moment, a weight; adamw: the weight's
+MOMENT_BYTES = {"adamw_bf16": 2.0, "adamw_fp8": 1.0, "adamw_8bit": 1.0, "adamw_4bit": 0.5}  # each moment, a weight; adamw: the weight's
 
 
 def model_bytes(model, optimizer: str = "adamw") -> tuple[int, int]:
@@ -218,9 +218,13 @@ def advice(cfg, memory: dict, layers: int, longest_width: int, half: bool, half_
         if optimizer == "adamw":
             add("train.optimizer=adamw_bf16", peak - moments / 2, "AdamW's moments in bf16, rounded stochastically: "
                 "steps about as fast, losses close to, not equal to, AdamW's")
-        add("train.optimizer=adamw_8bit", peak - moments * (0.75 if optimizer == "adamw" else 0.5),
-            "AdamW's moments in 8 bits (torchao): slower steps, losses close to, not equal to, AdamW's"
-            + ("" if lowbit.available() else "; needs pip install 'tailor[lowbit]'"))
+        if devices.is_cpu(devices.current()):  # tailor's own 8-bit step runs on the CPU (kernels/adamw_fp8.cpp)
+            add("train.optimizer=adamw_fp8", peak - moments * (0.75 if optimizer == "adamw" else 0.5),
+                "AdamW's moments in 8 bits: steps about as fast, losses close to, not equal to, AdamW's")
+        else:
+            add("train.optimizer=adamw_8bit", peak - moments * (0.75 if optimizer == "adamw" else 0.5),
+                "AdamW's moments in 8 bits (torchao): slower steps, losses close to, not equal to, AdamW's"
+                + ("" if lowbit.available() else "; needs pip install 'tailor[lowbit]'"))
     if longest_width >= 64 and longest_width > m.max_length // 2 and act > 0:
         width = max(8, m.max_length // 2)
         add(f"model.max_length={width}", peak - act * (1 - width / longest_width),
