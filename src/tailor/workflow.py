@@ -26,6 +26,7 @@ from tailor.eval.compare import length_caveats
 from tailor.export.model_card import write_card
 from tailor.fsutil import recover, write_json, write_text
 from tailor.models.load import context_length
+from tailor.tasks.splits import made_afresh
 from tailor.precision import use_half
 from tailor.report import compare_run, comparison_table, write_report
 from tailor.report.plan import Eta, sample_tokens, schedule, scoring_tokens, validation_generated
@@ -178,7 +179,7 @@ def finish_run(run_dir: Path, status: str, **extra) -> None:
 
 def setup(cfg: Config, task: Task):
     model, tokenizer = task.load(cfg)
-    splits = task.prepare(cfg, tokenizer, context_length(model)).compacted()  # the parsed source freed whole
+    splits = made_afresh(lambda: task.prepare(cfg, tokenizer, context_length(model)))  # the parsed source freed whole
     return model, tokenizer, splits
 
 
