@@ -137,7 +137,7 @@ def test_explicit_cpu_trains_through_accelerate_and_every_tensor_is_on_it(tiny_c
     paths = ("kernel RMSNorm" if build.buildable() else "lean RMSNorm backward") + \
         ", sparse embedding gradient, lean MLP backward"
     # train.optimizer auto: bf16 moments for fp32 weights in one process on the speed paths, named in the line
-    assert f"device cpu, fp32; CPU fast paths: {paths}; optimizer adamw_bf16 (auto)" in capsys.readouterr().out
+    assert f"device cpu, fp32; CPU fast paths: {paths}; optimizer adamw_fp8 (auto)" in capsys.readouterr().out
     steps = [r for r in read_jsonl(cfg.run_dir / "log.jsonl") if r["split"] == "train"]
     assert steps and all(r["peak_memory_mb"] > 0 for r in steps)
     assert "peak memory" in (cfg.run_dir / "report.html").read_text()

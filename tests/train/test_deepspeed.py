@@ -21,7 +21,7 @@ from cli_process import tailor_cli
 # constant schedule, so a 3-step run resumed up to 6 steps must give the 6-step run's losses.
 TRAIN = {"batch_size": 5, "grad_accum": 2, "max_steps": 6, "eval_every": 3, "save_every": 3, "log_every": 1,
          "learning_rate": 2e-3, "warmup_steps": 0, "schedule": "constant", "weight_decay": 0.1,
-         "optimizer": "adamw"}  # the processes' optimizer for the one-process reference too (auto: adamw_bf16 there)
+         "optimizer": "adamw"}  # the processes' optimizer for the one-process reference too (auto: adamw_fp8 there)
 AUTO = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto", "train_batch_size": "auto",
         "gradient_clipping": "auto"}
 

@@ -17,7 +17,7 @@ from tailor.workflow import train_job
 # rank's share of it is empty (it runs a stand-in sample at weight 0).
 TRAIN = {"batch_size": 5, "grad_accum": 2, "max_steps": 6, "eval_every": 3, "save_every": 2, "log_every": 1,
          "learning_rate": 2e-3, "warmup_steps": 1,
-         "optimizer": "adamw"}  # the processes' optimizer for the one-process reference too (auto: adamw_bf16 there)
+         "optimizer": "adamw"}  # the processes' optimizer for the one-process reference too (auto: adamw_fp8 there)
 
 
 def test_shard_and_local_batches_without_a_process_group():

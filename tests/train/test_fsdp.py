@@ -18,7 +18,7 @@ from tailor.workflow import train_job
 # the first half of a 6-step run, so resuming it with max_steps=6 must give the 6-step run's losses.
 TRAIN = {"batch_size": 5, "grad_accum": 2, "max_steps": 6, "eval_every": 3, "save_every": 3, "log_every": 1,
          "learning_rate": 2e-3, "warmup_steps": 0, "schedule": "constant", "weight_decay": 0.1,
-         "optimizer": "adamw"}  # the processes' optimizer for the one-process reference too (auto: adamw_bf16 there)
+         "optimizer": "adamw"}  # the processes' optimizer for the one-process reference too (auto: adamw_fp8 there)
 
 
 def test_strategy_setting_is_validated_and_fsdp_is_a_no_op_in_one_process(tiny_config):

@@ -29,15 +29,16 @@ class TrainConfig:
     schedule: Literal["cosine", "linear", "constant"] = setting("cosine", help="Decay after warmup.")
     max_grad_norm: float = setting(1.0, help="Gradient clipping norm (0 = off).")
     optimizer: Literal["auto", "adamw", "adamw_bf16", "adamw_fp8", "adamw_8bit", "adamw_4bit"] = setting(
-        "auto", help="'auto': 'adamw_bf16' in one process with the CPU speed paths, 'adamw' (torch's fused AdamW, "
-        "fp32 moments) elsewhere. Memory for precision: 'adamw_bf16' keeps AdamW's two moments in bf16, rounded "
-        "stochastically (tailor's own step, kernels/adamw.cpp): optimizer state 4 bytes a parameter instead of 8 "
-        "(SmolLM2-135M: 1.08 -> 0.54 GB), its update 0.1 s a step like the fused 'adamw''s on a 2-core CPU (BENCHMARKS.md), "
-        "losses close to, not equal to, 'adamw''s. 'adamw_8bit' / 'adamw_4bit' keep them quantized in blocks of 256 values "
-        "(torchao's AdamW8bit / AdamW4bit, the HF Trainer's adamw_torch_8bit / 4bit): about 2 or 1 bytes a parameter "
-        "(1.7B: 13.6 -> 3.4 / 1.7 GB). Cost: the first step compiles the update (tens of seconds on a CPU), each "
-        "step's update is much slower than the fused 'adamw', and the moments are rounded. One process or DDP (not "
-        "fsdp or deepspeed). They need torchao (pip install 'tailor[lowbit]'; make install has it)."
+        "auto", help="'auto': 'adamw_fp8' in one process with the CPU speed paths, 'adamw' (torch's fused AdamW, "
+        "fp32 moments) elsewhere. Memory for precision, tailor's own steps (kernels/adamw.cpp, adamw_fp8.cpp; about as "
+        "fast as the fused 'adamw' on a CPU, BENCHMARKS.md): 'adamw_bf16' keeps AdamW's two moments in bf16, rounded "
+        "stochastically, 4 bytes a parameter instead of 8; 'adamw_fp8' in 8 bits, a code a value and an fp32 scale "
+        "per 256 values, rounded to nearest, 2 bytes (SmolLM2-135M: 1.08 GB -> 0.54 -> 0.27). Losses close to, not "
+        "equal to, 'adamw''s. 'adamw_8bit' / 'adamw_4bit' keep them quantized in blocks of 256 values (torchao's "
+        "AdamW8bit / AdamW4bit, the HF Trainer's adamw_torch_8bit / 4bit), for GPUs: about 2 or 1 bytes a parameter "
+        "(1.7B: 13.6 -> 3.4 / 1.7 GB). Cost: the first step compiles the update (tens of seconds on a CPU), and on a "
+        "CPU each step's update is much slower than the fused 'adamw'. One process or DDP (not fsdp or deepspeed). "
+        "They need torchao (pip install 'tailor[lowbit]'; make install has it)."
     )
     precision: Literal["auto", "bf16", "fp16", "fp32"] = setting(
         "auto", help="'auto': bf16 autocast on CPUs with native bf16 and on GPUs that have bf16, fp16 with loss "

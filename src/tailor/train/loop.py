@@ -55,8 +55,8 @@ class TrainResult:
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas: list[float],
                    kind: str = "adamw", seed: int = 0) -> torch.optim.Optimizer:
-    """AdamW (train.optimizer: 'adamw'; its moments in bf16, train/adamw_bf16.py; in 8 or 4 bits, train/lowbit.py:
-    `seed` seeds adamw_bf16's rounding); biases and norm weights
+    """AdamW (train.optimizer: 'adamw'; its moments in bf16, train/adamw_bf16.py, or 8 bits, train/adamw_fp8.py;
+    in 8 or 4 bits from torchao, train/lowbit.py: `seed` seeds adamw_bf16's rounding); biases and norm weights
     (1-D tensors) get no weight decay."""
     decay, no_decay = [], []
     for p in model.parameters():
@@ -75,15 +75,15 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas
 
 
 def optimizer_kind(t, device: torch.device, model: torch.nn.Module | None = None) -> str:
-    """train.optimizer as the run takes it: 'auto' is adamw_bf16 for fp32 weights in one process on the CPU speed
-    paths (half the AdamW state, steps about as fast, losses within rounding: BENCHMARKS.md), adamw elsewhere (a GPU
-    has its own fused AdamW and memory; DDP, FSDP and DeepSpeed reduce or shard fp32 state; bf16 weights would
-    take adamw_bf16's slow torch path)."""
+    """train.optimizer as the run takes it: 'auto' is adamw_fp8 for fp32 weights in one process on the CPU speed
+    paths (a quarter of the AdamW state, steps about as fast, the demo's results within rounding: BENCHMARKS.md),
+    adamw elsewhere (a GPU has its own fused AdamW and memory; DDP, FSDP and DeepSpeed reduce or shard fp32 state;
+    bf16 weights would take the slow torch path of tailor's steps)."""
     if t.optimizer != "auto":
         return t.optimizer
     alone = t.strategy == "ddp" and distributed.world_size() == 1
     fp32 = model is None or all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
-    return "adamw_bf16" if alone and fp32 and t.cpu_fast_paths and devices.is_cpu(device) else "adamw"
+    return "adamw_fp8" if alone and fp32 and t.cpu_fast_paths and devices.is_cpu(device) else "adamw"
 
 
 def scaled_clip_and_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, max_norm: float, scaler) -> torch.Tensor:
