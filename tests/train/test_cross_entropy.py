@@ -65,3 +65,25 @@ def test_backward_leaves_the_saved_logits_as_they_were(dtype):
     first, = torch.autograd.grad(loss, logits, retain_graph=True)
     second, = torch.autograd.grad(loss, logits)
     assert torch.equal(first, second)
+
+
+def test_overwrite_writes_the_same_gradient_over_the_logits():
+    """The training loss lets the backward write the logits' gradient over the logits (one (n, V) tensor less at
+    the backward's start): the same values, in the logits' own storage; a second backward is refused."""
+    gen = torch.Generator().manual_seed(3)
+    h = torch.randn(9, 16, generator=gen).bfloat16()
+    w = torch.randn(70, 16, generator=gen).bfloat16()
+    targets = torch.randint(0, 70, (9,), generator=gen)
+    grads = {}
+    for overwrite in (False, True):
+        weight = w.clone().requires_grad_()
+        logits = h @ weight.t()
+        seen = []
+        logits.register_hook(lambda g: seen.append(g.data_ptr()))
+        loss = summed_cross_entropy(logits, targets, overwrite=overwrite)
+        loss.backward(retain_graph=True)
+        grads[overwrite] = weight.grad.clone()
+        assert (seen[0] == logits.data_ptr()) == overwrite
+    with pytest.raises(RuntimeError, match="second backward|inplace"):  # the logits hold the gradient now
+        loss.backward()
+    assert torch.equal(grads[True], grads[False])

@@ -73,7 +73,8 @@ def token_stats(model: PreTrainedModel, batch: dict[str, torch.Tensor],
         logits = head_logits(head, h[start : start + CHUNK])  # (n, V), bf16 under autocast
         if cap:
             logits = torch.tanh(logits / cap) * cap
-        # In fp32 from bf16 logits, without fp32 copies of the whole chunk; the head gets a bf16 gradient.
-        total = total + summed_cross_entropy(logits, y[start : start + CHUNK])
         correct += int((argmax(logits.detach()) == y[start : start + CHUNK]).sum())
+        # In fp32 from bf16 logits, without fp32 copies of the whole chunk; the head gets a bf16 gradient, written
+        # over these logits, which nothing reads after the argmax above.
+        total = total + summed_cross_entropy(logits, y[start : start + CHUNK], overwrite=True)
     return total, int(y.numel()), correct
