@@ -25,7 +25,7 @@ from tailor.train.loop import make_optimizer  # noqa: E402
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--kinds", default="adamw,adamw_bf16,adamw_8bit,adamw_4bit")
+    p.add_argument("--kinds", default="adamw,adamw_bf16,adamw_fp8,adamw_8bit,adamw_4bit")
     a = p.parse_args()
     print(machine())
     model, _ = load(MODEL)
