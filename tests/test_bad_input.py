@@ -275,3 +275,19 @@ def test_empty_prompts_name_the_line_and_field(tmp_path):
         assert field in str(caught.value)
     prompts.write_text('{"prompt": "fine"}\n\n{"messages": [{"role": "user", "content": "hi"}]}\n')
     assert [r["origin"].split(", ")[1] for r in read_prompts(prompts)] == ["line 1", "line 3"]
+
+
+def test_a_bad_setting_names_its_line_even_in_a_windows_file(tmp_path):
+    """A config error names the file, the line and the setting; a BOM and CRLF line ends (a Windows editor's) do not
+    move the line. A value from the command line has no line in the file."""
+    path = tmp_path / "run.yaml"
+    path.write_bytes("\ufeffname: x\r\ntask: dialogue\r\ntrain:\r\n  batch_size: 8\r\n  optimizer: adamw_fp9\r\n".encode())
+    with pytest.raises(TailorError, match=r"run\.yaml, line 5: train\.optimizer: 'adamw_fp9' is not one of"):
+        load_config(path)
+    path.write_text("train:\n  learning_rate: 1e-4\n\n  optimzer: adamw\n")
+    with pytest.raises(TailorError, match=r"run\.yaml, line 4: train: unknown key 'optimzer'\. Did you mean 'optimizer'"):
+        load_config(path)
+    path.write_text("train:\n  batch_size: 8\n")
+    with pytest.raises(TailorError) as refused:
+        load_config(path, ["train.batch_size=many"])
+    assert "line" not in str(refused.value) and "train.batch_size: expected int, got 'many'" in str(refused.value)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -110,13 +111,48 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
+def line_of(path: Path, keys: list[str]) -> int | None:
+    """The line (1-based) of the deepest of the nested settings `keys` the YAML file has; None where it has not
+    the first (a value given on the command line)."""
+    try:
+        node = yaml.compose(read_text(path, "config file"))
+    except (yaml.YAMLError, TailorError, RecursionError, ValueError):
+        return None
+    line = None
+    for key in keys:
+        found = isinstance(node, yaml.MappingNode) and next(
+            (v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == key), None)
+        if not found:
+            break
+        node, line = found, found.start_mark.line + 1
+    return line
+
+
+def located(error: TailorError, path: Path, overridden: set[str] = frozenset()) -> TailorError:
+    """A config file's error naming a setting ("FILE.train.optimizer: ...") with the setting's line in the file;
+    as it is where the value came from the command line (`overridden`: the overrides' dotted keys)."""
+    message, prefix = str(error), f"{path}."
+    if not message.startswith(prefix):
+        return error
+    dotted, _, rest = message[len(prefix):].partition(": ")
+    if any(dotted == key or dotted.startswith(key + ".") for key in overridden):
+        return error
+    keys = [k.split("[")[0] for k in dotted.split(".")]
+    unknown = re.match(r"unknown key '([^']*)'", rest)
+    line = line_of(path, keys + ([unknown.group(1)] if unknown else []))
+    return error if line is None else TailorError(f"{path}, line {line}: {dotted}: {rest}")
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     data = apply_overrides(read_yaml(path), overrides or [])
     data = shorthand(data)
     data.setdefault("name", Path(path).stem)
     if not data["name"]:
         data["name"] = Path(path).stem
-    return config_from_dict(data, where=str(path))
+    try:
+        return config_from_dict(data, where=str(path))
+    except TailorError as error:
+        raise located(error, Path(path), {o.split("=", 1)[0].strip() for o in overrides or []}) from None
 
 
 def dump_config(cfg: Config) -> str:
