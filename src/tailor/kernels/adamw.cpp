@@ -12,9 +12,12 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstring>
+
+#include "adamw.h"
 
 namespace {
+
+using namespace adamw_common;
 
 inline uint32_t mix(uint32_t x) {  // a 32-bit integer hash; the reference repeats it with int64 tensors
   x ^= x >> 16;
@@ -25,26 +28,9 @@ inline uint32_t mix(uint32_t x) {  // a 32-bit integer hash; the reference repea
   return x;
 }
 
-inline float widen(uint16_t h) {
-  uint32_t bits = uint32_t(h) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
 inline uint16_t narrow(float f, uint32_t noise) {  // noise in [0, 65536): stochastic rounding to bf16
-  uint32_t bits;
-  std::memcpy(&bits, &f, 4);
-  return uint16_t((bits + noise) >> 16);
+  return uint16_t((bits_of(f) + noise) >> 16);
 }
-
-struct Hyper {
-  float b1, one_minus_b1, b2, one_minus_b2, decay, neg_step, inv_bc2_sqrt, eps, inv_scale;
-  uint32_t stream;
-};
-
-inline float gradient(const float* g, int64_t i) { return g[i]; }
-inline float gradient(const uint16_t* g, int64_t i) { return widen(g[i]); }  // a bf16 gradient, exactly
 
 // Inlined into each `update` below, so it is compiled for each of their targets.
 template <typename G>
@@ -80,24 +66,18 @@ void adamw_bf16_(at::Tensor param, const at::Tensor& grad, at::Tensor exp_avg, a
                  double one_minus_b1, double b2, double one_minus_b2, double decay, double neg_step,
                  double inv_bc2_sqrt, double eps, double inv_scale, int64_t stream) {
   TORCH_CHECK(param.scalar_type() == at::kFloat, "adamw_bf16: fp32 weights");
-  TORCH_CHECK(grad.scalar_type() == at::kFloat || grad.scalar_type() == at::kBFloat16, "adamw_bf16: fp32 or bf16 gradients");
   TORCH_CHECK(exp_avg.scalar_type() == at::kBFloat16 && exp_avg_sq.scalar_type() == at::kBFloat16, "adamw_bf16: bf16 moments");
   TORCH_CHECK(param.is_contiguous() && grad.is_contiguous() && exp_avg.is_contiguous() && exp_avg_sq.is_contiguous(),
               "adamw_bf16: contiguous tensors");
   const int64_t n = param.numel();
   TORCH_CHECK(grad.numel() == n && exp_avg.numel() == n && exp_avg_sq.numel() == n, "adamw_bf16: sizes differ");
-  Hyper h{float(b1), float(one_minus_b1), float(b2), float(one_minus_b2), float(decay), float(neg_step),
-          float(inv_bc2_sqrt), float(eps), float(inv_scale), uint32_t(stream)};
+  const Hyper h = hyper(b1, one_minus_b1, b2, one_minus_b2, decay, neg_step, inv_bc2_sqrt, eps, inv_scale, stream);
   float* p = param.data_ptr<float>();
   auto* m = reinterpret_cast<uint16_t*>(exp_avg.data_ptr<at::BFloat16>());
   auto* v = reinterpret_cast<uint16_t*>(exp_avg_sq.data_ptr<at::BFloat16>());
-  if (grad.scalar_type() == at::kFloat) {
-    const float* g = grad.data_ptr<float>();
+  with_gradient(grad, [&](auto g) {
     at::parallel_for(0, n, 1 << 16, [&](int64_t begin, int64_t end) { update(p, g, m, v, begin, end, h); });
-  } else {
-    const auto* g = reinterpret_cast<const uint16_t*>(grad.data_ptr<at::BFloat16>());
-    at::parallel_for(0, n, 1 << 16, [&](int64_t begin, int64_t end) { update(p, g, m, v, begin, end, h); });
-  }
+  });
 }
 
 }  // namespace

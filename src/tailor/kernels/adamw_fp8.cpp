@@ -17,25 +17,16 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
+
+#include "adamw.h"
 
 namespace {
+
+using namespace adamw_common;
 
 constexpr int64_t BLOCK = 256;
 constexpr uint32_t M_LOW = 113;  // the first moment's smallest biased exponent: 2^-14 of the block's max
 constexpr uint32_t V_LOW = 96;   // the second moment's: 2^-31
-
-inline uint32_t bits_of(float f) {
-  uint32_t b;
-  std::memcpy(&b, &f, 4);
-  return b;
-}
-
-inline float float_of(uint32_t b) {
-  float f;
-  std::memcpy(&f, &b, 4);
-  return f;
-}
 
 // A magnitude in [0, 1] as (biased exponent << 3 | 3 mantissa bits), rounded to nearest (a carry moves the exponent).
 inline uint32_t rounded(float r) { return (bits_of(r) + (1U << 19)) >> 20; }
@@ -58,15 +49,6 @@ inline uint8_t encode_v(float x, float inv_max) {
 }
 
 inline float decode_v(uint8_t c) { return float_of((uint32_t(c) + (V_LOW << 3)) << 20); }
-
-inline float widen(uint16_t h) { return float_of(uint32_t(h) << 16); }
-
-struct Hyper {
-  float b1, one_minus_b1, b2, one_minus_b2, decay, neg_step, inv_bc2_sqrt, eps, inv_scale;
-};
-
-inline float gradient(const float* g, int64_t i) { return g[i]; }
-inline float gradient(const uint16_t* g, int64_t i) { return widen(g[i]); }  // a bf16 gradient, exactly
 
 // One block: update the weights from the decoded moments, then store the new moments' codes and scales.
 template <typename G>
@@ -130,7 +112,6 @@ void adamw_fp8_(at::Tensor param, const at::Tensor& grad, at::Tensor exp_avg, at
                 at::Tensor exp_avg_sq, at::Tensor exp_avg_sq_scale, double b1, double one_minus_b1, double b2,
                 double one_minus_b2, double decay, double neg_step, double inv_bc2_sqrt, double eps, double inv_scale) {
   TORCH_CHECK(param.scalar_type() == at::kFloat, "adamw_fp8: fp32 weights");
-  TORCH_CHECK(grad.scalar_type() == at::kFloat || grad.scalar_type() == at::kBFloat16, "adamw_fp8: fp32 or bf16 gradients");
   TORCH_CHECK(exp_avg.scalar_type() == at::kByte && exp_avg_sq.scalar_type() == at::kByte, "adamw_fp8: uint8 moment codes");
   TORCH_CHECK(exp_avg_scale.scalar_type() == at::kFloat && exp_avg_sq_scale.scalar_type() == at::kFloat, "adamw_fp8: fp32 scales");
   TORCH_CHECK(param.is_contiguous() && grad.is_contiguous() && exp_avg.is_contiguous() && exp_avg_sq.is_contiguous() &&
@@ -139,20 +120,15 @@ void adamw_fp8_(at::Tensor param, const at::Tensor& grad, at::Tensor exp_avg, at
   const int64_t blocks = (n + BLOCK - 1) / BLOCK;
   TORCH_CHECK(grad.numel() == n && exp_avg.numel() == n && exp_avg_sq.numel() == n, "adamw_fp8: sizes differ");
   TORCH_CHECK(exp_avg_scale.numel() == blocks && exp_avg_sq_scale.numel() == blocks, "adamw_fp8: one scale per 256 values");
-  Hyper h{float(b1), float(one_minus_b1), float(b2), float(one_minus_b2), float(decay), float(neg_step),
-          float(inv_bc2_sqrt), float(eps), float(inv_scale)};
+  const Hyper h = hyper(b1, one_minus_b1, b2, one_minus_b2, decay, neg_step, inv_bc2_sqrt, eps, inv_scale);
   float* p = param.data_ptr<float>();
   uint8_t* mq = exp_avg.data_ptr<uint8_t>();
   uint8_t* vq = exp_avg_sq.data_ptr<uint8_t>();
   float* ms = exp_avg_scale.data_ptr<float>();
   float* vs = exp_avg_sq_scale.data_ptr<float>();
-  if (grad.scalar_type() == at::kFloat) {
-    const float* g = grad.data_ptr<float>();
+  with_gradient(grad, [&](auto g) {
     at::parallel_for(0, blocks, 256, [&](int64_t first, int64_t last) { update(p, g, mq, ms, vq, vs, n, first, last, h); });
-  } else {
-    const auto* g = reinterpret_cast<const uint16_t*>(grad.data_ptr<at::BFloat16>());
-    at::parallel_for(0, blocks, 256, [&](int64_t first, int64_t last) { update(p, g, mq, ms, vq, vs, n, first, last, h); });
-  }
+  });
 }
 
 }  // namespace

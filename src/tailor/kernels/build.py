@@ -36,6 +36,7 @@ NAME = "tailor_kernels"
 CFLAGS = ("-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mamx-tile", "-mamx-bf16", "-fopenmp")
 LDFLAGS = ("-fopenmp",)
 PORTABLE = ("adamw.cpp", "adamw_fp8.cpp")
+PORTABLE_HEADERS = ("adamw.h",)
 PORTABLE_NAME = "tailor_portable"
 # No FMA contraction: the torch reference of each op (train/adamw_bf16.py, train/adamw_fp8.py) rounds as the C++ does, bit for bit.
 PORTABLE_CFLAGS = ("-O3", "-fopenmp", "-fno-math-errno", "-ffp-contract=off")
@@ -118,7 +119,7 @@ def portable_built() -> bool:
     first call builds it)."""
     if hasattr(torch.ops.tailor_portable, "adamw_fp8_"):
         return True
-    key = digest(HERE, PORTABLE, PORTABLE_CFLAGS)
+    key = digest(HERE, PORTABLE + PORTABLE_HEADERS, PORTABLE_CFLAGS)
     return _load(PORTABLE_NAME, PORTABLE, cache_folder("portable", key), PORTABLE_CFLAGS, "optimizer steps (adamw.cpp, adamw_fp8.cpp)")
 
 

@@ -40,11 +40,8 @@ class SummedCrossEntropy(torch.autograd.Function):
         logits, targets, lse = ctx.saved_tensors
         rows = block_rows(logits.shape[-1])
         # With `overwrite` the gradient is written over the saved logits: one (n, V) tensor less at the start of
-        # the backward, where a training step's memory peaks. A second backward through the same graph
-        # (retain_graph) would read the overwritten logits, so it is refused.
-        if getattr(ctx, "used", False) and ctx.overwrite:
-            raise RuntimeError("summed_cross_entropy(overwrite=True): a second backward through the same loss")
-        ctx.used = True
+        # the backward, where a training step's memory peaks. The write bumps their version, so autograd refuses
+        # a second backward through the same graph (retain_graph), which would read them.
         out = logits if ctx.overwrite else torch.empty_like(logits)
         for start in range(0, logits.shape[0], rows):
             block = logits[start:start + rows].to(torch.float32, copy=True)  # a copy even of fp32 logits
